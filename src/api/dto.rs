@@ -1,0 +1,213 @@
+//! The JSON shapes of the API: jobs and files as clients see them, with live progress.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::{FileRecord, FileStatus, Job, JobError, JobStatus, OnConflict};
+use crate::engine::Run;
+
+/// A job. `files` is present on single-job responses and left out of listings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: crate::domain::JobId,
+    pub status: JobStatus,
+    /// Lower runs first.
+    #[schema(value_type = i32)]
+    pub priority: crate::domain::Priority,
+    pub description: Option<String>,
+    /// The requested destination, relative to the download root.
+    pub dest: Option<String>,
+    pub on_conflict: OnConflict,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many times a worker has started the job.
+    pub attempt: u32,
+    pub error: Option<JobError>,
+    /// Names of the extra request headers; their values are never returned.
+    pub headers: Vec<String>,
+    /// Whether an access token is stored; the token itself is never returned.
+    pub has_access_token: bool,
+    pub file_count: u32,
+    pub bytes_done: u64,
+    /// `null` while the size of any file is unknown.
+    pub bytes_total: Option<u64>,
+    /// `bytes_done / bytes_total` when the size is known.
+    pub progress: Option<f64>,
+    /// Current download rate while running.
+    pub bytes_per_second: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileView>>,
+}
+
+/// One file of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: crate::domain::FileId,
+    pub index: u32,
+    /// The source URL, without any user-info.
+    pub url: String,
+    /// Destination relative to the download root (final once the file starts).
+    pub path: String,
+    pub status: FileStatus,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    /// Expected SHA-256, when given.
+    pub sha256: Option<String>,
+    /// True when an existing file already had `sha256` and nothing was downloaded.
+    pub cached: bool,
+    pub error: Option<JobError>,
+    /// Connections open for this file now.
+    pub connections: u32,
+}
+
+impl JobView {
+    /// The view of `job`, with live counters from its run in this process, if any.
+    pub fn new(job: Job, run: Option<&Run>, with_files: bool) -> Self {
+        let (mut bytes_done, mut bytes_total) = (job.bytes_done, job.bytes_total);
+        let mut bytes_per_second = None;
+        if let Some(run) = run.filter(|_| job.status == JobStatus::Running) {
+            (bytes_done, bytes_total) = run.live.totals();
+            bytes_per_second = Some(run.live.rate());
+        }
+        let files = with_files.then(|| {
+            job.files
+                .into_iter()
+                .map(|f| FileView::new(f, run))
+                .collect()
+        });
+        Self {
+            id: job.id,
+            status: job.status,
+            priority: job.priority,
+            description: job.description,
+            dest: job.dest,
+            on_conflict: job.on_conflict,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            attempt: job.attempt,
+            error: job.error,
+            headers: job.header_names,
+            has_access_token: job.has_access_token,
+            file_count: job.file_count,
+            bytes_done,
+            bytes_total,
+            progress: progress(bytes_done, bytes_total),
+            bytes_per_second,
+            files,
+        }
+    }
+}
+
+fn progress(done: u64, total: Option<u64>) -> Option<f64> {
+    match total {
+        Some(0) => Some(1.0),
+        Some(total) => Some((done as f64 / total as f64).min(1.0)),
+        None => None,
+    }
+}
+
+impl FileView {
+    fn new(file: FileRecord, run: Option<&Run>) -> Self {
+        let live = run.and_then(|r| r.live.file(file.id));
+        let (bytes_done, bytes_total, connections) = match &live {
+            Some(live) => (
+                live.done(),
+                live.total(),
+                live.connections.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            None => (file.bytes_done, file.bytes_total, 0),
+        };
+        Self {
+            id: file.id,
+            index: file.index,
+            url: without_userinfo(&file.url),
+            path: file.path,
+            status: file.status,
+            bytes_done,
+            bytes_total,
+            sha256: file.sha256.map(|s| s.to_string()),
+            cached: file.cached,
+            error: file.error,
+            connections,
+        }
+    }
+}
+
+impl FileView {
+    /// The status as it reads in JSON.
+    pub fn status_name(&self) -> &'static str {
+        self.status.as_str()
+    }
+}
+
+fn without_userinfo(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => raw.to_owned(),
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query parameters of `GET /v1/jobs`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Comma-separated statuses to include, e.g. `queued,running`.
+    pub status: Option<String>,
+    /// Regular expression the description must match.
+    pub q: Option<String>,
+    /// Page size, 1 to 1000; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The body of `PATCH /v1/jobs/{id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobPatch {
+    /// New priority (lower runs first), from -1000000 to 1000000.
+    pub priority: Option<i64>,
+}
+
+/// How many jobs an operation affected.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Count {
+    pub count: u64,
+}
+
+/// Totals for `GET /v1/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    /// Jobs per status (every status is present).
+    pub jobs: std::collections::BTreeMap<String, u64>,
+    /// Download rate over all running jobs.
+    pub bytes_per_second: u64,
+    /// HTTP connections open to origins.
+    pub connections_open: u64,
+}
+
+/// A liveness or readiness answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,0 +1,82 @@
+//! Extractors whose rejections are problem responses, not axum's plain-text ones.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::problem::{ApiError, ErrorCode};
+use crate::domain::JobId;
+
+/// `Json<T>` whose failures become `invalid-json` (400), `unknown-field` / `invalid-body`
+/// (422), `unsupported-media-type` (415) or `payload-too-large` (413).
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    let detail = rejection.body_text();
+    match rejection {
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        JsonRejection::JsonDataError(_) if detail.contains("unknown field") => {
+            ApiError::new(ErrorCode::UnknownField, detail)
+        }
+        JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidBody, detail),
+        JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::InvalidJson, detail),
+        _ => ApiError::new(ErrorCode::InvalidJson, detail),
+    }
+}
+
+/// `Query<T>` whose failures become `invalid-query` (400).
+pub struct AppQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(query_rejection(&rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: &QueryRejection) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, rejection.body_text())
+}
+
+/// The `{id}` path segment as a job id (`invalid-job-id`, 400, when it is not a UUID).
+pub struct JobIdPath(pub JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::InvalidJobId, e.body_text()))?;
+        raw.parse().map(Self).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidJobId,
+                format!("{raw:?} is not a job id (a UUID)"),
+            )
+        })
+    }
+}

@@ -1,0 +1,407 @@
+//! Job routes: submit, list, read, change, forget.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::AppState;
+use super::dto::{Count, JobList, JobPatch, JobView, ListParams};
+use super::extract::{AppJson, AppQuery, JobIdPath};
+use super::problem::{ApiError, ErrorCode, ProblemDetails};
+use crate::domain::{JobId, JobRequest, JobStatus, Priority, Transition};
+use crate::events::{EventKind, JobEvent};
+use crate::store::ListQuery;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 1000;
+
+/// Submit a job.
+#[utoipa::path(
+    post, path = "/v1/jobs", operation_id = "create_job", tag = "jobs",
+    request_body = JobRequest,
+    responses(
+        (status = 201, description = "Queued; `Location` names the new job", body = JobView,
+            headers(("Location" = String, description = "/v1/jobs/{id}"))),
+        (status = 400, description = "The body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "The request is invalid (see `code`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full; retry after `Retry-After` seconds", body = ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_job(
+    State(state): State<AppState>,
+    AppJson(request): AppJson<JobRequest>,
+) -> Result<Response, ApiError> {
+    let api = state.api.clone();
+    // Parsing checks the disk (existing directories, symlinks): keep it off the async threads.
+    let parsed =
+        tokio::task::spawn_blocking(move || request.parse(&api.root, api.max_files_per_job))
+            .await
+            .map_err(ApiError::internal)?;
+    let new_job = parsed?;
+    let job = state
+        .store
+        .insert_job(&new_job, state.api.max_queued_jobs)
+        .await?;
+    tracing::info!(job.id = %job.id, files = job.file_count, "queued job {}", job.id);
+    state
+        .events
+        .publish(JobEvent::about(EventKind::Queued, &job));
+    state.engine.wake();
+    let location = format!("/v1/jobs/{}", job.id);
+    let view = JobView::new(job, None, true);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view),
+    )
+        .into_response())
+}
+
+/// List jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs (without their files)", body = JobList),
+        (status = 400, description = "A malformed filter, limit or cursor", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    AppQuery(params): AppQuery<ListParams>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    let query = list_query(params)?;
+    let page = state.store.list_jobs(&query).await?;
+    let jobs = page
+        .jobs
+        .into_iter()
+        .map(|job| {
+            let run = state.engine.live(job.id);
+            JobView::new(job, run.as_deref(), false)
+        })
+        .collect();
+    Ok(axum::Json(JobList {
+        jobs,
+        next_cursor: page.next.map(encode_cursor),
+    }))
+}
+
+fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let mut statuses = Vec::new();
+    for name in params
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let status = JobStatus::parse(name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("unknown status {name:?}; use {}", status_names()),
+            )
+        })?;
+        statuses.push(status);
+    }
+    if let Some(q) = &params.q {
+        regex::RegexBuilder::new(q)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidRegex,
+                    format!("q is not a valid regular expression: {e}"),
+                )
+            })?;
+    }
+    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    Ok(ListQuery {
+        statuses,
+        description_regex: params.q,
+        limit,
+        before,
+    })
+}
+
+fn status_names() -> String {
+    JobStatus::ALL.map(JobStatus::as_str).join(", ")
+}
+
+fn encode_cursor(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("before:{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("before:")?.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "cursor is not a `next_cursor` from a previous page",
+            )
+        })
+}
+
+/// One job with its files and live progress.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let job = state.store.get_job(id).await?;
+    let run = state.engine.live(id);
+    Ok(axum::Json(JobView::new(job, run.as_deref(), true)))
+}
+
+/// Applies a transition, tells the engine, publishes the event, and returns the job.
+async fn transition(
+    state: &AppState,
+    id: JobId,
+    action: Transition,
+    priority: Option<Priority>,
+) -> Result<Option<JobView>, ApiError> {
+    let (before, job) = state.store.transition(id, action, priority).await?;
+    state.engine.after_transition(id, before, action).await;
+    let Some(job) = job else { return Ok(None) };
+    if job.status != before {
+        tracing::info!(job.id = %id, "job {id}: {before} -> {}", job.status);
+        state
+            .events
+            .publish(JobEvent::about(EventKind::for_status(job.status), &job));
+    }
+    // Re-read after the engine acted, so the answer shows where the job really is.
+    let job = state.store.get_job(id).await?;
+    let run = state.engine.live(id);
+    Ok(Some(JobView::new(job, run.as_deref(), true)))
+}
+
+fn found(view: Option<JobView>, id: JobId) -> Result<axum::Json<JobView>, ApiError> {
+    view.map(axum::Json)
+        .ok_or_else(|| ApiError::new(ErrorCode::JobNotFound, format!("job {id} not found")))
+}
+
+macro_rules! action_route {
+    ($name:ident, $path:literal, $action:expr, $summary:literal, $conflict:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            post, path = $path, operation_id = stringify!($name), tag = "jobs",
+            params(("id" = String, Path, description = "Job id (UUID)")),
+            responses(
+                (status = 200, description = "The job after the change", body = JobView),
+                (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 404, description = "No such job", body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 409, description = $conflict, body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+            )
+        )]
+        pub async fn $name(State(state): State<AppState>, JobIdPath(id): JobIdPath) -> Result<axum::Json<JobView>, ApiError> {
+            found(transition(&state, id, $action, None).await?, id)
+        }
+    };
+}
+
+action_route!(
+    cancel_job,
+    "/v1/jobs/{id}/cancel",
+    Transition::Cancel,
+    "Cancel a queued, paused or running job; its partial files are removed.",
+    "The job has already finished"
+);
+action_route!(
+    pause_job,
+    "/v1/jobs/{id}/pause",
+    Transition::Pause,
+    "Pause a queued or running job, keeping its partial files and progress (idempotent).",
+    "The job has finished"
+);
+action_route!(
+    resume_job,
+    "/v1/jobs/{id}/resume",
+    Transition::Resume,
+    "Queue a paused job again, or retry a failed one; it continues from its checkpoint.",
+    "The job is completed or cancelled"
+);
+
+/// Change a job's priority.
+#[utoipa::path(
+    patch, path = "/v1/jobs/{id}", operation_id = "update_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    request_body = JobPatch,
+    responses(
+        (status = 200, description = "The job after the change", body = JobView),
+        (status = 400, description = "The id is not a UUID or the body not JSON", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The job has finished", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or empty change", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+    AppJson(patch): AppJson<JobPatch>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let Some(priority) = patch.priority else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "nothing to change: give `priority`",
+        ));
+    };
+    let priority = Priority::new(priority).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidPriority,
+            format!(
+                "priority must be between {} and {}",
+                Priority::MIN,
+                Priority::MAX
+            ),
+        )
+    })?;
+    found(
+        transition(&state, id, Transition::Reprioritise, Some(priority)).await?,
+        id,
+    )
+}
+
+/// Forget a finished job (its downloaded files stay on disk).
+#[utoipa::path(
+    delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs",
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The job is still queued, running or paused", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_job(
+    State(state): State<AppState>,
+    JobIdPath(id): JobIdPath,
+) -> Result<StatusCode, ApiError> {
+    transition(&state, id, Transition::Forget, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancel every queued, paused and running job.
+#[utoipa::path(
+    post, path = "/v1/jobs/cancel-all", operation_id = "cancel_all_jobs", tag = "jobs",
+    responses(
+        (status = 200, description = "How many jobs were cancelled", body = Count),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_all_jobs(State(state): State<AppState>) -> Result<axum::Json<Count>, ApiError> {
+    let cancelled = state.store.cancel_all().await?;
+    for (id, before) in &cancelled {
+        state
+            .engine
+            .after_transition(*id, *before, Transition::Cancel)
+            .await;
+        if let Ok(job) = state.store.get_job(*id).await {
+            state
+                .events
+                .publish(JobEvent::about(EventKind::Cancelled, &job));
+        }
+    }
+    tracing::info!(jobs = cancelled.len(), "cancelled {} jobs", cancelled.len());
+    Ok(axum::Json(Count {
+        count: cancelled.len() as u64,
+    }))
+}
+
+/// Forget every finished job (completed, failed, cancelled).
+#[utoipa::path(
+    post, path = "/v1/jobs/prune", operation_id = "prune_jobs", tag = "jobs",
+    responses(
+        (status = 200, description = "How many jobs were forgotten", body = Count),
+        (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
+pub async fn prune_jobs(State(state): State<AppState>) -> Result<axum::Json<Count>, ApiError> {
+    let pruned = state.store.prune().await?;
+    tracing::info!(jobs = pruned, "pruned {pruned} finished jobs");
+    Ok(axum::Json(Count { count: pruned }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
+        assert_eq!(
+            decode_cursor("bm9wZQ").unwrap_err().code,
+            ErrorCode::InvalidCursor
+        );
+        assert_eq!(
+            decode_cursor("!!").unwrap_err().code,
+            ErrorCode::InvalidCursor
+        );
+    }
+
+    #[test]
+    fn list_parameters_are_checked() {
+        let params = |status: &str, limit: u32| ListParams {
+            status: Some(status.into()),
+            limit: Some(limit),
+            ..Default::default()
+        };
+        assert_eq!(
+            list_query(params("queued, running", 10)).unwrap().statuses,
+            vec![JobStatus::Queued, JobStatus::Running]
+        );
+        assert_eq!(
+            list_query(params("done", 10)).unwrap_err().code,
+            ErrorCode::InvalidQuery
+        );
+        assert_eq!(
+            list_query(params("", 0)).unwrap_err().code,
+            ErrorCode::InvalidQuery
+        );
+        let bad_regex = ListParams {
+            q: Some("(".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            list_query(bad_regex).unwrap_err().code,
+            ErrorCode::InvalidRegex
+        );
+    }
+}

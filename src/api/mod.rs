@@ -1,0 +1,117 @@
+//! The HTTP API: routes, request validation, problem responses, the OpenAPI document.
+//!
+//! Handlers are thin: they extract, parse into domain types, call the store or the engine,
+//! and map the result to a view. Everything is JSON under `/v1`.
+
+mod auth;
+pub mod dto;
+mod events;
+mod extract;
+mod jobs;
+pub mod openapi;
+mod ops;
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::{HeaderName, Request, StatusCode};
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Secret;
+use crate::domain::paths::DownloadRoot;
+use crate::engine::Engine;
+use crate::events::EventBus;
+use crate::store::Store;
+use problem::{ApiError, ErrorCode};
+
+/// Longest a non-streaming request may take before it is answered with 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers need from the settings.
+#[derive(Debug)]
+pub struct ApiSettings {
+    pub root: DownloadRoot,
+    pub max_queued_jobs: u64,
+    pub max_files_per_job: usize,
+    pub max_request_bytes: usize,
+    pub api_token: Option<Secret>,
+}
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub store: Store,
+    pub engine: Engine,
+    pub events: EventBus,
+    pub api: Arc<ApiSettings>,
+    /// Fired at shutdown; ends event streams.
+    pub shutdown: CancellationToken,
+}
+
+/// Every route with its OpenAPI annotations.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job, jobs::update_job, jobs::delete_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::pause_job))
+        .routes(routes!(jobs::resume_job))
+        .routes(routes!(jobs::cancel_all_jobs))
+        .routes(routes!(jobs::prune_jobs))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(events::stream_job_events))
+        .routes(routes!(ops::get_stats))
+        .routes(routes!(ops::get_health))
+        .routes(routes!(ops::get_readiness))
+        .routes(routes!(ops::get_openapi))
+}
+
+/// The application's router with its layers.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        })
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG));
+    let body_limit = state.api.max_request_bytes;
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}

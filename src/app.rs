@@ -1,0 +1,203 @@
+//! Assembling the daemon: settings → store, engine, API → a server that runs until told to
+//! stop. Tests and the binary use exactly this path ([`App::build`], then [`App::run`]).
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiSettings, AppState};
+use crate::config::Settings;
+use crate::domain::paths::DownloadRoot;
+use crate::engine::{Engine, EngineSettings};
+use crate::events::EventBus;
+use crate::fetch::{ClientSettings, Fetcher, RetryPolicy, build_client};
+use crate::store::Store;
+
+/// How often running jobs publish progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// A built daemon, bound to its port, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    grace: Duration,
+    /// Held for the life of the daemon: one daemon per data directory.
+    _lock: File,
+}
+
+impl App {
+    /// Opens the store (applying migrations), requeues jobs a previous process left running,
+    /// and binds `settings.listen` (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    /// [`App::build`] on a listener the caller bound.
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let lock = lock_data_dir(&settings)?;
+        let store = Store::open(&settings.data_dir.join("haul.db"))
+            .await
+            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+        // We hold the data directory's lock, so no other process runs these jobs.
+        let orphans = store
+            .requeue_all_running()
+            .await
+            .context("cannot requeue interrupted jobs")?;
+        if !orphans.is_empty() {
+            tracing::info!(
+                jobs = orphans.len(),
+                "requeued {} jobs interrupted by the last shutdown or crash",
+                orphans.len()
+            );
+        }
+        let root = DownloadRoot::open(&settings.download_root).with_context(|| {
+            format!(
+                "cannot use the download root {}",
+                settings.download_root.display()
+            )
+        })?;
+        let shutdown = CancellationToken::new();
+        let events = EventBus::new();
+        let engine = Engine::new(
+            store.clone(),
+            events.clone(),
+            fetcher(&settings)?,
+            root.clone(),
+            engine_settings(&settings),
+            shutdown.clone(),
+        );
+        let api = Arc::new(ApiSettings {
+            root,
+            max_queued_jobs: settings.max_queued_jobs,
+            max_files_per_job: settings.max_files_per_job,
+            max_request_bytes: settings.max_request_bytes,
+            api_token: settings.api_token.clone(),
+        });
+        let state = AppState {
+            store,
+            engine,
+            events,
+            api,
+            shutdown,
+        };
+        Ok(Self {
+            listener,
+            state,
+            grace: Duration::from_millis(settings.shutdown_grace_ms),
+            _lock: lock,
+        })
+    }
+
+    /// The bound address (the real port when the settings asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops in order: stop accepting and end event
+    /// streams, stop workers (they checkpoint and release their jobs), wait for them at most the
+    /// grace period, close the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            grace,
+            _lock,
+        } = self;
+        let addr = listener.local_addr()?;
+        let token = state.shutdown.clone();
+        let engine = state.engine.clone();
+        let store = state.store.clone();
+        engine.start();
+        let server = axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(token.clone().cancelled_owned());
+        tracing::info!(address = %addr, "listening on http://{addr}");
+        let mut serving = std::pin::pin!(server.into_future());
+        let served = tokio::select! {
+            result = &mut serving => Some(result),
+            () = shutdown => None,
+        };
+        let started = Instant::now();
+        tracing::info!("shutting down");
+        token.cancel();
+        let result = match served {
+            Some(result) => result,
+            None => tokio::time::timeout(grace, serving).await.unwrap_or(Ok(())),
+        };
+        let remaining = engine.drain(grace.saturating_sub(started.elapsed())).await;
+        if remaining > 0 {
+            tracing::warn!(
+                remaining_tasks = remaining,
+                "{remaining} tasks still running at exit; their jobs resume on the next start"
+            );
+        }
+        store.close().await;
+        tracing::info!(
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "stopped"
+        );
+        result.context("the HTTP server failed")
+    }
+}
+
+fn lock_data_dir(settings: &Settings) -> anyhow::Result<File> {
+    let path = settings.data_dir.join("haul.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another haul daemon is using the data directory {}; stop it or choose another --data-dir",
+            settings.data_dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
+    let client = build_client(&ClientSettings {
+        user_agent: settings.user_agent.clone(),
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+        read_timeout: Duration::from_secs(settings.read_timeout_secs),
+        max_redirects: settings.max_redirects,
+    })
+    .context("cannot build the HTTP client")?;
+    let retry = RetryPolicy {
+        attempts: settings.retry_attempts.max(1),
+        base: Duration::from_millis(settings.retry_base_delay_ms),
+        max: Duration::from_millis(settings.retry_max_delay_ms),
+    };
+    Ok(Fetcher::new(
+        client,
+        retry,
+        Duration::from_millis(settings.checkpoint_interval_ms),
+    ))
+}
+
+fn engine_settings(settings: &Settings) -> EngineSettings {
+    EngineSettings {
+        max_concurrent_jobs: settings.max_concurrent_jobs,
+        lease: Duration::from_secs(settings.lease_secs),
+        progress_every: PROGRESS_EVERY,
+    }
+}

@@ -1,0 +1,294 @@
+//! Settings: defaults < `--config` TOML file < `HAUL_*` environment < command-line flags.
+//!
+//! Loaded once at start-up into a typed, validated [`Settings`]. Unknown keys in the file are an
+//! error; unknown `HAUL_*` variables are reported as warnings (they are usually typos).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read by the client commands, not by the daemon's settings.
+const CLIENT_VARS: [&str; 2] = ["HAUL_SERVER", "HAUL_TOKEN"];
+
+/// Every daemon setting. Field docs are the reference; `config/haul.toml` repeats them.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address the API listens on. Anything but loopback requires `api_token`.
+    pub listen: SocketAddr,
+    /// Where the SQLite store (`haul.db`) and the lock file live.
+    pub data_dir: PathBuf,
+    /// Every download lands inside this directory.
+    pub download_root: PathBuf,
+    /// When set, every `/v1` route requires `Authorization: Bearer <token>`.
+    #[serde(skip_serializing)]
+    pub api_token: Option<Secret>,
+    /// Jobs downloading at the same time.
+    pub max_concurrent_jobs: usize,
+    /// Queued jobs allowed before submissions get 429.
+    pub max_queued_jobs: u64,
+    /// Files allowed in one job.
+    pub max_files_per_job: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Consecutive failed attempts (without a byte of progress) before a file fails.
+    pub retry_attempts: u32,
+    /// First retry delay; doubles with each failure, with full jitter.
+    pub retry_base_delay_ms: u64,
+    /// Longest retry delay (a server's `Retry-After` may ask for more, up to an hour).
+    pub retry_max_delay_ms: u64,
+    /// Time allowed to establish a connection.
+    pub connect_timeout_secs: u64,
+    /// A connection that delivers no byte for this long is dropped and retried.
+    pub read_timeout_secs: u64,
+    /// Redirects followed per request.
+    pub max_redirects: usize,
+    /// How often progress is fsynced and saved to the store (a `kill -9` loses at most this).
+    pub checkpoint_interval_ms: u64,
+    /// Lease on a running job; renewed every third of it. An expired lease requeues the job.
+    pub lease_secs: u64,
+    /// How long shutdown waits for workers to checkpoint before exiting anyway.
+    pub shutdown_grace_ms: u64,
+    /// `User-Agent` sent to origins.
+    pub user_agent: String,
+    /// `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("./haul-data"),
+            download_root: PathBuf::from("./downloads"),
+            api_token: None,
+            max_concurrent_jobs: 4,
+            max_queued_jobs: 100_000,
+            max_files_per_job: 10_000,
+            max_request_bytes: 4 * 1024 * 1024,
+            retry_attempts: 5,
+            retry_base_delay_ms: 1_000,
+            retry_max_delay_ms: 60_000,
+            connect_timeout_secs: 15,
+            read_timeout_secs: 30,
+            max_redirects: 10,
+            checkpoint_interval_ms: 2_000,
+            lease_secs: 30,
+            shutdown_grace_ms: 4_000,
+            user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Serialising skips the token, so the printed settings can never contain it.
+        let shown = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        write!(
+            f,
+            "Settings {shown} api_token={}",
+            if self.api_token.is_some() {
+                "[set]"
+            } else {
+                "[unset]"
+            }
+        )
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret string: never printed by `Debug`, never serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Environment values that look like numbers arrive as numbers; a token is still a string.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Values given as command-line flags; `None` means "not given".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_root: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_jobs: Option<usize>,
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// The settings, and warnings to log once logging is set up.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+}
+
+/// Loads and validates the settings from their four layers.
+pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Loaded, ConfigError> {
+    load_from(file, flags, std::env::vars())
+}
+
+/// [`load`] with an explicit environment, for tests.
+pub fn load_from(
+    file: Option<&Path>,
+    flags: &Overrides,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let known = known_keys();
+    let mut warnings = Vec::new();
+    let mut env_values = Vec::new();
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix("HAUL_") else {
+            continue;
+        };
+        if CLIENT_VARS.contains(&name.as_str()) {
+            continue;
+        }
+        let key = key.to_ascii_lowercase();
+        if known.contains(&key) {
+            env_values.push((key, value));
+        } else {
+            warnings.push(format!("ignoring unknown environment variable {name}"));
+        }
+    }
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.to_owned()));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    if !env_values.is_empty() {
+        figment = figment.merge(Serialized::defaults(parse_env_values(env_values)));
+    }
+    let settings: Settings = figment
+        .merge(Serialized::defaults(flags))
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))?;
+    validate(&settings)?;
+    Ok(Loaded { settings, warnings })
+}
+
+/// Environment values are text; numbers and booleans are recognised the way figment's own
+/// `Env` provider does it.
+fn parse_env_values(env: Vec<(String, String)>) -> figment::value::Dict {
+    env.into_iter()
+        .map(|(key, value)| {
+            let parsed = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value));
+            (key, parsed)
+        })
+        .collect()
+}
+
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => {
+            let mut keys: Vec<String> = map.keys().cloned().collect();
+            keys.push("api_token".to_owned());
+            keys
+        }
+        _ => vec!["api_token".to_owned()],
+    }
+}
+
+fn validate(s: &Settings) -> Result<(), ConfigError> {
+    let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+    if s.api_token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        return invalid("api_token is empty".into());
+    }
+    if !s.listen.ip().is_loopback() && s.api_token.is_none() {
+        return invalid(format!(
+            "refusing to listen on {} without an API token: anyone who can reach it could write \
+             files on this machine. Set HAUL_API_TOKEN (or api_token in the config file), or \
+             listen on 127.0.0.1",
+            s.listen
+        ));
+    }
+    if !(1..=1024).contains(&s.max_concurrent_jobs) {
+        return invalid("max_concurrent_jobs must be between 1 and 1024".into());
+    }
+    if s.max_files_per_job == 0 || s.max_queued_jobs == 0 {
+        return invalid("max_files_per_job and max_queued_jobs must be at least 1".into());
+    }
+    if s.retry_base_delay_ms == 0 || s.retry_base_delay_ms > s.retry_max_delay_ms {
+        return invalid(
+            "retry_base_delay_ms must be positive and at most retry_max_delay_ms".into(),
+        );
+    }
+    if s.checkpoint_interval_ms < 100 || s.lease_secs < 3 {
+        return invalid(
+            "checkpoint_interval_ms must be at least 100 and lease_secs at least 3".into(),
+        );
+    }
+    if s.connect_timeout_secs == 0 || s.read_timeout_secs == 0 {
+        return invalid("connect_timeout_secs and read_timeout_secs must be positive".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Domain types: what a job, a file and a segment are, and the rules they obey.
+//!
+//! Nothing here knows about HTTP or SQL. The API parses requests into these types ("parse,
+//! don't validate"), the store persists them and the engine runs them.
+
+pub mod file;
+pub mod ids;
+pub mod job;
+pub mod paths;
+pub mod request;
+pub mod segment;
+pub mod time;
+
+pub use file::{FileError, FileRecord, FileStatus, OnConflict, Sha256};
+pub use ids::{FileId, JobId};
+pub use job::{Job, JobError, JobStatus, Priority, Transition};
+pub use request::{FileRequest, JobRequest, NewFile, NewJob, ValidationError};
+pub use segment::Segment;

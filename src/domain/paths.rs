@@ -1,0 +1,243 @@
+//! Where files land: every destination resolves inside the download root.
+//!
+//! Paths given by users (`dest`, `files[].path`) are checked and rejected when they would escape
+//! the root; names derived from the server (the URL's last segment) are sanitised into one safe
+//! path component instead, because the user did not choose them.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Longest file name we produce, in bytes: below the usual 255-byte limit, leaving room for
+/// ` (NNN)` from the rename policy and the `.part` suffix.
+const MAX_NAME_BYTES: usize = 200;
+
+/// The name used when the URL yields none.
+pub const FALLBACK_NAME: &str = "download";
+
+/// Why a user-supplied path was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// It contains `..`, or is absolute and outside the root, or an existing symlink leads out.
+    #[error("{0:?} resolves outside the download root")]
+    EscapesRoot(String),
+    /// It contains NUL or other control characters, or is empty where a name is needed.
+    #[error("{0:?} is not a usable path")]
+    Invalid(String),
+}
+
+/// The configured download root, canonicalised once at start-up.
+#[derive(Debug, Clone)]
+pub struct DownloadRoot(PathBuf);
+
+impl DownloadRoot {
+    /// Creates the directory if needed and canonicalises it.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        Ok(Self(path.canonicalize()?))
+    }
+
+    /// The canonical absolute path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The absolute path of a root-relative path (as stored), without touching the disk.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+
+    /// Turns a user-supplied path (relative, or absolute inside the root) into normalised
+    /// root-relative components. Purely lexical.
+    pub fn relative_components(&self, input: &str) -> Result<Vec<String>, PathError> {
+        if input.chars().any(char::is_control) {
+            return Err(PathError::Invalid(input.to_owned()));
+        }
+        let path = Path::new(input);
+        let rest = if path.is_absolute() {
+            path.strip_prefix(&self.0)
+                .map_err(|_| PathError::EscapesRoot(input.to_owned()))?
+        } else {
+            path
+        };
+        let mut parts = Vec::new();
+        for component in rest.components() {
+            match component {
+                Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                    return Err(PathError::EscapesRoot(input.to_owned()));
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// True when `rel` names an existing directory inside the root.
+    pub fn is_dir(&self, rel: &str) -> bool {
+        self.0.join(rel).is_dir()
+    }
+
+    /// Checks on disk that no existing part of `rel` (a symlink, say) leads outside the root.
+    pub fn confine(&self, rel: &str) -> Result<(), PathError> {
+        let mut probe = self.0.join(rel);
+        // Walk up to the deepest ancestor that exists; what does not exist yet cannot redirect.
+        loop {
+            match probe.canonicalize() {
+                Ok(real) if real.starts_with(&self.0) => return Ok(()),
+                Ok(_) => return Err(PathError::EscapesRoot(rel.to_owned())),
+                Err(_) => {
+                    if !probe.pop() {
+                        return Err(PathError::EscapesRoot(rel.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The file name a URL suggests: its last path segment, percent-decoded and sanitised.
+pub fn name_from_url(url: &url::Url) -> String {
+    let segment = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+    sanitize_component(&decoded)
+}
+
+/// Reduces any string to one safe path component: no separators, no control characters, no
+/// `.`/`..`, no Windows reserved names, at most [`MAX_NAME_BYTES`], unicode kept.
+pub fn sanitize_component(raw: &str) -> String {
+    let replaced: String = raw
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    let trimmed = replaced.trim().trim_end_matches(['.', ' ']);
+    if trimmed.is_empty() || trimmed.chars().all(|c| c == '.') {
+        return FALLBACK_NAME.to_owned();
+    }
+    let name = if is_reserved(trimmed) {
+        format!("_{trimmed}")
+    } else {
+        trimmed.to_owned()
+    };
+    truncate_keeping_extension(&name, MAX_NAME_BYTES)
+}
+
+fn is_reserved(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or(name).to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit())
+}
+
+fn truncate_keeping_extension(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let mut cut = max - ext.len();
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &stem[..cut], ext)
+}
+
+/// `name (n).ext`: the n-th alternative name for the rename conflict policy.
+pub fn numbered_alternative(name: &str, n: u32) -> String {
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, DownloadRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DownloadRoot::open(dir.path()).unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn user_paths_that_escape_are_rejected() {
+        let (_dir, root) = root();
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a/../.."] {
+            assert!(
+                matches!(
+                    root.relative_components(bad),
+                    Err(PathError::EscapesRoot(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            root.relative_components("a\0b"),
+            Err(PathError::Invalid(_))
+        ));
+        assert!(matches!(
+            root.relative_components("a\nb"),
+            Err(PathError::Invalid(_))
+        ));
+        let inside = root.path().join("sub/file.bin");
+        assert_eq!(
+            root.relative_components(inside.to_str().unwrap()).unwrap(),
+            vec!["sub", "file.bin"]
+        );
+        assert_eq!(root.relative_components("./a//b/").unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_caught() {
+        let (_dir, root) = root();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        assert!(root.confine("link/file").is_err());
+        assert!(root.confine("plain/dir/file").is_ok());
+    }
+
+    #[test]
+    fn server_names_become_one_safe_component() {
+        assert_eq!(sanitize_component("../../etc/passwd"), ".._.._etc_passwd");
+        assert_eq!(sanitize_component(".."), FALLBACK_NAME);
+        assert_eq!(sanitize_component(""), FALLBACK_NAME);
+        assert_eq!(sanitize_component("a\0b\nc"), "a_b_c");
+        assert_eq!(sanitize_component("CON.txt"), "_CON.txt");
+        assert_eq!(sanitize_component("COM1"), "_COM1");
+        assert_eq!(sanitize_component("résumé ✓.pdf"), "résumé ✓.pdf");
+        let long = format!("{}.safetensors", "é".repeat(300));
+        let cut = sanitize_component(&long);
+        assert!(
+            cut.len() <= MAX_NAME_BYTES && cut.ends_with(".safetensors"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn names_come_from_the_last_url_segment() {
+        let url = |s| url::Url::parse(s).unwrap();
+        assert_eq!(
+            name_from_url(&url("http://h/a/b/model%20v2.bin?x=1")),
+            "model v2.bin"
+        );
+        assert_eq!(name_from_url(&url("http://h/")), FALLBACK_NAME);
+        assert_eq!(name_from_url(&url("http://h/a/%2e%2e")), FALLBACK_NAME);
+        assert_eq!(name_from_url(&url("http://h/a/..%2f..%2fx")), ".._.._x");
+    }
+
+    #[test]
+    fn alternatives_keep_the_extension() {
+        assert_eq!(numbered_alternative("a.tar.gz", 2), "a.tar (2).gz");
+        assert_eq!(numbered_alternative("README", 1), "README (1)");
+        assert_eq!(numbered_alternative(".env", 1), ".env (1)");
+    }
+}

@@ -1,0 +1,424 @@
+//! A job submission, and its parsing into a [`NewJob`] that is known to be valid.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::paths::{self, DownloadRoot, PathError};
+use super::{FileId, JobId, OnConflict, Priority, Sha256};
+
+const MAX_URL_BYTES: usize = 8192;
+const MAX_DESCRIPTION_BYTES: usize = 4096;
+const MAX_HEADERS: usize = 64;
+
+/// Headers haul sets itself (ranges, framing, the connection): a job may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "range",
+    "if-range",
+    "accept-encoding",
+    "proxy-connection",
+];
+
+/// The body of `POST /v1/jobs`: one `url`, or several `files`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// The one file to fetch (http or https). Give either this or `files`.
+    #[schema(example = "https://example.com/model.safetensors")]
+    pub url: Option<String>,
+    /// Several files fetched as one job. Give either this or `url`.
+    pub files: Option<Vec<FileRequest>>,
+    /// Where to put the result, relative to the download root. Ending in `/`, naming an existing
+    /// directory or used with `files`, it is a directory and names come from the URLs (or
+    /// `files[].path`); otherwise it is the file's path. Default: the root itself.
+    pub dest: Option<String>,
+    /// Lower runs first; default 10; from -1000000 to 1000000.
+    pub priority: Option<i64>,
+    /// Free text, searchable with `GET /v1/jobs?q=`.
+    pub description: Option<String>,
+    /// Extra request headers. Values are stored but never returned or logged.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Sent as `Authorization: Bearer …`. Stored but never returned or logged.
+    pub access_token: Option<String>,
+    /// Expected SHA-256 (hex) of the single file given by `url`.
+    pub sha256: Option<String>,
+    /// What to do when the destination already exists. Default `rename`.
+    pub on_conflict: Option<OnConflict>,
+}
+
+/// One file of a multi-file job.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequest {
+    /// Where to fetch it from (http or https).
+    pub url: String,
+    /// Its path below the job's `dest` directory; default: the URL's last segment.
+    pub path: Option<String>,
+    /// Expected SHA-256 (hex).
+    pub sha256: Option<String>,
+}
+
+/// Why a submission was rejected. The API gives each variant a stable error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("give either `url` or `files`")]
+    MissingSource,
+    #[error("give either `url` or `files`, not both")]
+    AmbiguousSource,
+    #[error("a job must have between 1 and {max} files")]
+    FileCount { max: usize },
+    #[error("{url:?} is not a valid URL: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("scheme {0:?} is not supported; only http and https are")]
+    UnsupportedScheme(String),
+    #[error("{0}")]
+    Path(#[from] PathError),
+    #[error("two files of the job would be written to {0:?}")]
+    DuplicatePath(String),
+    #[error("priority must be between {} and {}", Priority::MIN, Priority::MAX)]
+    Priority,
+    #[error("{0:?} is not a SHA-256 digest (64 hex digits)")]
+    Sha256(String),
+    #[error("`sha256` applies to a single `url`; give `files[].sha256` instead")]
+    Sha256WithFiles,
+    #[error("header {name:?}: {reason}")]
+    Header { name: String, reason: String },
+    #[error("description is longer than {MAX_DESCRIPTION_BYTES} bytes")]
+    Description,
+}
+
+/// A validated job, ready for the store.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub priority: Priority,
+    pub description: Option<String>,
+    pub dest: Option<String>,
+    pub on_conflict: OnConflict,
+    /// Secret: stored, never shown.
+    pub headers: Vec<(String, String)>,
+    /// Secret: stored, never shown.
+    pub access_token: Option<String>,
+    pub files: Vec<NewFile>,
+}
+
+/// A validated file of a new job.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub id: FileId,
+    pub url: url::Url,
+    /// Planned destination relative to the download root (the conflict policy may change it).
+    pub path: String,
+    pub sha256: Option<Sha256>,
+}
+
+impl JobRequest {
+    /// Validates everything and resolves destinations inside `root`. Touches the disk only to
+    /// see whether `dest` is an existing directory and to check that no symlink leads out.
+    pub fn parse(self, root: &DownloadRoot, max_files: usize) -> Result<NewJob, ValidationError> {
+        let priority = match self.priority {
+            Some(p) => Priority::new(p).ok_or(ValidationError::Priority)?,
+            None => Priority::DEFAULT,
+        };
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION_BYTES)
+        {
+            return Err(ValidationError::Description);
+        }
+        let headers = parse_headers(self.headers.unwrap_or_default())?;
+        let listed = self.files.is_some();
+        let sources = sources(self.url, self.files, self.sha256)?;
+        if sources.is_empty() || sources.len() > max_files {
+            return Err(ValidationError::FileCount { max: max_files });
+        }
+        let dest = match &self.dest {
+            Some(d) => Some(root.relative_components(d)?.join("/")),
+            None => None,
+        };
+        let dest_is_dir = listed
+            || dest
+                .as_deref()
+                .is_none_or(|d| d.is_empty() || root.is_dir(d))
+            || self.dest.as_deref().is_some_and(|d| d.ends_with('/'));
+        let files = plan_files(root, dest.as_deref().unwrap_or(""), dest_is_dir, sources)?;
+        Ok(NewJob {
+            id: JobId::new(),
+            priority,
+            description: self.description,
+            dest,
+            on_conflict: self.on_conflict.unwrap_or_default(),
+            headers,
+            access_token: self.access_token,
+            files,
+        })
+    }
+}
+
+fn sources(
+    url: Option<String>,
+    files: Option<Vec<FileRequest>>,
+    sha256: Option<String>,
+) -> Result<Vec<FileRequest>, ValidationError> {
+    match (url, files) {
+        (Some(url), None) => Ok(vec![FileRequest {
+            url,
+            path: None,
+            sha256,
+        }]),
+        (None, Some(files)) if sha256.is_none() => Ok(files),
+        (None, Some(_)) => Err(ValidationError::Sha256WithFiles),
+        (Some(_), Some(_)) => Err(ValidationError::AmbiguousSource),
+        (None, None) => Err(ValidationError::MissingSource),
+    }
+}
+
+fn plan_files(
+    root: &DownloadRoot,
+    dest: &str,
+    dest_is_dir: bool,
+    sources: Vec<FileRequest>,
+) -> Result<Vec<NewFile>, ValidationError> {
+    let mut seen = HashSet::new();
+    let mut files = Vec::with_capacity(sources.len());
+    for source in sources {
+        let url = parse_url(&source.url)?;
+        let sha256 = match source.sha256 {
+            Some(s) => Some(Sha256::parse(&s).ok_or(ValidationError::Sha256(s))?),
+            None => None,
+        };
+        let path = if !dest_is_dir {
+            dest.to_owned()
+        } else {
+            let name = match source.path {
+                Some(p) => relative_below(root, &p)?,
+                None => paths::name_from_url(&url),
+            };
+            if dest.is_empty() {
+                name
+            } else {
+                format!("{dest}/{name}")
+            }
+        };
+        root.confine(&path)?;
+        if !seen.insert(path.clone()) {
+            return Err(ValidationError::DuplicatePath(path));
+        }
+        files.push(NewFile {
+            id: FileId::new(),
+            url,
+            path,
+            sha256,
+        });
+    }
+    Ok(files)
+}
+
+/// A `files[].path`: relative, inside the job's directory, naming a file.
+fn relative_below(root: &DownloadRoot, path: &str) -> Result<String, ValidationError> {
+    if path.starts_with('/') {
+        return Err(PathError::EscapesRoot(path.to_owned()).into());
+    }
+    let parts = root.relative_components(path)?;
+    if parts.is_empty() {
+        return Err(PathError::Invalid(path.to_owned()).into());
+    }
+    Ok(parts.join("/"))
+}
+
+/// Accepts absolute http and https URLs with a host.
+pub fn parse_url(raw: &str) -> Result<url::Url, ValidationError> {
+    let invalid = |reason: &str| ValidationError::InvalidUrl {
+        url: raw.chars().take(200).collect(),
+        reason: reason.to_owned(),
+    };
+    if raw.len() > MAX_URL_BYTES {
+        return Err(invalid("longer than 8192 bytes"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(ValidationError::UnsupportedScheme(other.to_owned())),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    Ok(url)
+}
+
+fn parse_headers(
+    headers: BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ValidationError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ValidationError::Header {
+            name: String::new(),
+            reason: format!("at most {MAX_HEADERS} headers"),
+        });
+    }
+    let mut parsed = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let bad = |reason: &str| ValidationError::Header {
+            name: name.clone(),
+            reason: reason.to_owned(),
+        };
+        let header = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad("not a valid header name"))?;
+        if RESERVED_HEADERS.contains(&header.as_str()) {
+            return Err(bad("haul sets this header itself"));
+        }
+        // The value is deliberately not echoed: it may be a secret.
+        http::HeaderValue::from_str(&value)
+            .map_err(|_| bad("the value is not a valid header value"))?;
+        parsed.push((header.as_str().to_owned(), value));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, DownloadRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DownloadRoot::open(dir.path()).unwrap();
+        (dir, root)
+    }
+
+    /// The API's code for an error, spelled out here so these tests read like the contract.
+    fn code(err: ValidationError) -> &'static str {
+        match err {
+            ValidationError::MissingSource | ValidationError::AmbiguousSource => "invalid-source",
+            ValidationError::FileCount { .. } => "invalid-file-count",
+            ValidationError::InvalidUrl { .. } => "invalid-url",
+            ValidationError::UnsupportedScheme(_) => "unsupported-scheme",
+            ValidationError::Path(PathError::EscapesRoot(_)) => "dest-escapes-root",
+            ValidationError::Path(PathError::Invalid(_)) => "invalid-path",
+            ValidationError::DuplicatePath(_) => "duplicate-path",
+            ValidationError::Priority => "invalid-priority",
+            ValidationError::Sha256(_) | ValidationError::Sha256WithFiles => "invalid-sha256",
+            ValidationError::Header { .. } => "invalid-header",
+            ValidationError::Description => "invalid-description",
+        }
+    }
+
+    fn single(url: &str) -> JobRequest {
+        JobRequest {
+            url: Some(url.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_single_url_lands_in_the_root_named_after_the_url() {
+        let (_d, root) = root();
+        let job = single("https://h/x/model.bin").parse(&root, 10).unwrap();
+        assert_eq!(job.files[0].path, "model.bin");
+        assert_eq!(job.priority, Priority::DEFAULT);
+        assert_eq!(job.on_conflict, OnConflict::Rename);
+    }
+
+    #[test]
+    fn dest_is_a_file_path_unless_it_is_a_directory() {
+        let (_d, root) = root();
+        let mut req = single("https://h/x/model.bin");
+        req.dest = Some("weights/m.bin".into());
+        assert_eq!(
+            req.clone().parse(&root, 10).unwrap().files[0].path,
+            "weights/m.bin"
+        );
+        req.dest = Some("weights/".into());
+        assert_eq!(
+            req.clone().parse(&root, 10).unwrap().files[0].path,
+            "weights/model.bin"
+        );
+        std::fs::create_dir(root.path().join("existing")).unwrap();
+        req.dest = Some("existing".into());
+        assert_eq!(
+            req.parse(&root, 10).unwrap().files[0].path,
+            "existing/model.bin"
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_rejected_with_their_codes() {
+        let (_d, root) = root();
+        let code = |req: JobRequest| code(req.parse(&root, 2).unwrap_err());
+        assert_eq!(code(JobRequest::default()), "invalid-source");
+        assert_eq!(code(single("ftp://h/x")), "unsupported-scheme");
+        assert_eq!(code(single("file:///etc/passwd")), "unsupported-scheme");
+        assert_eq!(code(single("not a url")), "invalid-url");
+        let mut req = single("http://h/x");
+        req.dest = Some("../outside".into());
+        assert_eq!(code(req), "dest-escapes-root");
+        let mut req = single("http://h/x");
+        req.sha256 = Some("abc".into());
+        assert_eq!(code(req), "invalid-sha256");
+        let mut req = single("http://h/x");
+        req.priority = Some(5_000_000);
+        assert_eq!(code(req), "invalid-priority");
+        let file = |url: &str| FileRequest {
+            url: url.into(),
+            path: None,
+            sha256: None,
+        };
+        let many = JobRequest {
+            files: Some(vec![
+                file("http://h/a"),
+                file("http://h/b"),
+                file("http://h/c"),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(code(many), "invalid-file-count");
+        let dup = JobRequest {
+            files: Some(vec![file("http://h/a"), file("http://g/a")]),
+            ..Default::default()
+        };
+        assert_eq!(code(dup), "duplicate-path");
+    }
+
+    #[test]
+    fn headers_are_checked_and_reserved_ones_refused() {
+        let (_d, root) = root();
+        let with = |name: &str, value: &str| {
+            let mut req = single("http://h/x");
+            req.headers = Some(BTreeMap::from([(name.to_owned(), value.to_owned())]));
+            req.parse(&root, 1)
+        };
+        assert!(with("Cookie", "a=b").is_ok());
+        assert_eq!(
+            code(with("Range", "bytes=0-").unwrap_err()),
+            "invalid-header"
+        );
+        assert_eq!(code(with("bad name", "x").unwrap_err()), "invalid-header");
+        assert_eq!(
+            code(with("X-A", "line\nbreak").unwrap_err()),
+            "invalid-header"
+        );
+    }
+
+    #[test]
+    fn file_paths_stay_below_dest() {
+        let (_d, root) = root();
+        let req = JobRequest {
+            dest: Some("set".into()),
+            files: Some(vec![FileRequest {
+                url: "http://h/a".into(),
+                path: Some("../../etc/passwd".into()),
+                sha256: None,
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(code(req.parse(&root, 5).unwrap_err()), "dest-escapes-root");
+    }
+}

@@ -1,0 +1,177 @@
+//! The engine: a dispatcher that claims queued jobs from the store and workers that run them.
+//!
+//! The store is the queue: nothing waits in memory, so memory depends on the jobs running, not
+//! on how many are queued. The [`Engine`] handle is what the API holds: it wakes the
+//! dispatcher on submit and reaches running jobs for cancel and pause.
+
+mod dispatcher;
+mod registry;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::paths::DownloadRoot;
+use crate::domain::{JobId, JobStatus, Transition};
+use crate::events::EventBus;
+use crate::fetch::{Fetcher, place};
+use crate::store::Store;
+
+pub use registry::{LiveJob, Run};
+
+/// How long a cancel or pause waits for the running worker to stop before answering.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// Engine settings taken from the daemon's settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub max_concurrent_jobs: usize,
+    pub lease: Duration,
+    pub progress_every: Duration,
+}
+
+/// Handle to the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    events: EventBus,
+    fetcher: Fetcher,
+    root: DownloadRoot,
+    settings: EngineSettings,
+    /// Identifies this daemon instance as the owner of its leases.
+    owner: String,
+    wake: Notify,
+    registry: registry::Registry,
+    /// Held while claiming and registering a run, and while looking a run up to stop it, so a
+    /// cancel cannot slip between a claim and its registration.
+    claim_gate: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Engine {
+    /// An engine that is not running yet; see [`Engine::start`].
+    pub fn new(
+        store: Store,
+        events: EventBus,
+        fetcher: Fetcher,
+        root: DownloadRoot,
+        settings: EngineSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                events,
+                fetcher,
+                root,
+                settings,
+                owner: format!("haul-{}", uuid::Uuid::new_v4()),
+                wake: Notify::new(),
+                registry: registry::Registry::default(),
+                claim_gate: tokio::sync::Mutex::new(()),
+                shutdown,
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Starts the dispatcher. It stops when the shutdown token fires.
+    pub fn start(&self) {
+        self.inner.tracker.spawn(dispatcher::run(self.clone()));
+    }
+
+    /// Tells the dispatcher to look for work now (a job was submitted or resumed).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Waits until the dispatcher and every worker have stopped, at most `grace`. Returns how
+    /// many tasks were still running when the grace period ended.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.inner.tracker.close();
+        match tokio::time::timeout(grace, self.inner.tracker.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.inner.tracker.len(),
+        }
+    }
+
+    /// Acts on a transition the store has just applied: stops a running job that was
+    /// cancelled or paused (waiting briefly until it has), removes the partial files of a
+    /// cancelled job nobody runs, and wakes the dispatcher for a resumed one.
+    pub async fn after_transition(&self, id: JobId, before: JobStatus, action: Transition) {
+        match action {
+            Transition::Cancel | Transition::Pause => {
+                let run = {
+                    let _gate = self.inner.claim_gate.lock().await;
+                    self.inner.registry.get(id)
+                };
+                match run {
+                    Some(run) => {
+                        run.stop.cancel();
+                        // The worker removes a cancelled job's partial files itself.
+                        let _ = tokio::time::timeout(STOP_WAIT, run.done.cancelled()).await;
+                    }
+                    None if action == Transition::Cancel => self.discard_partials(id).await,
+                    None => {}
+                }
+            }
+            Transition::Resume if before != JobStatus::Queued => self.wake(),
+            _ => {}
+        }
+    }
+
+    /// Deletes the `.part` files of a job's unfinished files.
+    async fn discard_partials(&self, id: JobId) {
+        let paths = match self.inner.store.partial_paths(id).await {
+            Ok(paths) => paths,
+            Err(err) => {
+                tracing::warn!(job.id = %id, error.message = %err, "cannot list partial files to remove");
+                return;
+            }
+        };
+        if paths.is_empty() {
+            return;
+        }
+        let root = self.inner.root.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            for rel in paths {
+                let part = place::part_path(&root.join(&rel));
+                match std::fs::remove_file(&part) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(path = %part.display(), error.message = %e, "cannot remove partial file"),
+                }
+            }
+        })
+        .await;
+        if removed.is_err() {
+            tracing::warn!(job.id = %id, "removing partial files was interrupted");
+        }
+    }
+
+    /// Live counters of a job running in this process.
+    pub fn live(&self, id: JobId) -> Option<Arc<registry::Run>> {
+        self.inner.registry.get(id)
+    }
+
+    /// Download rate over all running jobs (bytes per second) and open connections.
+    pub fn throughput(&self) -> (u64, u64) {
+        let rate = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .map(|run| run.live.rate())
+            .sum();
+        (rate, self.inner.fetcher.open_connections())
+    }
+}

@@ -1,0 +1,234 @@
+//! A worker runs one claimed job: it renews the lease (heartbeat), fetches each file, keeps
+//! live progress, and records the outcome. Whatever happens — success, failure, cancel, pause,
+//! shutdown, a lost lease, a panic — it leaves the job in a state the store can resume from.
+
+mod files;
+mod journal;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::Engine;
+use super::registry::Run;
+use crate::domain::{FileRecord, JobError, JobId, JobStatus};
+use crate::events::{EventKind, JobEvent};
+use crate::fetch::LiveFile;
+use crate::store::StoreError;
+
+/// Why the file loop ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Cancel, pause or shutdown fired the job's token.
+    Stopped,
+    /// Another owner holds the job now: touch nothing.
+    LeaseLost,
+}
+
+/// Entry point spawned by the dispatcher. Holds the concurrency permit until the job ends.
+pub async fn run(
+    engine: Engine,
+    id: JobId,
+    run: Arc<Run>,
+    previous: Option<Arc<Run>>,
+    permit: OwnedSemaphorePermit,
+) {
+    let span = tracing::info_span!("job", job.id = %id);
+    async {
+        if let Some(previous) = previous {
+            // A resume can be claimed while the last run is still checkpointing.
+            previous.done.cancelled().await;
+        }
+        let started = Instant::now();
+        let outcome = AssertUnwindSafe(run_job(&engine, id, &run))
+            .catch_unwind()
+            .await;
+        if outcome.is_err() {
+            tracing::error!("worker for job {id} panicked");
+            let error = JobError {
+                kind: "internal".into(),
+                message: "the worker failed unexpectedly".into(),
+                http_status: None,
+            };
+            finish(&engine, id, JobStatus::Failed, Some(&error)).await;
+        }
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(duration_ms = ms, "worker for job {id} ended after {ms} ms");
+    }
+    .instrument(span)
+    .await;
+    engine.inner.registry.finish(id, &run);
+    drop(permit);
+    engine.wake();
+}
+
+async fn run_job(engine: &Engine, id: JobId, run: &Run) {
+    let store = &engine.inner.store;
+    let loaded = async {
+        Ok::<_, StoreError>((
+            store.get_job(id).await?,
+            store.files_for_run(id).await?,
+            store.job_secrets(id).await?,
+        ))
+    };
+    let (job, files, secrets) = match loaded.await {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            tracing::warn!(error.message = %err, "cannot load job {id}; releasing it");
+            let _ = store.release(id, &engine.inner.owner).await;
+            return;
+        }
+    };
+    engine
+        .inner
+        .events
+        .publish(JobEvent::about(EventKind::Started, &job));
+    let lives: Vec<Arc<LiveFile>> = files.iter().map(|f| track(run, &f.record)).collect();
+    let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
+    let lost = std::sync::atomic::AtomicBool::new(false);
+    let work = files::run_files(engine, &job, files, &lives, &secrets, run);
+    let result = tokio::select! {
+        result = work => result,
+        () = heartbeat(engine, id, run, &lost) => Err(Stop::LeaseLost),
+        () = report_progress(engine, id, run) => Err(Stop::Stopped),
+    };
+    match result {
+        _ if lost.load(Ordering::Relaxed) => {
+            tracing::warn!("lost the lease on job {id}; another run owns it");
+        }
+        Ok(failed) => complete(engine, id, &failed, count).await,
+        Err(Stop::Stopped) => stopped(engine, id).await,
+        Err(Stop::LeaseLost) => tracing::warn!("lost the lease on job {id}; another run owns it"),
+    }
+}
+
+/// Live counters for a file, seeded with what the store knows.
+fn track(run: &Run, record: &FileRecord) -> Arc<LiveFile> {
+    let live = Arc::new(LiveFile::default());
+    live.set(record.bytes_done, record.bytes_total);
+    run.live.track(record.id, live.clone());
+    live
+}
+
+/// Renews the lease every third of its length. A job a user paused or cancelled (perhaps
+/// through another daemon) is stopped; the work then ends on its own, checkpointing. When the
+/// lease is lost outright, it stops the work and returns at once: nothing more may be written.
+async fn heartbeat(engine: &Engine, id: JobId, run: &Run, lost: &std::sync::atomic::AtomicBool) {
+    let inner = &engine.inner;
+    let mut tick = tokio::time::interval(inner.settings.lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match inner
+            .store
+            .renew_lease(id, &inner.owner, inner.settings.lease)
+            .await
+        {
+            Ok(JobStatus::Running) => {}
+            Ok(_) => run.stop.cancel(),
+            Err(StoreError::LeaseLost(_)) => {
+                lost.store(true, Ordering::Relaxed);
+                run.stop.cancel();
+                return;
+            }
+            Err(err) => tracing::warn!(error.message = %err, "cannot renew the lease; will retry"),
+        }
+    }
+}
+
+/// Publishes `job.progress` a few times a second while bytes arrive, and keeps the smoothed
+/// rate. Never returns.
+async fn report_progress(engine: &Engine, id: JobId, run: &Run) {
+    let mut tick = tokio::time::interval(engine.inner.settings.progress_every);
+    let (mut last_done, mut last_at, mut rate) = (run.live.totals().0, Instant::now(), 0f64);
+    loop {
+        tick.tick().await;
+        let (done, total) = run.live.totals();
+        let elapsed = last_at.elapsed().as_secs_f64().max(1e-3);
+        let instant = done.saturating_sub(last_done) as f64 / elapsed;
+        // Exponential smoothing: steady enough to read, quick enough to follow a change.
+        rate = 0.6 * rate + 0.4 * instant;
+        run.live.set_rate(rate as u64);
+        if done != last_done {
+            let mut event = JobEvent::progress(id, done, total);
+            event.bytes_per_second = Some(rate as u64);
+            engine.inner.events.publish(event);
+        }
+        (last_done, last_at) = (done, Instant::now());
+    }
+}
+
+/// Ends the job after its file loop: completed, or failed with a summary of failed files.
+async fn complete(engine: &Engine, id: JobId, failed: &[(String, JobError)], files: u32) {
+    let error = match failed {
+        [] => None,
+        [(_, only)] if files == 1 => Some(only.clone()),
+        [(path, first), ..] => Some(JobError {
+            kind: "files-failed".into(),
+            message: format!(
+                "{} of {files} files failed; first: {path}: {}",
+                failed.len(),
+                first.message
+            ),
+            http_status: None,
+        }),
+    };
+    let status = if error.is_some() {
+        JobStatus::Failed
+    } else {
+        JobStatus::Completed
+    };
+    finish(engine, id, status, error.as_ref()).await;
+}
+
+/// Records the final status if the job is still ours; otherwise honours the user's decision.
+async fn finish(engine: &Engine, id: JobId, status: JobStatus, error: Option<&JobError>) {
+    let inner = &engine.inner;
+    match inner
+        .store
+        .finish_job(id, &inner.owner, status, error)
+        .await
+    {
+        Ok(true) => {
+            match error {
+                None => tracing::info!("job {id} {status}"),
+                Some(e) => tracing::warn!(error.message = %e.message, "job {id} {status}"),
+            }
+            if let Ok(job) = inner.store.get_job(id).await {
+                inner
+                    .events
+                    .publish(JobEvent::about(EventKind::for_status(status), &job));
+            }
+        }
+        // A user paused or cancelled it first: their decision wins.
+        Ok(false) => stopped(engine, id).await,
+        Err(err) => tracing::error!(
+            error.message = %err,
+            error.cause_chain = ?err,
+            "cannot record the end of job {id}"
+        ),
+    }
+}
+
+/// The job's token fired. What happens next depends on why, and the store says why.
+async fn stopped(engine: &Engine, id: JobId) {
+    let inner = &engine.inner;
+    let status = inner.store.job_status(id).await;
+    if matches!(status, Ok(JobStatus::Cancelled)) {
+        engine.discard_partials(id).await;
+    }
+    // Running (shutdown) goes back to the queue; paused and cancelled keep their status.
+    if let Err(err) = inner.store.release(id, &inner.owner).await {
+        tracing::warn!(error.message = %err, "cannot release job {id}; its lease will expire");
+    }
+    match status {
+        Ok(JobStatus::Running) => tracing::info!("job {id} released for a later run"),
+        Ok(status) => tracing::info!("job {id} stopped: {status}"),
+        Err(err) => tracing::warn!(error.message = %err, "job {id} stopped"),
+    }
+}

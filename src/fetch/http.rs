@@ -1,0 +1,197 @@
+//! HTTP details: the shared client, request headers, and what a response tells us.
+
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::FetchError;
+use super::retry::parse_retry_after;
+use crate::store::FileMeta;
+use crate::telemetry::redact_url;
+
+/// Settings of the shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub user_agent: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_redirects: usize,
+}
+
+/// The one client every download shares (connection pool, TLS sessions).
+///
+/// No transparent decompression: the bytes stored are the bytes served, so lengths, ranges and
+/// checksums all refer to the same thing. No `Accept-Encoding` is sent.
+pub fn build_client(settings: &ClientSettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(&settings.user_agent)
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout)
+        .redirect(reqwest::redirect::Policy::limited(settings.max_redirects))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// A job's extra headers plus its bearer token, ready to send.
+pub fn request_headers(
+    extra: &[(String, String)],
+    access_token: Option<&str>,
+) -> Result<HeaderMap, FetchError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in extra {
+        let (Ok(name), Ok(mut value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            return Err(FetchError::InvalidResponse {
+                url: String::new(),
+                reason: format!("stored header {name:?} is not valid"),
+            });
+        };
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    if let Some(token) = access_token {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            FetchError::InvalidResponse {
+                url: String::new(),
+                reason: "the access token contains characters not allowed in a header".into(),
+            }
+        })?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
+/// `Content-Range: bytes START-END/TOTAL` (END inclusive; TOTAL may be `*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    pub end_inclusive: u64,
+    pub total: Option<u64>,
+}
+
+/// Parses a satisfied byte range; `None` for anything else (including `bytes */N`).
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end_inclusive: u64 = end.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let fits = end_inclusive >= start && total.is_none_or(|t| end_inclusive < t);
+    fits.then_some(ContentRange {
+        start,
+        end_inclusive,
+        total,
+    })
+}
+
+fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The validators and length a response declares.
+pub fn response_meta(response: &reqwest::Response) -> FileMeta {
+    let headers = response.headers();
+    FileMeta {
+        total: match response.status().as_u16() {
+            206 => header_str(headers, header::CONTENT_RANGE)
+                .and_then(|v| parse_content_range(&v))
+                .and_then(|r| r.total),
+            _ => response.content_length(),
+        },
+        etag: header_str(headers, header::ETAG),
+        last_modified: header_str(headers, header::LAST_MODIFIED),
+    }
+}
+
+/// What to send as `If-Range`: a strong ETag, else Last-Modified. Weak ETags are not allowed
+/// in `If-Range` (RFC 9110 §13.1.5); with neither, resuming is unsafe.
+pub fn if_range_value(meta: &FileMeta) -> Option<&str> {
+    match &meta.etag {
+        Some(etag) if !etag.starts_with("W/") => Some(etag),
+        _ => meta.last_modified.as_deref(),
+    }
+}
+
+/// The error for a non-success status, with `Retry-After` if given.
+pub fn status_error(response: &reqwest::Response) -> FetchError {
+    FetchError::Status {
+        status: response.status().as_u16(),
+        retry_after: header_str(response.headers(), header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(&v)),
+        url: redact_url(response.url()),
+    }
+}
+
+/// Maps a reqwest failure to a fetch error (redirect loops are terminal, the rest transient).
+pub fn network_error(err: &reqwest::Error, url: &url::Url) -> FetchError {
+    let url = redact_url(err.url().unwrap_or(url));
+    if err.is_redirect() {
+        return FetchError::TooManyRedirects { url };
+    }
+    // The cause chain says what actually happened ("connection refused", "operation timed out").
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    FetchError::Network {
+        url,
+        message: crate::telemetry::redact_text(&message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 10-19/100"),
+            Some(ContentRange {
+                start: 10,
+                end_inclusive: 19,
+                total: Some(100)
+            })
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*").unwrap().total, None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("bytes 20-10/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[test]
+    fn if_range_prefers_a_strong_etag() {
+        let mut meta = FileMeta {
+            total: Some(1),
+            etag: Some("\"abc\"".into()),
+            last_modified: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+        };
+        assert_eq!(if_range_value(&meta), Some("\"abc\""));
+        meta.etag = Some("W/\"abc\"".into());
+        assert_eq!(if_range_value(&meta), meta.last_modified.as_deref());
+        meta.last_modified = None;
+        assert_eq!(if_range_value(&meta), None);
+    }
+
+    #[test]
+    fn tokens_become_sensitive_authorization_headers() {
+        let headers = request_headers(&[("x-a".into(), "1".into())], Some("tok")).unwrap();
+        assert_eq!(headers[header::AUTHORIZATION], "Bearer tok");
+        assert!(headers[header::AUTHORIZATION].is_sensitive());
+        assert!(format!("{headers:?}").contains("Sensitive"));
+    }
+}

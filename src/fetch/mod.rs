@@ -1,0 +1,157 @@
+//! Fetching one file into its `.part`: the HTTP requests, the writer, retries, checkpoints.
+//!
+//! [`Fetcher::fetch_file`] is the boundary the engine calls. This engine fetches each
+//! file over one stream (resuming with `Range` + `If-Range`); the parallel-segment engine
+//! replaces the inside of this module without changing that boundary. The fetch layer knows
+//! nothing of the store: it reports through a [`Journal`] the worker implements.
+
+mod error;
+mod http;
+pub mod place;
+mod retry;
+mod stream;
+mod writer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+
+pub use error::FetchError;
+pub use http::{ClientSettings, build_client, request_headers};
+pub use retry::RetryPolicy;
+
+use crate::domain::Segment;
+use crate::store::FileMeta;
+
+/// Where the fetch layer records progress (implemented by the worker over the store).
+pub trait Journal: Send + Sync {
+    /// The file starts (over) with these validators and segments.
+    fn restart(
+        &self,
+        meta: &FileMeta,
+        segments: &[Segment],
+    ) -> impl Future<Output = Result<(), FetchError>> + Send;
+
+    /// These bytes are fsynced: record them.
+    fn save(&self, segments: &[Segment]) -> impl Future<Output = Result<(), FetchError>> + Send;
+
+    /// A transient failure; the next attempt starts after `delay`.
+    fn retrying(&self, error: &FetchError, delay: Duration);
+}
+
+/// What to fetch and where, with what is already known about it.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub url: url::Url,
+    /// The job's headers and bearer token (sensitive values).
+    pub headers: HeaderMap,
+    /// The `.part` file to write.
+    pub part: PathBuf,
+    /// Validators and size saved from an earlier run.
+    pub meta: FileMeta,
+    /// Segments saved from an earlier run; empty for a fresh file.
+    pub segments: Vec<Segment>,
+    /// Compute the SHA-256 while writing (when the job gives one to check).
+    pub hash: bool,
+}
+
+/// A file whose bytes are all in its `.part`, fsynced.
+#[derive(Debug)]
+pub struct Fetched {
+    pub file: std::fs::File,
+    pub total: u64,
+    /// SHA-256 of the whole file, when it could be computed while writing.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// Live counters of a file being fetched, read by the API and the progress ticker.
+#[derive(Debug)]
+pub struct LiveFile {
+    pub bytes_done: Arc<AtomicU64>,
+    bytes_total: AtomicU64,
+    pub connections: AtomicU32,
+}
+
+impl Default for LiveFile {
+    fn default() -> Self {
+        Self {
+            bytes_done: Arc::default(),
+            bytes_total: AtomicU64::new(u64::MAX),
+            connections: AtomicU32::new(0),
+        }
+    }
+}
+
+impl LiveFile {
+    /// Bytes on disk now.
+    pub fn done(&self) -> u64 {
+        self.bytes_done.load(Ordering::Relaxed)
+    }
+
+    /// The size, once known.
+    pub fn total(&self) -> Option<u64> {
+        let total = self.bytes_total.load(Ordering::Relaxed);
+        (total != u64::MAX).then_some(total)
+    }
+
+    /// Sets both counters.
+    pub fn set(&self, done: u64, total: Option<u64>) {
+        self.bytes_done.store(done, Ordering::Relaxed);
+        self.set_total(total);
+    }
+
+    /// Sets the size (`None`: unknown).
+    pub fn set_total(&self, total: Option<u64>) {
+        self.bytes_total
+            .store(total.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// Counts open connections while alive.
+struct ConnectionGuard<'a>(&'a LiveFile, &'a AtomicU64);
+
+impl<'a> ConnectionGuard<'a> {
+    fn new(live: &'a LiveFile, global: &'a AtomicU64) -> Self {
+        live.connections.fetch_add(1, Ordering::Relaxed);
+        global.fetch_add(1, Ordering::Relaxed);
+        Self(live, global)
+    }
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.1.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The shared machinery every file fetch uses. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    retry: RetryPolicy,
+    checkpoint_every: Duration,
+    /// Connections open across all jobs (for `/v1/stats`).
+    connections: Arc<AtomicU64>,
+}
+
+impl Fetcher {
+    /// A fetcher over a shared client.
+    pub fn new(client: reqwest::Client, retry: RetryPolicy, checkpoint_every: Duration) -> Self {
+        Self {
+            client,
+            retry,
+            checkpoint_every,
+            connections: Arc::default(),
+        }
+    }
+
+    /// Connections open now, across all jobs.
+    pub fn open_connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}

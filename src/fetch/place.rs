@@ -1,0 +1,338 @@
+//! Placing files: choosing the destination before a download (conflict policy, an existing
+//! file with the expected checksum) and moving a verified `.part` into place after it.
+//!
+//! Invariant: a file gets its final name only after its size and checksum are verified and its
+//! data fsynced; the rename is followed by an fsync of the directory. The final name is taken
+//! with a hard link where the policy forbids replacing, so a file that appeared meanwhile is
+//! never overwritten. Everything here blocks: call it on the blocking pool.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::FetchError;
+use crate::domain::paths::{DownloadRoot, numbered_alternative};
+use crate::domain::{OnConflict, Sha256};
+
+/// Alternatives tried by the rename policy before giving up.
+const MAX_ALTERNATIVES: u32 = 10_000;
+
+/// What to do with a file before downloading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Download into `part` (relative destination `path`).
+    Download { path: String },
+    /// A file with the expected checksum is already at `path`: nothing to fetch.
+    Cached { path: String, size: u64 },
+    /// A file is already at the destination and the policy is `skip`.
+    Skipped,
+}
+
+/// The `.part` beside a destination.
+pub fn part_path(final_path: &Path) -> PathBuf {
+    let mut name = final_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    final_path.with_file_name(name)
+}
+
+fn sibling(rel: &str, name: &str) -> String {
+    match rel.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+fn file_name(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or(rel, |(_, name)| name)
+}
+
+fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {
+    FetchError::Destination(format!("{rel}: {reason}"))
+}
+
+/// Applies the conflict policy to the planned destination `rel`. `busy` says whether another
+/// running download is using a relative path.
+pub fn prepare(
+    root: &DownloadRoot,
+    rel: &str,
+    policy: OnConflict,
+    expected: Option<&Sha256>,
+    busy: &dyn Fn(&str) -> bool,
+) -> Result<Prepared, FetchError> {
+    root.confine(rel).map_err(|e| destination_error(rel, e))?;
+    let target = root.join(rel);
+    if let Ok(meta) = std::fs::symlink_metadata(&target) {
+        if let Some(expected) = expected.filter(|_| meta.is_file())
+            && sha256_of(&target)? == *expected
+        {
+            return Ok(Prepared::Cached {
+                path: rel.to_owned(),
+                size: meta.len(),
+            });
+        }
+        match policy {
+            OnConflict::Skip => return Ok(Prepared::Skipped),
+            OnConflict::Overwrite if meta.is_dir() => {
+                return Err(destination_error(rel, "a directory is in the way"));
+            }
+            OnConflict::Overwrite => {}
+            OnConflict::Rename => return free_alternative(root, rel, busy),
+        }
+    } else if policy == OnConflict::Rename && (busy(rel) || part_path(&target).exists()) {
+        return free_alternative(root, rel, busy);
+    }
+    if busy(rel) {
+        return Err(FetchError::PathBusy(rel.to_owned()));
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
+    }
+    // Re-check now that the directories exist: one of them may be a symlink planted meanwhile.
+    root.confine(rel).map_err(|e| destination_error(rel, e))?;
+    Ok(Prepared::Download {
+        path: rel.to_owned(),
+    })
+}
+
+fn free_alternative(
+    root: &DownloadRoot,
+    rel: &str,
+    busy: &dyn Fn(&str) -> bool,
+) -> Result<Prepared, FetchError> {
+    for n in 1..=MAX_ALTERNATIVES {
+        let candidate = sibling(rel, &numbered_alternative(file_name(rel), n));
+        let path = root.join(&candidate);
+        if !busy(&candidate)
+            && std::fs::symlink_metadata(&path).is_err()
+            && !part_path(&path).exists()
+        {
+            return prepare(root, &candidate, OnConflict::Overwrite, None, busy);
+        }
+    }
+    Err(destination_error(rel, "no free alternative name"))
+}
+
+/// SHA-256 of a whole file.
+pub fn sha256_of(path: &Path) -> Result<Sha256, FetchError> {
+    let mut file = File::open(path).map_err(|e| FetchError::io(path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| FetchError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Sha256::from_digest(&hasher.finalize()))
+}
+
+/// A finished `.part` to verify and move into place.
+pub struct Finish<'a> {
+    pub root: &'a DownloadRoot,
+    pub rel: &'a str,
+    pub file: File,
+    pub total: u64,
+    pub expected: Option<&'a Sha256>,
+    pub digest: Option<[u8; 32]>,
+    pub policy: OnConflict,
+}
+
+/// Where a finished file ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// At this relative path (the planned one, or an alternative if the name was taken).
+    At(String),
+    /// The policy is `skip` and a file took the name while downloading; the `.part` is gone.
+    Skipped,
+}
+
+/// Verifies size and checksum, fsyncs, and gives the file its final name. On a checksum
+/// mismatch the `.part` is deleted: its bytes are wrong and must not be resumed.
+pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
+    let target = job.root.join(job.rel);
+    let part = part_path(&target);
+    let size = job
+        .file
+        .metadata()
+        .map_err(|e| FetchError::io(&part, e))?
+        .len();
+    if size != job.total {
+        return Err(FetchError::SizeMismatch {
+            expected: job.total,
+            actual: size,
+        });
+    }
+    if let Some(expected) = job.expected {
+        let actual = match job.digest {
+            Some(digest) => Sha256::from_digest(&digest),
+            None => sha256_of(&part)?,
+        };
+        if actual != *expected {
+            let _ = std::fs::remove_file(&part);
+            return Err(FetchError::ChecksumMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    job.file.sync_all().map_err(|e| FetchError::io(&part, e))?;
+    drop(job.file);
+    job.root
+        .confine(job.rel)
+        .map_err(|e| destination_error(job.rel, e))?;
+    let placed = match job.policy {
+        OnConflict::Overwrite => {
+            std::fs::rename(&part, &target).map_err(|e| FetchError::io(&target, e))?;
+            Placed::At(job.rel.to_owned())
+        }
+        OnConflict::Skip => match link_new(&part, &target)? {
+            true => Placed::At(job.rel.to_owned()),
+            false => Placed::Skipped,
+        },
+        OnConflict::Rename => place_renaming(job.root, job.rel, &part)?,
+    };
+    let _ = std::fs::remove_file(&part);
+    if let Some(dir) = target.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FetchError::io(dir, e))?;
+    }
+    Ok(placed)
+}
+
+fn place_renaming(root: &DownloadRoot, rel: &str, part: &Path) -> Result<Placed, FetchError> {
+    if link_new(part, &root.join(rel))? {
+        return Ok(Placed::At(rel.to_owned()));
+    }
+    for n in 1..=MAX_ALTERNATIVES {
+        let candidate = sibling(rel, &numbered_alternative(file_name(rel), n));
+        if link_new(part, &root.join(&candidate))? {
+            return Ok(Placed::At(candidate));
+        }
+    }
+    Err(destination_error(rel, "no free alternative name"))
+}
+
+/// Gives `part` the name `target` unless something already has it. Returns false if taken.
+fn link_new(part: &Path, target: &Path) -> Result<bool, FetchError> {
+    match std::fs::hard_link(part, target) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // Filesystems without hard links: fall back to a rename after a check (racy only there).
+        Err(_) if !target.exists() => std::fs::rename(part, target)
+            .map(|()| true)
+            .map_err(|e| FetchError::io(target, e)),
+        Err(_) => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, DownloadRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DownloadRoot::open(dir.path()).unwrap();
+        (dir, root)
+    }
+
+    const NOT_BUSY: &dyn Fn(&str) -> bool = &|_| false;
+
+    #[test]
+    fn rename_policy_picks_a_free_name() {
+        let (_d, root) = root();
+        std::fs::write(root.join("a.bin"), b"x").unwrap();
+        std::fs::write(root.join("a (1).bin.part"), b"x").unwrap();
+        let prepared = prepare(&root, "a.bin", OnConflict::Rename, None, NOT_BUSY).unwrap();
+        assert_eq!(
+            prepared,
+            Prepared::Download {
+                path: "a (2).bin".into()
+            }
+        );
+        let busy: &dyn Fn(&str) -> bool = &|p| p == "b.bin";
+        let prepared = prepare(&root, "b.bin", OnConflict::Rename, None, busy).unwrap();
+        assert_eq!(
+            prepared,
+            Prepared::Download {
+                path: "b (1).bin".into()
+            }
+        );
+    }
+
+    #[test]
+    fn existing_file_with_the_checksum_is_cached() {
+        let (_d, root) = root();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/f"), b"abc").unwrap();
+        let sha = sha256_of(&root.join("sub/f")).unwrap();
+        let prepared = prepare(&root, "sub/f", OnConflict::Rename, Some(&sha), NOT_BUSY).unwrap();
+        assert_eq!(
+            prepared,
+            Prepared::Cached {
+                path: "sub/f".into(),
+                size: 3
+            }
+        );
+        let prepared = prepare(&root, "sub/f", OnConflict::Skip, None, NOT_BUSY).unwrap();
+        assert_eq!(prepared, Prepared::Skipped);
+    }
+
+    fn finish_with(
+        root: &DownloadRoot,
+        rel: &str,
+        body: &[u8],
+        policy: OnConflict,
+        expected: Option<&Sha256>,
+    ) -> Result<Placed, FetchError> {
+        let part = part_path(&root.join(rel));
+        std::fs::write(&part, body).unwrap();
+        finish(Finish {
+            root,
+            rel,
+            file: File::options().read(true).write(true).open(&part).unwrap(),
+            total: body.len() as u64,
+            expected,
+            digest: None,
+            policy,
+        })
+    }
+
+    #[test]
+    fn a_verified_part_takes_its_name_without_overwriting() {
+        let (_d, root) = root();
+        assert_eq!(
+            finish_with(&root, "f", b"one", OnConflict::Rename, None).unwrap(),
+            Placed::At("f".into())
+        );
+        // The name was taken while the second download ran: it gets an alternative.
+        assert_eq!(
+            finish_with(&root, "f", b"two", OnConflict::Rename, None).unwrap(),
+            Placed::At("f (1)".into())
+        );
+        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"one");
+        assert_eq!(
+            finish_with(&root, "f", b"new", OnConflict::Overwrite, None).unwrap(),
+            Placed::At("f".into())
+        );
+        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"new");
+        assert_eq!(
+            finish_with(&root, "f", b"zzz", OnConflict::Skip, None).unwrap(),
+            Placed::Skipped
+        );
+        assert!(!part_path(&root.join("f")).exists());
+    }
+
+    #[test]
+    fn a_checksum_mismatch_leaves_no_file_at_all() {
+        let (_d, root) = root();
+        let wrong = Sha256::parse(&"0".repeat(64)).unwrap();
+        let err = finish_with(&root, "g", b"data", OnConflict::Rename, Some(&wrong)).unwrap_err();
+        assert!(matches!(err, FetchError::ChecksumMismatch { .. }));
+        assert!(!root.join("g").exists());
+        assert!(!part_path(&root.join("g")).exists());
+    }
+}

@@ -1,0 +1,337 @@
+//! The single writer of a `.part` file. Network tasks hand it chunks through a bounded channel;
+//! it writes each at its offset on a blocking thread, so a slow disk slows the network reads
+//! (the channel fills) instead of growing memory or stalling the async threads.
+//!
+//! It is also the authority on what is on disk: `sync` fsyncs and returns the bytes written per
+//! segment at that moment, which is exactly what a checkpoint may record. When writes arrive in
+//! order from byte 0 it hashes them as they go, so the checksum needs no second read.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot};
+
+use super::FetchError;
+
+/// Chunks in flight between the network and the disk, per file. With the fetch loop's 256 KiB
+/// batches this bounds a file's buffered memory to about 4 MiB.
+const QUEUE_DEPTH: usize = 16;
+
+enum Command {
+    Write {
+        segment: usize,
+        offset: u64,
+        data: Bytes,
+    },
+    Sync(oneshot::Sender<std::io::Result<Vec<u64>>>),
+    Restart {
+        segments: usize,
+        reply: oneshot::Sender<std::io::Result<()>>,
+    },
+    Finish(oneshot::Sender<std::io::Result<Finished>>),
+}
+
+/// What the writer hands back when the file is complete.
+pub struct Finished {
+    pub file: File,
+    /// Bytes written per segment.
+    pub written: Vec<u64>,
+    /// SHA-256 of bytes `[0, n)` when every byte was hashed in order, with `n`.
+    pub digest: Option<([u8; 32], u64)>,
+}
+
+/// Handle to the writer thread of one file.
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+    path: PathBuf,
+    /// The disk error that stopped the thread, for the next caller to report.
+    failure: Arc<Mutex<Option<std::io::Error>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    file: File,
+    written: Vec<u64>,
+    /// Whether the caller wants a digest at all.
+    hash: bool,
+    hasher: Option<(sha2::Sha256, u64)>,
+    live: Arc<AtomicU64>,
+    failure: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Writer {
+    /// Starts the writer. `written` is the saved progress per segment. With `hash_prefix`
+    /// (the bytes already on disk from 0), the file is hashed as it is written: the existing
+    /// prefix is read and hashed once first. Without it nothing is hashed.
+    pub fn spawn(
+        file: File,
+        path: PathBuf,
+        written: Vec<u64>,
+        hash_prefix: Option<u64>,
+        live: Arc<AtomicU64>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let failure = Arc::new(Mutex::new(None));
+        let state = State {
+            file,
+            written,
+            hash: hash_prefix.is_some(),
+            hasher: None,
+            live,
+            failure: failure.clone(),
+        };
+        let prefix = hash_prefix;
+        let task = tokio::task::spawn_blocking(move || run(state, prefix, rx));
+        Self {
+            tx,
+            path,
+            failure,
+            task,
+        }
+    }
+
+    fn gone(&self) -> FetchError {
+        let cause = self.failure.lock().ok().and_then(|mut slot| slot.take());
+        let cause = cause.unwrap_or_else(|| std::io::Error::other("the writer stopped"));
+        FetchError::io(&self.path, cause)
+    }
+
+    /// Stops the thread after the writes already queued, and waits for it: once this returns,
+    /// nothing more touches the file.
+    pub async fn close(self) {
+        drop(self.tx);
+        // A panic in the thread has nothing left to clean up; the file is closed either way.
+        let _ = self.task.await;
+    }
+
+    /// Queues bytes for `offset`; waits only when the queue is full (backpressure).
+    pub async fn write(&self, segment: usize, offset: u64, data: Bytes) -> Result<(), FetchError> {
+        self.tx
+            .send(Command::Write {
+                segment,
+                offset,
+                data,
+            })
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Waits for queued writes, fsyncs, and returns the bytes written per segment.
+    pub async fn sync(&self) -> Result<Vec<u64>, FetchError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Sync(reply))
+            .await
+            .map_err(|_| self.gone())?;
+        let result = rx.await.map_err(|_| self.gone())?;
+        result.map_err(|e| FetchError::io(&self.path, e))
+    }
+
+    /// Empties the file and starts counting (and hashing) from zero with `segments` segments.
+    pub async fn restart(&self, segments: usize) -> Result<(), FetchError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Restart { segments, reply })
+            .await
+            .map_err(|_| self.gone())?;
+        let result = rx.await.map_err(|_| self.gone())?;
+        result.map_err(|e| FetchError::io(&self.path, e))
+    }
+
+    /// Waits for queued writes and returns the file, the counts and the digest.
+    pub async fn finish(self) -> Result<Finished, FetchError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Finish(reply))
+            .await
+            .map_err(|_| self.gone())?;
+        let result = rx.await.map_err(|_| self.gone())?;
+        let _ = self.task.await;
+        result.map_err(|e| FetchError::io(&self.path, e))
+    }
+}
+
+fn run(mut state: State, prefix: Option<u64>, mut rx: mpsc::Receiver<Command>) {
+    if let Some(len) = prefix {
+        state.hasher = hash_prefix(&state.file, len).ok().map(|h| (h, len));
+    }
+    while let Some(command) = rx.blocking_recv() {
+        match command {
+            Command::Write {
+                segment,
+                offset,
+                data,
+            } => {
+                if let Err(err) = state.write(segment, offset, &data) {
+                    // Dropping the receiver makes every later send fail: the fetch stops and
+                    // reports this error.
+                    if let Ok(mut slot) = state.failure.lock() {
+                        *slot = Some(err);
+                    }
+                    return;
+                }
+            }
+            Command::Sync(reply) => {
+                let result = state.file.sync_data().map(|()| state.written.clone());
+                let _ = reply.send(result);
+            }
+            Command::Restart { segments, reply } => {
+                state.written = vec![0; segments];
+                state.hasher = state.hash.then(|| (sha2::Sha256::new(), 0));
+                state.live.store(0, Ordering::Relaxed);
+                let _ = reply.send(state.file.set_len(0));
+            }
+            Command::Finish(reply) => {
+                let digest = state.hasher.take().map(|(h, n)| (h.finalize().into(), n));
+                let _ = reply.send(Ok(Finished {
+                    file: state.file,
+                    written: state.written,
+                    digest,
+                }));
+                return;
+            }
+        }
+    }
+}
+
+impl State {
+    fn write(&mut self, segment: usize, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(data, offset)?;
+        if let Some(count) = self.written.get_mut(segment) {
+            *count += data.len() as u64;
+        }
+        self.live.fetch_add(data.len() as u64, Ordering::Relaxed);
+        // Hash only while writes continue exactly where the hash left off.
+        let in_order = matches!(&self.hasher, Some((_, upto)) if *upto == offset);
+        if in_order {
+            if let Some((hasher, upto)) = &mut self.hasher {
+                hasher.update(data);
+                *upto += data.len() as u64;
+            }
+        } else {
+            self.hasher = None;
+        }
+        Ok(())
+    }
+}
+
+/// Hashes the first `len` bytes of the file.
+fn hash_prefix(file: &File, len: u64) -> std::io::Result<sha2::Sha256> {
+    let mut hasher = sha2::Sha256::new();
+    let mut reader = file.try_clone()?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read_total = 0;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read_total += n as u64;
+    }
+    if read_total != len {
+        return Err(std::io::Error::other(
+            "the partial file is shorter than its checkpoint",
+        ));
+    }
+    Ok(hasher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> (File, PathBuf) {
+        let path = dir.path().join("f.part");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        (file, path)
+    }
+
+    #[tokio::test]
+    async fn in_order_writes_are_hashed_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, path) = open(&dir);
+        let live = Arc::new(AtomicU64::new(0));
+        let writer = Writer::spawn(file, path.clone(), vec![0], Some(0), live.clone());
+        writer
+            .write(0, 0, Bytes::from_static(b"hello "))
+            .await
+            .unwrap();
+        writer
+            .write(0, 6, Bytes::from_static(b"world"))
+            .await
+            .unwrap();
+        assert_eq!(writer.sync().await.unwrap(), vec![11]);
+        let done = writer.finish().await.unwrap();
+        let expected: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
+        assert_eq!(done.digest, Some((expected, 11)));
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        assert_eq!(live.load(Ordering::Relaxed), 11);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_file_hashes_its_prefix_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, path) = open(&dir);
+        std::fs::write(&path, b"hello ").unwrap();
+        let writer = Writer::spawn(file, path, vec![6], Some(6), Arc::default());
+        writer
+            .write(0, 6, Bytes::from_static(b"world"))
+            .await
+            .unwrap();
+        let done = writer.finish().await.unwrap();
+        let expected: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
+        assert_eq!(done.digest, Some((expected, 11)));
+        assert_eq!(done.written, vec![11]);
+    }
+
+    #[tokio::test]
+    async fn out_of_order_writes_drop_the_running_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, path) = open(&dir);
+        let writer = Writer::spawn(file, path, vec![0, 0], Some(0), Arc::default());
+        writer
+            .write(1, 5, Bytes::from_static(b"world"))
+            .await
+            .unwrap();
+        writer
+            .write(0, 0, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        let done = writer.finish().await.unwrap();
+        assert_eq!(done.digest, None);
+        assert_eq!(done.written, vec![5, 5]);
+    }
+
+    #[tokio::test]
+    async fn restart_empties_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, path) = open(&dir);
+        let writer = Writer::spawn(file, path.clone(), vec![0], Some(0), Arc::default());
+        writer
+            .write(0, 0, Bytes::from_static(b"stale"))
+            .await
+            .unwrap();
+        writer.restart(1).await.unwrap();
+        writer
+            .write(0, 0, Bytes::from_static(b"new"))
+            .await
+            .unwrap();
+        let done = writer.finish().await.unwrap();
+        assert_eq!(done.written, vec![3]);
+        assert!(done.digest.is_some());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+}

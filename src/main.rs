@@ -1,0 +1,83 @@
+//! The `haul` binary: parse the command line, set up logging, run the daemon or a client
+//! command, and turn errors into messages and exit codes. Nothing else happens here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use haul::cli::{Cli, Command, ServeArgs};
+use haul::config::{self, Overrides};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("haul: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => match runtime.block_on(serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("haul: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Openapi => match haul::api::openapi::yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("haul: cannot render the OpenAPI document: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => match runtime.block_on(haul::cli::run_client(cli)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("haul: {e}");
+                ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            }
+        },
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let flags = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        download_root: args.download_root,
+        max_concurrent_jobs: args.max_concurrent_jobs,
+    };
+    let loaded = config::load(args.config.as_deref(), &flags)?;
+    haul::telemetry::init(loaded.settings.log_format);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let app = haul::app::App::build(loaded.settings).await?;
+    app.run(shutdown_signal()).await
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,149 @@
+//! Claims: which daemon runs which job. A claim is a lease (owner + expiry) renewed by a
+//! heartbeat, never a lock held for the length of a download.
+
+use std::time::Duration;
+
+use super::rows::{parse_job_id, parse_status};
+use super::{Store, StoreError};
+use crate::domain::time::now_ms;
+use crate::domain::{JobError, JobId, JobStatus};
+
+fn expiry(lease: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Claims the next queued job (lowest priority number, then oldest) in one statement and
+    /// marks it running under `owner`'s lease.
+    pub async fn claim_next(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<JobId>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let now = now_ms();
+        let id: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
+             attempt = attempt + 1, started_at = COALESCE(started_at, ?), updated_at = ? \
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1) \
+             RETURNING id",
+        )
+        .bind(owner)
+        .bind(expiry(lease))
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        id.as_deref().map(parse_job_id).transpose()
+    }
+
+    /// Extends the lease and returns the job's status, which a user may have changed to
+    /// paused or cancelled meanwhile. Fails with `LeaseLost` when `owner` no longer holds it.
+    pub async fn renew_lease(
+        &self,
+        id: JobId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<JobStatus, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? RETURNING status",
+        )
+        .bind(expiry(lease))
+        .bind(id.to_string())
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        parse_status(&status.ok_or(StoreError::LeaseLost(id))?)
+    }
+
+    /// Gives the job up: a running job goes back to the queue (shutdown); a job a user paused
+    /// or cancelled keeps that status. Either way the lease is cleared.
+    pub async fn release(&self, id: JobId, owner: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE jobs SET status = CASE status WHEN 'running' THEN 'queued' ELSE status END, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+             WHERE id = ? AND lease_owner = ?",
+        )
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a running job with a final status, if `owner` still holds it. Returns false when
+    /// a user changed the status first (their decision wins) or the lease was lost.
+    pub async fn finish_job(
+        &self,
+        id: JobId,
+        owner: &str,
+        status: JobStatus,
+        error: Option<&JobError>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, error_type = ?, \
+             error_message = ?, error_http_status = ?, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND lease_owner = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(error.map(|e| e.kind.clone()))
+        .bind(error.map(|e| e.message.clone()))
+        .bind(error.and_then(|e| e.http_status))
+        .bind(id.to_string())
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts back jobs whose lease expired (their worker or daemon died). Returns their ids.
+    pub async fn requeue_expired(&self) -> Result<Vec<JobId>, StoreError> {
+        self.requeue_running(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE status = 'running' AND lease_expires_at < ? RETURNING id",
+        )
+        .await
+    }
+
+    /// Puts back every running job. Only for start-up, when this daemon holds the data
+    /// directory's lock and so no other process can be running them.
+    pub async fn requeue_all_running(&self) -> Result<Vec<JobId>, StoreError> {
+        self.requeue_running(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+             WHERE status = 'running' AND ? IS NOT NULL RETURNING id",
+        )
+        .await
+    }
+
+    /// Runs one requeue statement that binds the current time once and returns ids.
+    async fn requeue_running(&self, sql: &'static str) -> Result<Vec<JobId>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(sql)
+            .bind(now_ms())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        ids.iter().map(|id| parse_job_id(id)).collect()
+    }
+
+    /// The current status of a job.
+    pub async fn job_status(&self, id: JobId) -> Result<JobStatus, StoreError> {
+        let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        parse_status(&status)
+    }
+}

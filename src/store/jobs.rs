@@ -1,0 +1,260 @@
+//! Jobs as users see them: submit, read, list, change status, forget.
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_job_id, parse_status};
+use super::{Store, StoreError};
+use crate::domain::job::Outcome;
+use crate::domain::time::now_ms;
+use crate::domain::{FileRecord, Job, JobId, JobStatus, NewJob, Priority, Transition};
+
+/// SQLite allows 32766 bound parameters per statement; files take 7 each.
+const FILE_INSERT_CHUNK: usize = 1000;
+
+/// What `list_jobs` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only jobs in one of these statuses; empty means all.
+    pub statuses: Vec<JobStatus>,
+    /// A regular expression the description must match (already validated by the caller).
+    pub description_regex: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Only jobs older than the job with this sequence number (from a previous page).
+    pub before: Option<i64>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    /// Pass as `before` to get the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+impl Store {
+    /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait.
+    pub async fn insert_job(&self, job: &NewJob, max_queued: u64) -> Result<Job, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
+            .fetch_one(&mut *tx)
+            .await?;
+        if u64::try_from(queued).unwrap_or(0) >= max_queued {
+            return Err(StoreError::QueueFull { limit: max_queued });
+        }
+        let headers =
+            serde_json::to_string(&job.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
+             access_token, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(job.priority.get())
+        .bind(&job.description)
+        .bind(&job.dest)
+        .bind(job.on_conflict.as_str())
+        .bind(headers)
+        .bind(&job.access_token)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (chunk_no, chunk) in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO files (id, job_id, idx, url, path, status, sha256) ",
+            );
+            insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
+                let index = i64::try_from(chunk_no * FILE_INSERT_CHUNK + i).unwrap_or(i64::MAX);
+                row.push_bind(file.id.to_string())
+                    .push_bind(job.id.to_string())
+                    .push_bind(index)
+                    .push_bind(file.url.to_string())
+                    .push_bind(file.path.clone())
+                    .push_bind("queued")
+                    .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()));
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.get_job(job.id).await
+    }
+
+    /// One job with all its files.
+    pub async fn get_job(&self, id: JobId) -> Result<Job, StoreError> {
+        let row: JobRow = sqlx::query_as(concat_job_query!("WHERE j.id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let files = self.files_of(id).await?;
+        row.into_job(files)
+    }
+
+    /// The files of a job, in submission order.
+    pub(super) async fn files_of(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
+        let rows: Vec<FileRow> =
+            sqlx::query_as(concat_file_query!("WHERE job_id = ? ORDER BY idx"))
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(FileRecord::try_from).collect()
+    }
+
+    /// Jobs newest first, without their files (listings carry the per-job totals).
+    pub async fn list_jobs(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT ");
+        sql.push(JOB_COLUMNS).push(" FROM jobs j WHERE 1 = 1");
+        if !query.statuses.is_empty() {
+            sql.push(" AND j.status IN (");
+            let mut list = sql.separated(", ");
+            for status in &query.statuses {
+                list.push_bind(status.as_str());
+            }
+            sql.push(")");
+        }
+        if let Some(regex) = &query.description_regex {
+            sql.push(" AND j.description REGEXP ")
+                .push_bind(regex.clone());
+        }
+        if let Some(before) = query.before {
+            sql.push(" AND j.seq < ").push_bind(before);
+        }
+        sql.push(" ORDER BY j.seq DESC LIMIT ")
+            .push_bind(i64::from(query.limit) + 1);
+        let mut rows: Vec<JobRow> = sql.build_query_as().fetch_all(&self.pool).await?;
+        let next = if rows.len() > query.limit as usize {
+            rows.truncate(query.limit as usize);
+            rows.last().map(|row| row.seq)
+        } else {
+            None
+        };
+        let jobs = rows
+            .into_iter()
+            .map(|row| row.into_job(Vec::new()))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { jobs, next })
+    }
+
+    /// Applies a user's transition atomically. Returns the status the job had before, and the
+    /// job after (`None` when it was forgotten).
+    pub async fn transition(
+        &self,
+        id: JobId,
+        action: Transition,
+        priority: Option<Priority>,
+    ) -> Result<(JobStatus, Option<Job>), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let before = parse_status(&status)?;
+        let outcome = action.apply(before).ok_or(StoreError::InvalidTransition {
+            id,
+            status: before,
+            action,
+        })?;
+        let now = now_ms();
+        let key = id.to_string();
+        match outcome {
+            Outcome::Remove => {
+                sqlx::query("DELETE FROM jobs WHERE id = ?")
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Outcome::Unchanged => {}
+            Outcome::MoveTo(JobStatus::Queued) => {
+                // Resume: a failed job is retried; its failed files start over, complete ones stay.
+                sqlx::query(
+                    "UPDATE jobs SET status = 'queued', updated_at = ?, finished_at = NULL, \
+                     error_type = NULL, error_message = NULL, error_http_status = NULL WHERE id = ?",
+                )
+                .bind(now)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE files SET status = 'queued', error_type = NULL, error_message = NULL, \
+                     error_http_status = NULL WHERE job_id = ? AND status = 'failed'",
+                )
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Outcome::MoveTo(to) => {
+                let finished = to.is_finished().then_some(now);
+                sqlx::query(
+                    "UPDATE jobs SET status = ?, updated_at = ?, \
+                     finished_at = COALESCE(?, finished_at) WHERE id = ?",
+                )
+                .bind(to.as_str())
+                .bind(now)
+                .bind(finished)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(priority) = priority.filter(|_| action == Transition::Reprioritise) {
+            sqlx::query("UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?")
+                .bind(priority.get())
+                .bind(now)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if outcome == Outcome::Remove {
+            return Ok((before, None));
+        }
+        Ok((before, Some(self.get_job(id).await?)))
+    }
+
+    /// Cancels every queued, running and paused job. Returns each with its previous status.
+    pub async fn cancel_all(&self) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, status FROM jobs WHERE status IN ('queued', 'running', 'paused')",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ? \
+             WHERE status IN ('queued', 'running', 'paused')",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|(id, status)| Ok((parse_job_id(id)?, parse_status(status)?)))
+            .collect()
+    }
+
+    /// Forgets every finished job (completed, failed, cancelled). Returns how many.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done =
+            sqlx::query("DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')")
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How many jobs are in each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
+            .collect()
+    }
+}

@@ -1,0 +1,132 @@
+//! The store: the single source of truth for jobs, files and segments.
+//!
+//! All SQL lives in this module and no `sqlx` type leaves it: callers pass and receive domain
+//! types, so a PostgreSQL implementation can be added beside this one. SQLite runs in WAL mode
+//! with a busy timeout and foreign keys; every transaction that writes starts with
+//! `BEGIN IMMEDIATE`, so two writers never deadlock upgrading a read lock. No transaction is held
+//! across network I/O: claims are leases, not locks.
+
+#[macro_use]
+mod rows;
+mod claims;
+mod jobs;
+mod progress;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::domain::{JobId, JobStatus, Transition};
+
+pub use jobs::{ListQuery, Page};
+pub use progress::{FileCheckpoint, FileMeta, FileStatusUpdate, RunFile};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Embedded migrations for the SQLite backend.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Failures of the store layer. None of them carries an HTTP notion; the API maps them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No job has this id.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The status machine refuses this change.
+    #[error("job {id} is {status}; it cannot be {}", action.past_participle())]
+    InvalidTransition {
+        id: JobId,
+        status: JobStatus,
+        action: Transition,
+    },
+    /// `max_queued_jobs` jobs are already waiting.
+    #[error("the queue is full: {limit} jobs are already waiting")]
+    QueueFull { limit: u64 },
+    /// The worker's lease on the job was taken over or cleared (a pause, cancel or requeue).
+    #[error("the lease on job {0} is no longer held by this worker")]
+    LeaseLost(JobId),
+    /// The database is busy, locked, read-only, full or unreachable: worth retrying later.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Any other database failure.
+    #[error("database error")]
+    Database(#[source] BoxError),
+    /// A stored value does not parse back into its domain type.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        // SQLite primary result codes that mean "try again later" rather than "bug".
+        const TRANSIENT: [&str; 5] = ["5", "6", "8", "10", "13"]; // BUSY LOCKED READONLY IOERR FULL
+        let transient = match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                let primary = code.parse::<i32>().map(|c| (c & 0xff).to_string());
+                primary.is_ok_and(|p| TRANSIENT.contains(&p.as_str()))
+            }),
+            _ => false,
+        };
+        if transient {
+            Self::Unavailable(Box::new(err))
+        } else {
+            Self::Database(Box::new(err))
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        Self::Database(Box::new(err))
+    }
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the SQLite file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable in WAL mode except for the last commits before a power loss;
+            // data files are fsynced separately before any checkpoint claims their bytes.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true)
+            .with_regexp();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Readiness: the database answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+//! What a worker reads and writes while it runs a job: secrets, files with their segments,
+//! claimed paths, validators, batched checkpoints and per-file outcomes.
+//!
+//! Every write checks that the caller still holds the job's lease, so a worker that lost its
+//! claim (a requeue after its lease expired, a resume picked up by another run) cannot clobber
+//! the new owner's progress.
+
+use sqlx::{Sqlite, Transaction};
+
+use super::rows::{SegmentRow, to_i64};
+use super::{Store, StoreError};
+use crate::domain::{FileId, FileRecord, FileStatus, JobError, JobId, Segment};
+
+/// A file as a worker needs it: its record plus its saved segments.
+#[derive(Debug, Clone)]
+pub struct RunFile {
+    pub record: FileRecord,
+    pub segments: Vec<Segment>,
+}
+
+/// What the first response told us about a file: its size and validators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileMeta {
+    pub total: Option<u64>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Progress of one file to save in a checkpoint.
+#[derive(Debug, Clone)]
+pub struct FileCheckpoint {
+    pub file_id: FileId,
+    pub segments: Vec<Segment>,
+}
+
+impl FileCheckpoint {
+    /// Bytes on disk across all segments.
+    pub fn bytes_done(&self) -> u64 {
+        self.segments.iter().map(|s| s.written).sum()
+    }
+}
+
+impl Store {
+    /// The job's secrets: extra headers and the bearer token. Only workers call this.
+    pub async fn job_secrets(
+        &self,
+        id: JobId,
+    ) -> Result<(Vec<(String, String)>, Option<String>), StoreError> {
+        let (headers, token): (String, Option<String>) =
+            sqlx::query_as("SELECT headers, access_token FROM jobs WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound(id))?;
+        let headers =
+            serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((headers, token))
+    }
+
+    /// The job's files with their segments, in order.
+    pub async fn files_for_run(&self, id: JobId) -> Result<Vec<RunFile>, StoreError> {
+        let files = self.files_of(id).await?;
+        let mut out = Vec::with_capacity(files.len());
+        for record in files {
+            let rows: Vec<SegmentRow> = sqlx::query_as(
+                "SELECT idx, range_start, range_end, written FROM segments \
+                 WHERE file_id = ? ORDER BY idx",
+            )
+            .bind(record.id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+            let segments = rows
+                .into_iter()
+                .map(Segment::try_from)
+                .collect::<Result<_, _>>()?;
+            out.push(RunFile { record, segments });
+        }
+        Ok(out)
+    }
+
+    /// Fixes the file's destination after the conflict policy picked it.
+    pub async fn claim_path(
+        &self,
+        job: JobId,
+        owner: &str,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        sqlx::query("UPDATE files SET path = ?, path_claimed = 1 WHERE id = ?")
+            .bind(path)
+            .bind(file.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a file (over): records size and validators and replaces its segments with
+    /// `segments`, whose `written` counts are what is already on disk.
+    pub async fn reset_file(
+        &self,
+        job: JobId,
+        owner: &str,
+        file: FileId,
+        meta: &FileMeta,
+        segments: &[Segment],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        let key = file.to_string();
+        let done: u64 = segments.iter().map(|s| s.written).sum();
+        sqlx::query(
+            "UPDATE files SET bytes_total = ?, etag = ?, last_modified = ?, bytes_done = ?, \
+             status = 'downloading' WHERE id = ?",
+        )
+        .bind(meta.total.map(to_i64))
+        .bind(&meta.etag)
+        .bind(&meta.last_modified)
+        .bind(to_i64(done))
+        .bind(&key)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM segments WHERE file_id = ?")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        for segment in segments {
+            sqlx::query(
+                "INSERT INTO segments (file_id, idx, range_start, range_end, written) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&key)
+            .bind(i64::from(segment.index))
+            .bind(to_i64(segment.start))
+            .bind(segment.end.map(to_i64))
+            .bind(to_i64(segment.written))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Saves the progress of several files in one transaction. The caller has fsynced the data
+    /// the counts describe.
+    pub async fn checkpoint(
+        &self,
+        job: JobId,
+        owner: &str,
+        files: &[FileCheckpoint],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        for file in files {
+            let key = file.file_id.to_string();
+            for segment in &file.segments {
+                sqlx::query("UPDATE segments SET written = ? WHERE file_id = ? AND idx = ?")
+                    .bind(to_i64(segment.written))
+                    .bind(&key)
+                    .bind(i64::from(segment.index))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("UPDATE files SET bytes_done = ? WHERE id = ?")
+                .bind(to_i64(file.bytes_done()))
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a file's status (and, when it ended, its final size, `cached` flag or error).
+    pub async fn set_file_status(
+        &self,
+        job: JobId,
+        owner: &str,
+        file: FileId,
+        update: &FileStatusUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        sqlx::query(
+            "UPDATE files SET status = ?, bytes_done = COALESCE(?, bytes_done), \
+             bytes_total = COALESCE(?, bytes_total), cached = ?, error_type = ?, \
+             error_message = ?, error_http_status = ? WHERE id = ?",
+        )
+        .bind(update.status.as_str())
+        .bind(update.bytes.map(to_i64))
+        .bind(update.bytes.map(to_i64))
+        .bind(update.cached)
+        .bind(update.error.map(|e| e.kind.clone()))
+        .bind(update.error.map(|e| e.message.clone()))
+        .bind(update.error.and_then(|e| e.http_status))
+        .bind(file.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Paths (relative to the root) of the job's unfinished files that may have a `.part`.
+    pub async fn partial_paths(&self, job: JobId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT path FROM files WHERE job_id = ? AND path_claimed = 1 \
+             AND status NOT IN ('complete', 'skipped')",
+        )
+        .bind(job.to_string())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A write transaction that proceeds only while `owner` holds the job's lease.
+    async fn begin_owned_write(
+        &self,
+        job: JobId,
+        owner: &str,
+    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let holder: Option<Option<String>> =
+            sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
+                .bind(job.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if holder.flatten().as_deref() != Some(owner) {
+            return Err(StoreError::LeaseLost(job));
+        }
+        Ok(tx)
+    }
+}
+
+/// A change of one file's status.
+#[derive(Debug, Clone, Copy)]
+pub struct FileStatusUpdate<'a> {
+    pub status: FileStatus,
+    /// When set, both `bytes_done` and `bytes_total` become this (a file that ended complete).
+    pub bytes: Option<u64>,
+    pub cached: bool,
+    pub error: Option<&'a JobError>,
+}

@@ -1,0 +1,454 @@
+//! Every store query against a real SQLite file.
+
+use std::time::Duration;
+
+use super::*;
+use crate::domain::paths::DownloadRoot;
+use crate::domain::{FileStatus, JobError, JobRequest, NewJob, OnConflict, Priority, Segment};
+
+const OWNER: &str = "owner-a";
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("haul.db")).await.unwrap();
+    (dir, store)
+}
+
+fn new_job(dir: &tempfile::TempDir, url: &str, priority: i64, description: &str) -> NewJob {
+    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
+    let request = JobRequest {
+        url: Some(url.into()),
+        priority: Some(priority),
+        description: Some(description.into()),
+        headers: Some([("Cookie".to_owned(), "session=SECRET".to_owned())].into()),
+        access_token: Some("TOKEN".into()),
+        ..Default::default()
+    };
+    request.parse(&root, 10).unwrap()
+}
+
+#[tokio::test]
+async fn insert_and_read_back_a_job_without_its_secrets() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/file.bin", 3, "weights");
+    let job = store.insert_job(&new, 10).await.unwrap();
+    assert_eq!(job.id, new.id);
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.priority, Priority::new(3).unwrap());
+    assert_eq!(job.header_names, vec!["cookie"]);
+    assert!(job.has_access_token);
+    assert_eq!(job.file_count, 1);
+    assert_eq!(job.files[0].path, "file.bin");
+    assert_eq!(job.files[0].status, FileStatus::Queued);
+    assert_eq!(job.on_conflict, OnConflict::Rename);
+    let (headers, token) = store.job_secrets(job.id).await.unwrap();
+    assert_eq!(
+        headers,
+        vec![("cookie".to_owned(), "session=SECRET".to_owned())]
+    );
+    assert_eq!(token.as_deref(), Some("TOKEN"));
+    assert!(matches!(
+        store.get_job(JobId::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_queue_limit_refuses_new_jobs() {
+    let (dir, store) = store().await;
+    store
+        .insert_job(&new_job(&dir, "http://h/a", 1, ""), 1)
+        .await
+        .unwrap();
+    let refused = store
+        .insert_job(&new_job(&dir, "http://h/b", 1, ""), 1)
+        .await;
+    assert!(matches!(refused, Err(StoreError::QueueFull { limit: 1 })));
+    assert_eq!(
+        store
+            .list_jobs(&ListQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn many_files_are_inserted_in_chunks() {
+    let (dir, store) = store().await;
+    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
+    let files = (0..2500)
+        .map(|i| crate::domain::FileRequest {
+            url: format!("http://h/f{i}"),
+            path: None,
+            sha256: None,
+        })
+        .collect();
+    let new = JobRequest {
+        files: Some(files),
+        ..Default::default()
+    }
+    .parse(&root, 5000)
+    .unwrap();
+    let job = store.insert_job(&new, 10).await.unwrap();
+    assert_eq!(job.file_count, 2500);
+    assert_eq!(job.files[2499].index, 2499);
+    assert_eq!(job.files[2499].path, "f2499");
+}
+
+#[tokio::test]
+async fn claims_follow_priority_then_age() {
+    let (dir, store) = store().await;
+    let late_urgent = new_job(&dir, "http://h/a", 10, "");
+    let first = new_job(&dir, "http://h/b", 5, "");
+    let second = new_job(&dir, "http://h/c", 5, "");
+    store.insert_job(&late_urgent, 10).await.unwrap();
+    store.insert_job(&first, 10).await.unwrap();
+    store.insert_job(&second, 10).await.unwrap();
+    assert_eq!(
+        store.claim_next(OWNER, LEASE).await.unwrap(),
+        Some(first.id)
+    );
+    assert_eq!(
+        store.claim_next(OWNER, LEASE).await.unwrap(),
+        Some(second.id)
+    );
+    assert_eq!(
+        store.claim_next(OWNER, LEASE).await.unwrap(),
+        Some(late_urgent.id)
+    );
+    assert_eq!(store.claim_next(OWNER, LEASE).await.unwrap(), None);
+    let job = store.get_job(first.id).await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Running, 1));
+    assert!(job.started_at.is_some());
+}
+
+#[tokio::test]
+async fn leases_renew_expire_and_release() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store
+        .claim_next(OWNER, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.renew_lease(id, OWNER, Duration::ZERO).await.unwrap(),
+        JobStatus::Running
+    );
+    assert!(matches!(
+        store.renew_lease(id, "someone-else", LEASE).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.requeue_expired().await.unwrap(), vec![id]);
+    assert_eq!(store.job_status(id).await.unwrap(), JobStatus::Queued);
+    // The old owner's writes are refused once the lease is gone.
+    assert!(matches!(
+        store.renew_lease(id, OWNER, LEASE).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    assert!(store.requeue_expired().await.unwrap().is_empty());
+    store.release(id, OWNER).await.unwrap();
+    assert_eq!(store.job_status(id).await.unwrap(), JobStatus::Queued);
+    store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    assert_eq!(store.requeue_all_running().await.unwrap(), vec![id]);
+}
+
+#[tokio::test]
+async fn a_users_decision_wins_over_the_workers_finish() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let (before, job) = store
+        .transition(id, Transition::Cancel, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (before, job.unwrap().status),
+        (JobStatus::Running, JobStatus::Cancelled)
+    );
+    assert!(
+        !store
+            .finish_job(id, OWNER, JobStatus::Completed, None)
+            .await
+            .unwrap()
+    );
+    // Renewing tells the worker the job was cancelled, while the lease is still its own.
+    assert_eq!(
+        store.renew_lease(id, OWNER, LEASE).await.unwrap(),
+        JobStatus::Cancelled
+    );
+    store.release(id, OWNER).await.unwrap();
+    let job = store.get_job(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(job.finished_at.is_some());
+}
+
+#[tokio::test]
+async fn finishing_records_status_and_error() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let error = JobError {
+        kind: "http-status".into(),
+        message: "HTTP 404".into(),
+        http_status: Some(404),
+    };
+    assert!(
+        store
+            .finish_job(id, OWNER, JobStatus::Failed, Some(&error))
+            .await
+            .unwrap()
+    );
+    let job = store.get_job(id).await.unwrap();
+    assert_eq!((job.status, job.error), (JobStatus::Failed, Some(error)));
+    // Resuming a failed job retries it and clears the error.
+    let (_, job) = store
+        .transition(id, Transition::Resume, None)
+        .await
+        .unwrap();
+    let job = job.unwrap();
+    assert_eq!(
+        (job.status, job.error, job.finished_at),
+        (JobStatus::Queued, None, None)
+    );
+}
+
+#[tokio::test]
+async fn the_status_machine_refuses_illegal_changes() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let forget = store.transition(new.id, Transition::Forget, None).await;
+    assert!(matches!(
+        forget,
+        Err(StoreError::InvalidTransition {
+            status: JobStatus::Queued,
+            ..
+        })
+    ));
+    let (_, job) = store
+        .transition(new.id, Transition::Reprioritise, Priority::new(-5))
+        .await
+        .unwrap();
+    assert_eq!(job.unwrap().priority.get(), -5);
+    store
+        .transition(new.id, Transition::Pause, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_next(OWNER, LEASE).await.unwrap(),
+        None,
+        "paused jobs are not claimed"
+    );
+    store
+        .transition(new.id, Transition::Resume, None)
+        .await
+        .unwrap();
+    store
+        .transition(new.id, Transition::Cancel, None)
+        .await
+        .unwrap();
+    let again = store.transition(new.id, Transition::Cancel, None).await;
+    assert!(matches!(again, Err(StoreError::InvalidTransition { .. })));
+    let (_, gone) = store
+        .transition(new.id, Transition::Forget, None)
+        .await
+        .unwrap();
+    assert!(gone.is_none());
+    assert!(matches!(
+        store.get_job(new.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn listing_pages_filters_and_searches() {
+    let (dir, store) = store().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let new = new_job(&dir, &format!("http://h/{i}"), 1, &format!("frame-{i:04}"));
+        ids.push(store.insert_job(&new, 10).await.unwrap().id);
+    }
+    store
+        .transition(ids[1], Transition::Pause, None)
+        .await
+        .unwrap();
+    let first = store
+        .list_jobs(&ListQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    assert!(first.jobs[0].files.is_empty());
+    let second = store
+        .list_jobs(&ListQuery {
+            limit: 2,
+            before: first.next,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let last = store
+        .list_jobs(&ListQuery {
+            limit: 2,
+            before: second.next,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((last.jobs.len(), last.next), (1, None));
+    let paused = ListQuery {
+        statuses: vec![JobStatus::Paused],
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_jobs(&paused).await.unwrap().jobs[0].id, ids[1]);
+    let search = ListQuery {
+        description_regex: Some("^frame-000[23]$".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let found: Vec<_> = store
+        .list_jobs(&search)
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(found, vec![ids[3], ids[2]]);
+}
+
+#[tokio::test]
+async fn cancel_all_prune_and_counts() {
+    let (dir, store) = store().await;
+    for i in 0..3 {
+        store
+            .insert_job(&new_job(&dir, &format!("http://h/{i}"), 1, ""), 10)
+            .await
+            .unwrap();
+    }
+    let running = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let cancelled = store.cancel_all().await.unwrap();
+    assert_eq!(cancelled.len(), 3);
+    assert!(cancelled.contains(&(running, JobStatus::Running)));
+    assert_eq!(
+        store.count_by_status().await.unwrap(),
+        vec![(JobStatus::Cancelled, 3)]
+    );
+    assert!(store.cancel_all().await.unwrap().is_empty());
+    assert_eq!(store.prune().await.unwrap(), 3);
+    assert!(store.count_by_status().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn worker_progress_is_saved_only_under_the_lease() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let file = new.files[0].id;
+    store.claim_path(id, OWNER, file, "a (1)").await.unwrap();
+    let meta = FileMeta {
+        total: Some(100),
+        etag: Some("\"v1\"".into()),
+        last_modified: None,
+    };
+    store
+        .reset_file(id, OWNER, file, &meta, &[Segment::whole(Some(100))])
+        .await
+        .unwrap();
+    let mut segment = Segment::whole(Some(100));
+    segment.written = 40;
+    store
+        .checkpoint(
+            id,
+            OWNER,
+            &[FileCheckpoint {
+                file_id: file,
+                segments: vec![segment],
+            }],
+        )
+        .await
+        .unwrap();
+    let run = store.files_for_run(id).await.unwrap();
+    assert_eq!(run[0].segments, vec![segment]);
+    assert_eq!(run[0].record.path, "a (1)");
+    assert!(run[0].record.path_claimed);
+    assert_eq!(run[0].record.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(
+        (run[0].record.bytes_done, run[0].record.bytes_total),
+        (40, Some(100))
+    );
+    assert_eq!(store.get_job(id).await.unwrap().bytes_total, Some(100));
+    assert_eq!(
+        store.partial_paths(id).await.unwrap(),
+        vec!["a (1)".to_owned()]
+    );
+    let lost = store
+        .checkpoint(
+            id,
+            "intruder",
+            &[FileCheckpoint {
+                file_id: file,
+                segments: vec![],
+            }],
+        )
+        .await;
+    assert!(matches!(lost, Err(StoreError::LeaseLost(_))));
+    let done = FileStatusUpdate {
+        status: FileStatus::Complete,
+        bytes: Some(100),
+        cached: true,
+        error: None,
+    };
+    store.set_file_status(id, OWNER, file, &done).await.unwrap();
+    let record = &store.get_job(id).await.unwrap().files[0];
+    assert_eq!(
+        (record.status, record.bytes_done, record.cached),
+        (FileStatus::Complete, 100, true)
+    );
+    assert!(store.partial_paths(id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haul.db");
+    let id = {
+        let store = Store::open(&path).await.unwrap();
+        let job = store
+            .insert_job(&new_job(&dir, "http://h/a", 1, "kept"), 10)
+            .await
+            .unwrap();
+        store.close().await;
+        job.id
+    };
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(
+        store.get_job(id).await.unwrap().description.as_deref(),
+        Some("kept")
+    );
+    store.ping().await.unwrap();
+}
