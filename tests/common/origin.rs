@@ -1,0 +1,415 @@
+//! A test origin server on `127.0.0.1:0` that speaks single ranges, ETag, Last-Modified and
+//! If-Range, and misbehaves on purpose when told to. It logs every request so tests can prove
+//! which bytes were fetched.
+
+#![allow(dead_code)] // Each test binary uses a different part of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Deterministic pseudo-random content: the same `(seed, len)` always gives the same bytes.
+pub fn content(seed: u64, len: usize) -> Bytes {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let word = state.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes();
+        let take = (len - out.len()).min(8);
+        out.extend_from_slice(&word[..take]);
+    }
+    Bytes::from(out)
+}
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Ways a resource can misbehave. All default to "behave".
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Close the connection after sending this many body bytes, on the next `drop_times`
+    /// responses (0 means every response).
+    pub drop_after: Option<u64>,
+    pub drop_times: u32,
+    /// Statuses to answer, in order, before serving normally: `(status, Retry-After)`.
+    pub statuses: VecDeque<(u16, Option<String>)>,
+    /// Answer every request with 200 and the whole body, ignoring `Range`.
+    pub ignore_range: bool,
+    /// Send the body chunked, without `Content-Length`.
+    pub no_content_length: bool,
+    /// Send neither ETag nor Last-Modified.
+    pub no_validators: bool,
+    /// Send this many bytes per second at most (in 16 KiB steps).
+    pub rate: Option<u64>,
+    /// After sending this many body bytes, stop sending but keep the connection open.
+    pub stall_after: Option<u64>,
+}
+
+/// One request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub authorization: Option<String>,
+    pub status: u16,
+    /// Body bytes this response was going to send (before any fault cut it short).
+    pub planned_bytes: u64,
+}
+
+struct Resource {
+    body: Bytes,
+    etag: String,
+    last_modified: String,
+    version: u32,
+    faults: Faults,
+}
+
+#[derive(Default)]
+struct Shared {
+    resources: Mutex<HashMap<String, Resource>>,
+    seen: Mutex<Vec<Seen>>,
+    /// Bytes actually handed to the network per path.
+    sent: Mutex<HashMap<String, u64>>,
+}
+
+/// A running origin. Stops when dropped.
+pub struct Origin {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Origin {
+    /// Starts an origin on a free loopback port.
+    pub async fn start() -> Origin {
+        let shared = Arc::new(Shared::default());
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::get(serve))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Origin { addr, shared, stop }
+    }
+
+    /// The URL of a path on this origin.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// Serves `body` at `path` (replacing any earlier version, with a new ETag).
+    pub fn put(&self, path: &str, body: Bytes) {
+        let path = &key(path);
+        let mut resources = self.shared.resources.lock().unwrap();
+        let version = resources.get(path).map_or(1, |r| r.version + 1);
+        let faults = resources.remove(path).map(|r| r.faults).unwrap_or_default();
+        let etag = format!("\"{}-v{version}\"", &sha256_hex(&body)[..16]);
+        let last_modified = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version)),
+        );
+        resources.insert(
+            path.to_owned(),
+            Resource {
+                body,
+                etag,
+                last_modified,
+                version,
+                faults,
+            },
+        );
+    }
+
+    /// Sets how `path` misbehaves.
+    pub fn set_faults(&self, path: &str, faults: Faults) {
+        self.shared
+            .resources
+            .lock()
+            .unwrap()
+            .get_mut(&key(path))
+            .expect("put the resource first")
+            .faults = faults;
+    }
+
+    /// Changes `path`'s faults in place.
+    pub fn update_faults(&self, path: &str, change: impl FnOnce(&mut Faults)) {
+        change(
+            &mut self
+                .shared
+                .resources
+                .lock()
+                .unwrap()
+                .get_mut(&key(path))
+                .expect("put the resource first")
+                .faults,
+        );
+    }
+
+    /// The current ETag of `path`.
+    pub fn etag(&self, path: &str) -> String {
+        self.shared.resources.lock().unwrap()[&key(path)]
+            .etag
+            .clone()
+    }
+
+    /// Every request for `path`, oldest first.
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        let wanted = key(path);
+        self.shared
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == wanted)
+            .cloned()
+            .collect()
+    }
+
+    /// Every request the origin saw.
+    pub fn all_requests(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// Body bytes actually sent for `path`, over all responses.
+    pub fn bytes_sent(&self, path: &str) -> u64 {
+        self.shared
+            .sent
+            .lock()
+            .unwrap()
+            .get(&key(path))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Paths are kept with one leading slash, as requests carry them.
+fn key(path: &str) -> String {
+    format!("/{}", path.trim_start_matches('/'))
+}
+
+/// A parsed single `Range: bytes=…`, resolved against the length.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // multiple ranges: serve the whole body
+    }
+    let (start, end) = spec.split_once('-')?;
+    let range = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (len.saturating_sub(n), len.saturating_sub(1))
+        }
+        (start, "") => (start.parse().ok()?, len.saturating_sub(1)),
+        (start, end) => (
+            start.parse().ok()?,
+            end.parse::<u64>().ok()?.min(len.saturating_sub(1)),
+        ),
+    };
+    if range.0 >= len || range.0 > range.1 {
+        return Some(Err(()));
+    }
+    Some(Ok(range))
+}
+
+async fn serve(
+    State(shared): State<Arc<Shared>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/{path}");
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut seen = Seen {
+        path: path.clone(),
+        range: text(header::RANGE),
+        if_range: text(header::IF_RANGE),
+        authorization: text(header::AUTHORIZATION),
+        status: 200,
+        planned_bytes: 0,
+    };
+    let prepared = {
+        let mut resources = shared.resources.lock().unwrap();
+        match resources.get_mut(&path) {
+            None => Err(StatusCode::NOT_FOUND.into_response()),
+            Some(resource) => prepare(resource, &seen),
+        }
+    };
+    let response = match prepared {
+        Err(response) => response,
+        Ok(plan) => {
+            seen.planned_bytes = plan.body.len() as u64;
+            respond(plan, shared.clone(), path.clone())
+        }
+    };
+    seen.status = response.status().as_u16();
+    shared.seen.lock().unwrap().push(seen);
+    response
+}
+
+struct Plan {
+    status: StatusCode,
+    headers: Vec<(header::HeaderName, String)>,
+    body: Bytes,
+    faults: Faults,
+    drop_now: bool,
+}
+
+fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
+    if let Some((status, retry_after)) = resource.faults.statuses.pop_front() {
+        let mut response = StatusCode::from_u16(status).unwrap().into_response();
+        if let Some(value) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_str(&value).unwrap());
+        }
+        return Err(response);
+    }
+    let len = resource.body.len() as u64;
+    let faults = resource.faults.clone();
+    let mut headers = vec![(header::ACCEPT_RANGES, "bytes".to_owned())];
+    if !faults.no_validators {
+        headers.push((header::ETAG, resource.etag.clone()));
+        headers.push((header::LAST_MODIFIED, resource.last_modified.clone()));
+    }
+    let validator_matches = seen
+        .if_range
+        .as_ref()
+        .is_none_or(|v| *v == resource.etag || *v == resource.last_modified);
+    let range = seen
+        .range
+        .as_deref()
+        .filter(|_| !faults.ignore_range && validator_matches)
+        .and_then(|r| parse_range(r, len));
+    let drop_now = faults.drop_after.is_some()
+        && (faults.drop_times == 0 || {
+            resource.faults.drop_times -= 1;
+            if resource.faults.drop_times == 0 {
+                resource.faults.drop_after = None;
+            }
+            true
+        });
+    let (status, body) = match range {
+        Some(Err(())) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).unwrap(),
+            );
+            return Err(response);
+        }
+        Some(Ok((start, end))) => {
+            headers.push((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                resource.body.slice(start as usize..=end as usize),
+            )
+        }
+        None => (StatusCode::OK, resource.body.clone()),
+    };
+    Ok(Plan {
+        status,
+        headers,
+        body,
+        faults,
+        drop_now,
+    })
+}
+
+fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
+    let Plan {
+        status,
+        headers,
+        body,
+        faults,
+        drop_now,
+    } = plan;
+    let total = body.len();
+    let chunk = 16 * 1024;
+    let cut = if drop_now {
+        faults.drop_after.map(|n| n as usize)
+    } else {
+        None
+    };
+    let stall = faults.stall_after.map(|n| n as usize);
+    let rate = faults.rate;
+    let stream = futures::stream::unfold(0usize, move |offset| {
+        let body = body.clone();
+        let shared = shared.clone();
+        let path = path.clone();
+        async move {
+            if cut.is_some_and(|c| offset >= c) {
+                return Some((Err(std::io::Error::other("dropped on purpose")), usize::MAX));
+            }
+            if offset >= total {
+                return None;
+            }
+            if stall.is_some_and(|s| offset >= s) {
+                std::future::pending::<()>().await;
+            }
+            let mut end = (offset + chunk).min(total);
+            if let Some(c) = cut {
+                end = end.min(c.max(offset + 1));
+            }
+            if let Some(s) = stall {
+                end = end.min(s.max(offset + 1));
+            }
+            if let Some(rate) = rate {
+                tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64))
+                    .await;
+            }
+            *shared.sent.lock().unwrap().entry(path).or_default() += (end - offset) as u64;
+            Some((Ok(body.slice(offset..end)), end))
+        }
+    })
+    .scan(false, |failed, item| {
+        // End the stream after the first error (axum aborts the connection on it).
+        if *failed {
+            return futures::future::ready(None);
+        }
+        *failed = item.is_err();
+        futures::future::ready(Some(item))
+    });
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name, value);
+    }
+    if !faults.no_content_length {
+        response = response.header(header::CONTENT_LENGTH, total.to_string());
+    }
+    response.body(Body::from_stream(stream)).unwrap()
+}
