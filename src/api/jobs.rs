@@ -327,21 +327,22 @@ pub async fn delete_job(
 )]
 pub async fn cancel_all_jobs(State(state): State<AppState>) -> Result<axum::Json<Count>, ApiError> {
     let cancelled = state.store.cancel_all().await?;
-    for (id, before) in &cancelled {
+    let running = cancelled
+        .jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Running)
+        .map(|j| j.id);
+    state.engine.stop_running(running.collect::<Vec<_>>()).await;
+    state.engine.discard_paths(cancelled.partials).await;
+    for mut job in cancelled.jobs.iter().cloned() {
+        job.status = JobStatus::Cancelled;
         state
-            .engine
-            .after_transition(*id, *before, Transition::Cancel)
-            .await;
-        if let Ok(job) = state.store.get_job(*id).await {
-            state
-                .events
-                .publish(JobEvent::about(EventKind::Cancelled, &job));
-        }
+            .events
+            .publish(JobEvent::about(EventKind::Cancelled, &job));
     }
-    tracing::info!(jobs = cancelled.len(), "cancelled {} jobs", cancelled.len());
-    Ok(axum::Json(Count {
-        count: cancelled.len() as u64,
-    }))
+    let count = cancelled.jobs.len() as u64;
+    tracing::info!(jobs = count, "cancelled {count} jobs");
+    Ok(axum::Json(Count { count }))
 }
 
 /// Forget every finished job (completed, failed, cancelled).

@@ -131,13 +131,16 @@ impl Engine {
 
     /// Deletes the `.part` files of a job's unfinished files.
     async fn discard_partials(&self, id: JobId) {
-        let paths = match self.inner.store.partial_paths(id).await {
-            Ok(paths) => paths,
+        match self.inner.store.partial_paths(id).await {
+            Ok(paths) => self.discard_paths(paths).await,
             Err(err) => {
                 tracing::warn!(job.id = %id, error.message = %err, "cannot list partial files to remove");
-                return;
             }
-        };
+        }
+    }
+
+    /// Deletes the `.part` files of these root-relative destinations.
+    pub async fn discard_paths(&self, paths: Vec<String>) {
         if paths.is_empty() {
             return;
         }
@@ -154,7 +157,23 @@ impl Engine {
         })
         .await;
         if removed.is_err() {
-            tracing::warn!(job.id = %id, "removing partial files was interrupted");
+            tracing::warn!("removing partial files was interrupted");
+        }
+    }
+
+    /// Stops every running job in `ids` (after `cancel_all`), waiting briefly for each.
+    pub async fn stop_running(&self, ids: impl IntoIterator<Item = JobId>) {
+        let runs: Vec<_> = {
+            let _gate = self.inner.claim_gate.lock().await;
+            ids.into_iter()
+                .filter_map(|id| self.inner.registry.get(id))
+                .collect()
+        };
+        for run in &runs {
+            run.stop.cancel();
+        }
+        for run in runs {
+            let _ = tokio::time::timeout(STOP_WAIT, run.done.cancelled()).await;
         }
     }
 

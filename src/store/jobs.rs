@@ -2,7 +2,7 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_job_id, parse_status};
+use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_status};
 use super::{Store, StoreError};
 use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
@@ -22,6 +22,15 @@ pub struct ListQuery {
     pub limit: u32,
     /// Only jobs older than the job with this sequence number (from a previous page).
     pub before: Option<i64>,
+}
+
+/// What `cancel_all` did.
+#[derive(Debug, Clone)]
+pub struct CancelledJobs {
+    /// The jobs as they were just before being cancelled.
+    pub jobs: Vec<Job>,
+    /// Root-relative destinations whose `.part` files nobody is writing any more.
+    pub partials: Vec<String>,
 }
 
 /// One page of jobs, newest first.
@@ -213,11 +222,20 @@ impl Store {
         Ok((before, Some(self.get_job(id).await?)))
     }
 
-    /// Cancels every queued, running and paused job. Returns each with its previous status.
-    pub async fn cancel_all(&self) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+    /// Cancels every queued, running and paused job. Returns each as it was just before
+    /// (without files), and the partial files of those not running, for the caller to remove.
+    pub async fn cancel_all(&self) -> Result<CancelledJobs, StoreError> {
         let mut tx = self.begin_write().await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, status FROM jobs WHERE status IN ('queued', 'running', 'paused')",
+        let rows: Vec<JobRow> = sqlx::query_as(concat_job_query!(
+            "WHERE j.status IN ('queued', 'running', 'paused') ORDER BY j.seq"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        // Running jobs' workers remove their own partial files once they have stopped.
+        let partials: Vec<String> = sqlx::query_scalar(
+            "SELECT f.path FROM files f JOIN jobs j ON j.id = f.job_id \
+             WHERE j.status IN ('queued', 'paused') AND f.path_claimed = 1 \
+             AND f.status NOT IN ('complete', 'skipped')",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -231,9 +249,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|(id, status)| Ok((parse_job_id(id)?, parse_status(status)?)))
-            .collect()
+        let jobs = rows
+            .into_iter()
+            .map(|row| row.into_job(Vec::new()))
+            .collect::<Result<_, _>>()?;
+        Ok(CancelledJobs { jobs, partials })
     }
 
     /// Forgets every finished job (completed, failed, cancelled). Returns how many.

@@ -18,6 +18,14 @@ pub struct RunFile {
     pub segments: Vec<Segment>,
 }
 
+/// A segment row with the file it belongs to.
+#[derive(sqlx::FromRow)]
+struct FileSegmentRow {
+    file_id: String,
+    #[sqlx(flatten)]
+    segment: SegmentRow,
+}
+
 /// What the first response told us about a file: its size and validators.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileMeta {
@@ -60,22 +68,32 @@ impl Store {
     /// The job's files with their segments, in order.
     pub async fn files_for_run(&self, id: JobId) -> Result<Vec<RunFile>, StoreError> {
         let files = self.files_of(id).await?;
-        let mut out = Vec::with_capacity(files.len());
-        for record in files {
-            let rows: Vec<SegmentRow> = sqlx::query_as(
-                "SELECT idx, range_start, range_end, written FROM segments \
-                 WHERE file_id = ? ORDER BY idx",
-            )
-            .bind(record.id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-            let segments = rows
-                .into_iter()
-                .map(Segment::try_from)
-                .collect::<Result<_, _>>()?;
-            out.push(RunFile { record, segments });
+        // One query for every segment of the job, rather than one per file.
+        let rows: Vec<(String, SegmentRow)> = sqlx::query_as(
+            "SELECT s.file_id, s.idx, s.range_start, s.range_end, s.written FROM segments s \
+             JOIN files f ON f.id = s.file_id WHERE f.job_id = ? ORDER BY s.file_id, s.idx",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row: FileSegmentRow| (row.file_id, row.segment))
+        .collect();
+        let mut by_file: std::collections::HashMap<String, Vec<Segment>> =
+            std::collections::HashMap::new();
+        for (file_id, row) in rows {
+            by_file
+                .entry(file_id)
+                .or_default()
+                .push(Segment::try_from(row)?);
         }
-        Ok(out)
+        Ok(files
+            .into_iter()
+            .map(|record| {
+                let segments = by_file.remove(&record.id.to_string()).unwrap_or_default();
+                RunFile { record, segments }
+            })
+            .collect())
     }
 
     /// Fixes the file's destination after the conflict policy picked it.

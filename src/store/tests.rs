@@ -350,14 +350,31 @@ async fn cancel_all_prune_and_counts() {
             .unwrap();
     }
     let running = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let paused = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let file = store.get_job(paused).await.unwrap().files[0].id;
+    store
+        .claim_path(paused, OWNER, file, "partial.bin")
+        .await
+        .unwrap();
+    store
+        .transition(paused, Transition::Pause, None)
+        .await
+        .unwrap();
     let cancelled = store.cancel_all().await.unwrap();
-    assert_eq!(cancelled.len(), 3);
-    assert!(cancelled.contains(&(running, JobStatus::Running)));
+    let before: Vec<_> = cancelled.jobs.iter().map(|j| (j.id, j.status)).collect();
+    assert_eq!(before.len(), 3);
+    assert!(before.contains(&(running, JobStatus::Running)));
+    assert!(before.contains(&(paused, JobStatus::Paused)));
+    assert_eq!(
+        cancelled.partials,
+        vec!["partial.bin".to_owned()],
+        "only idle jobs' partials"
+    );
     assert_eq!(
         store.count_by_status().await.unwrap(),
         vec![(JobStatus::Cancelled, 3)]
     );
-    assert!(store.cancel_all().await.unwrap().is_empty());
+    assert!(store.cancel_all().await.unwrap().jobs.is_empty());
     assert_eq!(store.prune().await.unwrap(), 3);
     assert!(store.count_by_status().await.unwrap().is_empty());
 }
