@@ -190,13 +190,16 @@ async fn transition(
     priority: Option<Priority>,
 ) -> Result<Option<JobView>, ApiError> {
     let (before, job) = state.store.transition(id, action, priority).await?;
-    state.engine.after_transition(id, before, action).await;
-    let Some(job) = job else { return Ok(None) };
-    if job.status != before {
+    // Announce the change before the engine acts on it, so `job.queued` precedes the
+    // `job.started` a resume leads to.
+    if let Some(job) = job.as_ref().filter(|job| job.status != before) {
         tracing::info!(job.id = %id, "job {id}: {before} -> {}", job.status);
-        state
-            .events
-            .publish(JobEvent::about(EventKind::for_status(job.status), &job));
+        let event = JobEvent::about(EventKind::for_status(job.status), job);
+        state.events.publish(event);
+    }
+    state.engine.after_transition(id, before, action).await;
+    if job.is_none() {
+        return Ok(None);
     }
     // Re-read after the engine acted, so the answer shows where the job really is.
     let job = state.store.get_job(id).await?;

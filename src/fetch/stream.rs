@@ -107,9 +107,30 @@ impl Fetcher {
             }
             Err(err) => {
                 run.writer.close().await;
+                if run.segment.is_none_or(|s| s.written == 0) {
+                    discard_empty_part(&task.part, &err).await;
+                }
                 Err(err)
             }
         }
+    }
+}
+
+/// Removes the `.part` of a file that failed for good without keeping a byte: an empty one
+/// helps no resume, outlives its job, and would push the next download of this name to an
+/// alternative ("NAME (1)"). A stop keeps it, because the job still owns the name.
+async fn discard_empty_part(part: &std::path::Path, err: &FetchError) {
+    if matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+        return;
+    }
+    match tokio::fs::remove_file(part).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            path = %part.display(),
+            error.message = %e,
+            "cannot remove an empty partial file"
+        ),
     }
 }
 

@@ -1,8 +1,31 @@
 //! Integration tests through the HTTP API against a real daemon (in-process, port 0, fresh
 //! SQLite file) and a real origin server.
 
+// Helpers outside `#[test]` functions (the harness, the shared origin) fail tests by panicking
+// too: there, an unwrap is an assertion. (The same attributes as `tests/e2e/main.rs`.)
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers assert by unwrapping"
+)]
+
 #[path = "../common/origin.rs"]
+#[expect(
+    clippy::result_large_err,
+    reason = "the origin returns ready-made error responses"
+)]
 mod origin;
 
+mod auth;
+mod contract;
+mod download;
+mod errors;
+mod events;
+mod files;
 mod helpers;
+mod lifecycle;
+mod ops;
+mod origin_checks;
+mod resume;
 mod smoke;
+mod support;

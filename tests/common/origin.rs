@@ -6,8 +6,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -61,6 +62,12 @@ pub struct Faults {
     pub rate: Option<u64>,
     /// After sending this many body bytes, stop sending but keep the connection open.
     pub stall_after: Option<u64>,
+    /// After sending this many body bytes, wait until [`Origin::release`] is called for the
+    /// path, then go on (a stall the test ends). Each response counts its own bytes.
+    pub hold_after: Option<u64>,
+    /// Serve the asked range even when `If-Range` no longer matches (a server that ignores
+    /// `If-Range`, so a client must check the validators of a 206 itself).
+    pub ignore_if_range: bool,
 }
 
 /// One request as the origin saw it.
@@ -73,6 +80,26 @@ pub struct Seen {
     pub status: u16,
     /// Body bytes this response was going to send (before any fault cut it short).
     pub planned_bytes: u64,
+    /// Every request header.
+    pub headers: HeaderMap,
+    /// When the request arrived.
+    pub at: Instant,
+}
+
+impl Seen {
+    /// A request header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The first byte asked for by `Range: bytes=N-…` (0 without a `Range`).
+    pub fn range_start(&self) -> u64 {
+        self.range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split('-').next())
+            .map_or(0, |n| n.parse().expect("a numeric range start"))
+    }
 }
 
 struct Resource {
@@ -81,6 +108,8 @@ struct Resource {
     last_modified: String,
     version: u32,
     faults: Faults,
+    /// Opened by [`Origin::release`]; responses held by `hold_after` wait for it.
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -89,6 +118,8 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     /// Bytes actually handed to the network per path.
     sent: Mutex<HashMap<String, u64>>,
+    /// Response bodies still alive (being sent) per path.
+    open: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
 /// A running origin. Stops when dropped.
@@ -134,7 +165,10 @@ impl Origin {
         let path = &key(path);
         let mut resources = self.shared.resources.lock().unwrap();
         let version = resources.get(path).map_or(1, |r| r.version + 1);
-        let faults = resources.remove(path).map(|r| r.faults).unwrap_or_default();
+        let (faults, gate) = match resources.remove(path) {
+            Some(old) => (old.faults, old.gate),
+            None => (Faults::default(), tokio::sync::watch::Sender::new(false)),
+        };
         let etag = format!("\"{}-v{version}\"", &sha256_hex(&body)[..16]);
         let last_modified = httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version)),
@@ -147,19 +181,39 @@ impl Origin {
                 last_modified,
                 version,
                 faults,
+                gate,
             },
         );
     }
 
-    /// Sets how `path` misbehaves.
+    /// Sets how `path` misbehaves (closing its gate again: see [`Faults::hold_after`]).
     pub fn set_faults(&self, path: &str, faults: Faults) {
+        let mut resources = self.shared.resources.lock().unwrap();
+        let resource = resources
+            .get_mut(&key(path))
+            .expect("put the resource first");
+        resource.faults = faults;
+        resource.gate.send_replace(false);
+    }
+
+    /// Lets responses held by [`Faults::hold_after`] go on, and stops holding new ones.
+    pub fn release(&self, path: &str) {
+        let mut resources = self.shared.resources.lock().unwrap();
+        let resource = resources
+            .get_mut(&key(path))
+            .expect("put the resource first");
+        resource.faults.hold_after = None;
+        resource.gate.send_replace(true);
+    }
+
+    /// Response bodies for `path` still being sent (0 once every connection has ended).
+    pub fn open_responses(&self, path: &str) -> usize {
         self.shared
-            .resources
+            .open
             .lock()
             .unwrap()
-            .get_mut(&key(path))
-            .expect("put the resource first")
-            .faults = faults;
+            .get(&key(path))
+            .map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
     /// Changes `path`'s faults in place.
@@ -261,6 +315,8 @@ async fn serve(
         authorization: text(header::AUTHORIZATION),
         status: 200,
         planned_bytes: 0,
+        headers: headers.clone(),
+        at: Instant::now(),
     };
     let prepared = {
         let mut resources = shared.resources.lock().unwrap();
@@ -287,6 +343,7 @@ struct Plan {
     body: Bytes,
     faults: Faults,
     drop_now: bool,
+    gate: tokio::sync::watch::Receiver<bool>,
 }
 
 fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
@@ -306,10 +363,11 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         headers.push((header::ETAG, resource.etag.clone()));
         headers.push((header::LAST_MODIFIED, resource.last_modified.clone()));
     }
-    let validator_matches = seen
-        .if_range
-        .as_ref()
-        .is_none_or(|v| *v == resource.etag || *v == resource.last_modified);
+    let validator_matches = faults.ignore_if_range
+        || seen
+            .if_range
+            .as_ref()
+            .is_none_or(|v| *v == resource.etag || *v == resource.last_modified);
     let range = seen
         .range
         .as_deref()
@@ -347,7 +405,31 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         body,
         faults,
         drop_now,
+        gate: resource.gate.subscribe(),
     })
+}
+
+/// Counts a response body as open while alive.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(shared: &Shared, path: &str) -> Self {
+        let count = shared
+            .open
+            .lock()
+            .unwrap()
+            .entry(path.to_owned())
+            .or_default()
+            .clone();
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
@@ -357,6 +439,7 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         body,
         faults,
         drop_now,
+        gate,
     } = plan;
     let total = body.len();
     let chunk = 16 * 1024;
@@ -366,13 +449,25 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         None
     };
     let stall = faults.stall_after.map(|n| n as usize);
+    let hold = faults.hold_after.map(|n| n as usize);
     let rate = faults.rate;
+    let open = Arc::new(OpenGuard::new(&shared, &path));
     let stream = futures::stream::unfold(0usize, move |offset| {
         let body = body.clone();
         let shared = shared.clone();
         let path = path.clone();
+        let mut gate = gate.clone();
+        let open = open.clone();
         async move {
+            let _open = open;
+            if hold.is_some_and(|h| offset >= h) {
+                // Released (true) or the origin dropped (error): go on either way.
+                let _ = gate.wait_for(|released| *released).await;
+            }
             if cut.is_some_and(|c| offset >= c) {
+                // Let hyper flush what it buffered first: an error in the same poll would
+                // close the connection with the head and the earlier chunks still unsent.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 return Some((Err(std::io::Error::other("dropped on purpose")), usize::MAX));
             }
             if offset >= total {
@@ -387,6 +482,9 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
             }
             if let Some(s) = stall {
                 end = end.min(s.max(offset + 1));
+            }
+            if let Some(h) = hold.filter(|h| offset < *h) {
+                end = end.min(h);
             }
             if let Some(rate) = rate {
                 tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64))

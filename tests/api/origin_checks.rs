@@ -1,0 +1,300 @@
+//! The test origin itself: every misbehaviour the download tests rely on really happens.
+//! Without these, a download test could pass because the fault never fired.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, RETRY_AFTER,
+};
+
+use crate::origin::{Faults, Origin, content};
+use crate::support::eventually;
+
+/// Reads a body chunk by chunk; returns the bytes received and whether it ended cleanly.
+async fn read_all(mut response: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => got.extend_from_slice(&chunk),
+            Ok(None) => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+async fn origin_with(len: usize, faults: Faults) -> (Origin, bytes::Bytes) {
+    let origin = Origin::start().await;
+    let body = content(7, len);
+    origin.put("f.bin", body.clone());
+    origin.set_faults("f.bin", faults);
+    (origin, body)
+}
+
+#[tokio::test]
+async fn it_serves_whole_bodies_ranges_and_validators() {
+    let (origin, body) = origin_with(100_000, Faults::default()).await;
+    let http = reqwest::Client::new();
+    let whole = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()[CONTENT_LENGTH], "100000");
+    assert_eq!(whole.headers()[ACCEPT_RANGES], "bytes");
+    assert_eq!(
+        whole.headers()[ETAG].to_str().unwrap(),
+        origin.etag("f.bin")
+    );
+    let modified = whole.headers()[LAST_MODIFIED].to_str().unwrap().to_owned();
+    assert_eq!(read_all(whole).await, (body.to_vec(), true));
+
+    let ranged = |if_range: String| {
+        http.get(origin.url("f.bin"))
+            .header(RANGE, "bytes=40000-")
+            .header(IF_RANGE, if_range)
+            .send()
+    };
+    for validator in [origin.etag("f.bin"), modified] {
+        let part = ranged(validator).await.unwrap();
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.headers()[CONTENT_RANGE], "bytes 40000-99999/100000");
+        assert_eq!(read_all(part).await, (body[40_000..].to_vec(), true));
+    }
+    let stale = ranged("\"old\"".into()).await.unwrap();
+    assert_eq!(
+        stale.status(),
+        StatusCode::OK,
+        "a stale If-Range gets it all"
+    );
+    assert_eq!(read_all(stale).await.0, body.to_vec());
+
+    let seen = origin.requests("f.bin");
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[1].range.as_deref(), Some("bytes=40000-"));
+    assert_eq!(seen[1].range_start(), 40_000);
+    assert_eq!(
+        seen[1].if_range.as_deref(),
+        Some(origin.etag("f.bin").as_str())
+    );
+    assert_eq!(origin.requests("other").len(), 0);
+    let missing = http.get(origin.url("other")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_new_version_gets_a_new_etag_and_stale_ranges_get_the_new_body() {
+    let (origin, _) = origin_with(50_000, Faults::default()).await;
+    let old = origin.etag("f.bin");
+    let newer = content(8, 60_000);
+    origin.put("f.bin", newer.clone());
+    assert_ne!(origin.etag("f.bin"), old);
+    let response = reqwest::Client::new()
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=100-")
+        .header(IF_RANGE, old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(read_all(response).await, (newer.to_vec(), true));
+}
+
+#[tokio::test]
+async fn a_drop_truncates_the_body_and_only_as_often_as_asked() {
+    let faults = Faults {
+        drop_after: Some(70_000),
+        drop_times: 1,
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(200_000, faults).await;
+    let http = reqwest::Client::new();
+    let first = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(first.headers()[CONTENT_LENGTH], "200000");
+    let (got, clean) = read_all(first).await;
+    assert!(!clean, "the client must see an error, not a clean end");
+    assert_eq!(got.len(), 70_000, "every byte before the drop arrives");
+    assert_eq!(got, body[..got.len()].to_vec());
+    let second = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(read_all(second).await, (body.to_vec(), true));
+    // Every response drops with drop_times = 0.
+    origin.update_faults("f.bin", |f| {
+        f.drop_after = Some(10_000);
+        f.drop_times = 0;
+    });
+    for _ in 0..2 {
+        let response = http.get(origin.url("f.bin")).send().await.unwrap();
+        assert!(!read_all(response).await.1);
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_drop_is_an_error_too() {
+    let faults = Faults {
+        drop_after: Some(50_000),
+        drop_times: 1,
+        no_content_length: true,
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(120_000, faults).await;
+    let http = reqwest::Client::new();
+    let first = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert!(first.headers().get(CONTENT_LENGTH).is_none());
+    assert_eq!(first.content_length(), None);
+    let (got, clean) = read_all(first).await;
+    assert!(!clean);
+    assert_eq!(got, body[..50_000].to_vec());
+    let second = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert!(second.headers().get(CONTENT_LENGTH).is_none());
+    assert_eq!(read_all(second).await, (body.to_vec(), true));
+}
+
+#[tokio::test]
+async fn statuses_come_first_in_order_with_retry_after() {
+    let faults = Faults {
+        statuses: [(503, Some("1".to_owned())), (500, None)].into(),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(1_000, faults).await;
+    let http = reqwest::Client::new();
+    let first = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.headers()[RETRY_AFTER], "1");
+    let second = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(second.headers().get(RETRY_AFTER).is_none());
+    let third = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(read_all(third).await, (body.to_vec(), true));
+    let statuses: Vec<u16> = origin.requests("f.bin").iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [503, 500, 200]);
+}
+
+#[tokio::test]
+async fn ignored_ranges_missing_validators_and_ignored_if_range() {
+    let faults = Faults {
+        ignore_range: true,
+        no_validators: true,
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(30_000, faults).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get(ETAG).is_none());
+    assert!(response.headers().get(LAST_MODIFIED).is_none());
+    assert_eq!(read_all(response).await.0, body.to_vec());
+
+    origin.set_faults(
+        "f.bin",
+        Faults {
+            ignore_if_range: true,
+            ..Faults::default()
+        },
+    );
+    let response = http
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=10-")
+        .header(IF_RANGE, "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(read_all(response).await.0, body[10..].to_vec());
+}
+
+#[tokio::test]
+async fn the_rate_limit_slows_the_body_down() {
+    let faults = Faults {
+        rate: Some(1_000_000),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(300_000, faults).await;
+    let started = Instant::now();
+    let response = reqwest::get(origin.url("f.bin")).await.unwrap();
+    assert_eq!(read_all(response).await, (body.to_vec(), true));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(280), "{took:?}");
+    assert_eq!(origin.bytes_sent("f.bin"), 300_000);
+}
+
+#[tokio::test]
+async fn a_stall_stops_sending_and_a_hold_waits_for_release() {
+    let faults = Faults {
+        stall_after: Some(40_000),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(100_000, faults).await;
+    let http = reqwest::Client::builder()
+        .read_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let stalled = http.get(origin.url("f.bin")).send().await.unwrap();
+    let (got, clean) = read_all(stalled).await;
+    assert!(!clean, "a stalled body times out");
+    assert_eq!(got, body[..40_000].to_vec());
+    assert_eq!(origin.bytes_sent("f.bin"), 40_000);
+
+    origin.set_faults(
+        "f.bin",
+        Faults {
+            hold_after: Some(30_000),
+            ..Faults::default()
+        },
+    );
+    let http = reqwest::Client::new();
+    let mut held = http.get(origin.url("f.bin")).send().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 30_000 {
+        got.extend_from_slice(&held.chunk().await.unwrap().unwrap());
+    }
+    assert_eq!(got.len(), 30_000, "nothing past the hold point");
+    assert_eq!(origin.bytes_sent("f.bin"), 70_000);
+    origin.release("f.bin");
+    let (rest, clean) = read_all(held).await;
+    assert!(clean);
+    got.extend_from_slice(&rest);
+    assert_eq!(got, body.to_vec());
+    // Released: later responses are not held.
+    let again = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(read_all(again).await, (body.to_vec(), true));
+}
+
+#[tokio::test]
+async fn open_responses_end_when_the_client_goes_away() {
+    let faults = Faults {
+        rate: Some(500_000),
+        ..Faults::default()
+    };
+    let (origin, _) = origin_with(2_000_000, faults).await;
+    let mut response = reqwest::get(origin.url("f.bin")).await.unwrap();
+    response.chunk().await.unwrap().unwrap();
+    assert_eq!(origin.open_responses("f.bin"), 1);
+    drop(response);
+    eventually("the origin notices the client left", || {
+        origin.open_responses("f.bin") == 0
+    })
+    .await;
+    let sent = origin.bytes_sent("f.bin");
+    assert!(sent < 2_000_000, "{sent}");
+}
+
+#[tokio::test]
+async fn requests_are_logged_with_their_headers() {
+    let (origin, _) = origin_with(10, Faults::default()).await;
+    let response = reqwest::Client::new()
+        .get(origin.url("f.bin"))
+        .bearer_auth("tok")
+        .header("x-custom", "yes")
+        .send()
+        .await
+        .unwrap();
+    read_all(response).await;
+    let seen = &origin.requests("f.bin")[0];
+    assert_eq!(seen.authorization.as_deref(), Some("Bearer tok"));
+    assert_eq!(seen.header("x-custom"), Some("yes"));
+    assert_eq!(seen.range, None);
+    assert_eq!(seen.range_start(), 0);
+    assert_eq!(seen.planned_bytes, 10);
+}
