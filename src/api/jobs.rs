@@ -298,7 +298,7 @@ pub async fn update_job(
     )
 }
 
-/// Forget a finished job (its downloaded files stay on disk).
+/// Forget a finished job. Its downloaded files stay on disk; partial files are removed.
 #[utoipa::path(
     delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs",
     params(("id" = String, Path, description = "Job id (UUID)")),
@@ -315,7 +315,10 @@ pub async fn delete_job(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
 ) -> Result<StatusCode, ApiError> {
+    // A failed job may keep partial files for a resume; once forgotten, nothing can use them.
+    let partials = state.store.partial_paths(id).await?;
     transition(&state, id, Transition::Forget, None).await?;
+    state.engine.discard_paths(partials).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -348,7 +351,7 @@ pub async fn cancel_all_jobs(State(state): State<AppState>) -> Result<axum::Json
     Ok(axum::Json(Count { count }))
 }
 
-/// Forget every finished job (completed, failed, cancelled).
+/// Forget every finished job (completed, failed, cancelled), removing their partial files.
 #[utoipa::path(
     post, path = "/v1/jobs/prune", operation_id = "prune_jobs", tag = "jobs",
     responses(
@@ -358,7 +361,8 @@ pub async fn cancel_all_jobs(State(state): State<AppState>) -> Result<axum::Json
     )
 )]
 pub async fn prune_jobs(State(state): State<AppState>) -> Result<axum::Json<Count>, ApiError> {
-    let pruned = state.store.prune().await?;
+    let (pruned, partials) = state.store.prune().await?;
+    state.engine.discard_paths(partials).await;
     tracing::info!(jobs = pruned, "pruned {pruned} finished jobs");
     Ok(axum::Json(Count { count: pruned }))
 }

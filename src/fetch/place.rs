@@ -11,6 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
+use tokio_util::sync::CancellationToken;
 
 use super::FetchError;
 use crate::domain::paths::{DownloadRoot, numbered_alternative};
@@ -59,13 +60,14 @@ pub fn prepare(
     rel: &str,
     policy: OnConflict,
     expected: Option<&Sha256>,
+    stop: &CancellationToken,
     busy: &dyn Fn(&str) -> bool,
 ) -> Result<Prepared, FetchError> {
     root.confine(rel).map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
     if let Ok(meta) = std::fs::symlink_metadata(&target) {
         if let Some(expected) = expected.filter(|_| meta.is_file())
-            && sha256_of(&target)? == *expected
+            && sha256_of(&target, stop)? == *expected
         {
             return Ok(Prepared::Cached {
                 path: rel.to_owned(),
@@ -78,10 +80,10 @@ pub fn prepare(
                 return Err(destination_error(rel, "a directory is in the way"));
             }
             OnConflict::Overwrite => {}
-            OnConflict::Rename => return free_alternative(root, rel, busy),
+            OnConflict::Rename => return free_alternative(root, rel, stop, busy),
         }
     } else if policy == OnConflict::Rename && (busy(rel) || part_path(&target).exists()) {
-        return free_alternative(root, rel, busy);
+        return free_alternative(root, rel, stop, busy);
     }
     if busy(rel) {
         return Err(FetchError::PathBusy(rel.to_owned()));
@@ -99,6 +101,7 @@ pub fn prepare(
 fn free_alternative(
     root: &DownloadRoot,
     rel: &str,
+    stop: &CancellationToken,
     busy: &dyn Fn(&str) -> bool,
 ) -> Result<Prepared, FetchError> {
     for n in 1..=MAX_ALTERNATIVES {
@@ -108,18 +111,21 @@ fn free_alternative(
             && std::fs::symlink_metadata(&path).is_err()
             && !part_path(&path).exists()
         {
-            return prepare(root, &candidate, OnConflict::Overwrite, None, busy);
+            return prepare(root, &candidate, OnConflict::Overwrite, None, stop, busy);
         }
     }
     Err(destination_error(rel, "no free alternative name"))
 }
 
-/// SHA-256 of a whole file.
-pub fn sha256_of(path: &Path) -> Result<Sha256, FetchError> {
+/// SHA-256 of a whole file. Gives up with `Stopped` as soon as `stop` fires.
+pub fn sha256_of(path: &Path, stop: &CancellationToken) -> Result<Sha256, FetchError> {
     let mut file = File::open(path).map_err(|e| FetchError::io(path, e))?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        if stop.is_cancelled() {
+            return Err(FetchError::Stopped);
+        }
         let n = file.read(&mut buf).map_err(|e| FetchError::io(path, e))?;
         if n == 0 {
             break;
@@ -138,6 +144,8 @@ pub struct Finish<'a> {
     pub expected: Option<&'a Sha256>,
     pub digest: Option<[u8; 32]>,
     pub policy: OnConflict,
+    /// A cancel or pause that arrives before the rename keeps the file from its final name.
+    pub stop: &'a CancellationToken,
 }
 
 /// Where a finished file ended up.
@@ -168,7 +176,7 @@ pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
     if let Some(expected) = job.expected {
         let actual = match job.digest {
             Some(digest) => Sha256::from_digest(&digest),
-            None => sha256_of(&part)?,
+            None => sha256_of(&part, job.stop)?,
         };
         if actual != *expected {
             let _ = std::fs::remove_file(&part);
@@ -180,6 +188,9 @@ pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
     }
     job.file.sync_all().map_err(|e| FetchError::io(&part, e))?;
     drop(job.file);
+    if job.stop.is_cancelled() {
+        return Err(FetchError::Stopped);
+    }
     job.root
         .confine(job.rel)
         .map_err(|e| destination_error(job.rel, e))?;
@@ -241,12 +252,16 @@ mod tests {
 
     const NOT_BUSY: &dyn Fn(&str) -> bool = &|_| false;
 
+    fn never() -> CancellationToken {
+        CancellationToken::new()
+    }
+
     #[test]
     fn rename_policy_picks_a_free_name() {
         let (_d, root) = root();
         std::fs::write(root.join("a.bin"), b"x").unwrap();
         std::fs::write(root.join("a (1).bin.part"), b"x").unwrap();
-        let prepared = prepare(&root, "a.bin", OnConflict::Rename, None, NOT_BUSY).unwrap();
+        let prepared = prepare(&root, "a.bin", OnConflict::Rename, None, &never(), NOT_BUSY).unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -254,7 +269,7 @@ mod tests {
             }
         );
         let busy: &dyn Fn(&str) -> bool = &|p| p == "b.bin";
-        let prepared = prepare(&root, "b.bin", OnConflict::Rename, None, busy).unwrap();
+        let prepared = prepare(&root, "b.bin", OnConflict::Rename, None, &never(), busy).unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -268,8 +283,8 @@ mod tests {
         let (_d, root) = root();
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f"), b"abc").unwrap();
-        let sha = sha256_of(&root.join("sub/f")).unwrap();
-        let prepared = prepare(&root, "sub/f", OnConflict::Rename, Some(&sha), NOT_BUSY).unwrap();
+        let sha = sha256_of(&root.join("sub/f"), &never()).unwrap();
+        let prepared = prepare(&root, "sub/f", OnConflict::Rename, Some(&sha), &never(), NOT_BUSY).unwrap();
         assert_eq!(
             prepared,
             Prepared::Cached {
@@ -277,7 +292,7 @@ mod tests {
                 size: 3
             }
         );
-        let prepared = prepare(&root, "sub/f", OnConflict::Skip, None, NOT_BUSY).unwrap();
+        let prepared = prepare(&root, "sub/f", OnConflict::Skip, None, &never(), NOT_BUSY).unwrap();
         assert_eq!(prepared, Prepared::Skipped);
     }
 
@@ -298,6 +313,7 @@ mod tests {
             expected,
             digest: None,
             policy,
+            stop: &never(),
         })
     }
 
@@ -324,6 +340,27 @@ mod tests {
             Placed::Skipped
         );
         assert!(!part_path(&root.join("f")).exists());
+    }
+
+    #[test]
+    fn a_stop_before_the_rename_keeps_the_part_and_takes_no_name() {
+        let (_d, root) = root();
+        let part = part_path(&root.join("h"));
+        std::fs::write(&part, b"data").unwrap();
+        let stop = never();
+        stop.cancel();
+        let placed = finish(Finish {
+            root: &root,
+            rel: "h",
+            file: File::options().read(true).write(true).open(&part).unwrap(),
+            total: 4,
+            expected: None,
+            digest: None,
+            policy: OnConflict::Rename,
+            stop: &stop,
+        });
+        assert!(matches!(placed, Err(FetchError::Stopped)));
+        assert!(part.exists() && !root.join("h").exists());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (a 200, after which the `.part` is emptied). Anything else restarts the file cleanly, so a
 //! file is never stitched together from two versions.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
@@ -22,6 +22,9 @@ use crate::telemetry::redact_url;
 
 /// Bytes gathered before handing them to the writer: fewer, larger positional writes.
 const BATCH_BYTES: usize = 256 * 1024;
+
+/// Longest time received bytes wait in a batch before they are handed to the writer.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
 
 /// Consecutive clean restarts (changed validator, ignored range) before giving up.
 const MAX_RESTARTS: u32 = 3;
@@ -134,6 +137,12 @@ async fn discard_empty_part(part: &std::path::Path, err: &FetchError) {
     }
 }
 
+/// The size in a 416's `Content-Range: bytes */SIZE`.
+fn unsatisfied_size(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    value.trim().strip_prefix("bytes */")?.trim().parse().ok()
+}
+
 /// Opens (creating) the `.part` without truncating it; returns it with its current length.
 async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), FetchError> {
     let opened = tokio::task::spawn_blocking(move || {
@@ -244,7 +253,14 @@ impl<J: Journal> Run<'_, J> {
                 self.begin(response_meta(&response)).await?;
                 self.stream(response, 0).await
             }
-            416 if offset > 0 && self.meta.total == Some(offset) => Ok(Attempt::Done),
+            // Asking for the bytes after the last one: the file was already complete (its size
+            // known from before, or told now by `Content-Range: bytes */SIZE`).
+            416 if offset > 0 && self.meta.total.or_else(|| unsatisfied_size(&response)) == Some(offset) => {
+                if self.meta.total.is_none() {
+                    self.record_size(offset).await?;
+                }
+                Ok(Attempt::Done)
+            }
             416 if offset > 0 => Ok(Attempt::Restart("the saved range is not satisfiable")),
             status if (200..300).contains(&status) => Err(FetchError::InvalidResponse {
                 url: redact_url(response.url()),
@@ -300,6 +316,7 @@ impl<J: Journal> Run<'_, J> {
         let total = self.meta.total;
         let (mut next, mut batch_at) = (start, start);
         let mut batch = BytesMut::with_capacity(BATCH_BYTES);
+        let mut flushed = Instant::now();
         let result = loop {
             let chunk = tokio::select! {
                 biased;
@@ -316,11 +333,14 @@ impl<J: Journal> Run<'_, J> {
                 break Err(FetchError::Overflow { expected });
             }
             batch.extend_from_slice(&bytes);
-            if batch.len() >= BATCH_BYTES {
+            // Full batches keep writes large; the time bound keeps progress and checkpoints
+            // moving on slow links.
+            if batch.len() >= BATCH_BYTES || flushed.elapsed() >= BATCH_MAX_AGE {
                 self.writer
                     .write(0, batch_at, batch.split().freeze())
                     .await?;
                 batch_at = next;
+                flushed = Instant::now();
                 if self.last_checkpoint.elapsed() >= self.fetcher.checkpoint_every {
                     self.checkpoint().await?;
                 }
@@ -337,17 +357,23 @@ impl<J: Journal> Run<'_, J> {
             }),
             Some(_) => Ok(Attempt::Done),
             None => {
-                // Unknown length: the end of the body is the end of the file. Record the size.
-                self.meta.total = Some(next);
-                self.checkpoint().await?;
-                if let Some(segment) = &mut self.segment {
-                    segment.end = Some(next);
-                    self.journal.restart(&self.meta, &[*segment]).await?;
-                }
-                self.live.set(next, Some(next));
+                // Unknown length: the end of the body is the end of the file.
+                self.record_size(next).await?;
                 Ok(Attempt::Done)
             }
         }
+    }
+
+    /// Records the size of a file whose length was unknown until its body ended.
+    async fn record_size(&mut self, size: u64) -> Result<(), FetchError> {
+        self.meta.total = Some(size);
+        self.checkpoint().await?;
+        if let Some(segment) = &mut self.segment {
+            segment.end = Some(size);
+            self.journal.restart(&self.meta, &[*segment]).await?;
+        }
+        self.live.set(size, Some(size));
+        Ok(())
     }
 
     /// Fsyncs what is written and records it.

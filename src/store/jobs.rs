@@ -232,13 +232,10 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         // Running jobs' workers remove their own partial files once they have stopped.
-        let partials: Vec<String> = sqlx::query_scalar(
-            "SELECT f.path FROM files f JOIN jobs j ON j.id = f.job_id \
-             WHERE j.status IN ('queued', 'paused') AND f.path_claimed = 1 \
-             AND f.status NOT IN ('complete', 'skipped')",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let partials: Vec<String> =
+            sqlx::query_scalar(unowned_partials!("j.status IN ('queued', 'paused')"))
+                .fetch_all(&mut *tx)
+                .await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ? \
@@ -256,15 +253,21 @@ impl Store {
         Ok(CancelledJobs { jobs, partials })
     }
 
-    /// Forgets every finished job (completed, failed, cancelled). Returns how many.
-    pub async fn prune(&self) -> Result<u64, StoreError> {
+    /// Forgets every finished job (completed, failed, cancelled). Returns how many, and the
+    /// destinations of partial files they leave behind (a failed job keeps its bytes for a
+    /// resume that can no longer happen).
+    pub async fn prune(&self) -> Result<(u64, Vec<String>), StoreError> {
         let mut tx = self.begin_write().await?;
+        let partials: Vec<String> =
+            sqlx::query_scalar(unowned_partials!("j.status = 'failed' AND f.bytes_done > 0"))
+                .fetch_all(&mut *tx)
+                .await?;
         let done =
             sqlx::query("DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')")
                 .execute(&mut *tx)
                 .await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok((done.rows_affected(), partials))
     }
 
     /// How many jobs are in each status.

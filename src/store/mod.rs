@@ -44,6 +44,9 @@ pub enum StoreError {
     /// `max_queued_jobs` jobs are already waiting.
     #[error("the queue is full: {limit} jobs are already waiting")]
     QueueFull { limit: u64 },
+    /// Another unfinished file owns this destination.
+    #[error("{0} belongs to another unfinished download")]
+    PathTaken(String),
     /// The worker's lease on the job was taken over or cleared (a pause, cancel or requeue).
     #[error("the lease on job {0} is no longer held by this worker")]
     LeaseLost(JobId),

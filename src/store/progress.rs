@@ -96,8 +96,42 @@ impl Store {
             .collect())
     }
 
-    /// Fixes the file's destination after the conflict policy picked it.
+    /// Takes ownership of a destination (and its `.part`) for a file about to be downloaded.
+    /// Fails with `PathTaken` when another unfinished file owns it: one that is queued,
+    /// running or paused, or failed with bytes kept for a resume. Two jobs thus never write
+    /// the same `.part`, whatever their conflict policies.
     pub async fn claim_path(
+        &self,
+        job: JobId,
+        owner: &str,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        let key = file.to_string();
+        let claimed = sqlx::query(concat!(
+            "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
+             SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
+             WHERE o.path = ? AND o.id <> ? AND ",
+            owns_destination!("o", "oj"),
+            ")"
+        ))
+        .bind(path)
+        .bind(&key)
+        .bind(path)
+        .bind(&key)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Err(StoreError::PathTaken(path.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records where a file ended up (a cached file, or an alternative name taken at the
+    /// final rename). Nothing is written there any more, so no ownership is checked.
+    pub async fn record_path(
         &self,
         job: JobId,
         owner: &str,
@@ -216,15 +250,13 @@ impl Store {
         Ok(())
     }
 
-    /// Paths (relative to the root) of the job's unfinished files that may have a `.part`.
+    /// Destinations (relative to the root) of the job's unfinished files whose `.part` no
+    /// other file owns: what cancelling or forgetting the job may remove.
     pub async fn partial_paths(&self, job: JobId) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT path FROM files WHERE job_id = ? AND path_claimed = 1 \
-             AND status NOT IN ('complete', 'skipped')",
-        )
-        .bind(job.to_string())
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(unowned_partials!("f.job_id = ?"))
+            .bind(job.to_string())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// A write transaction that proceeds only while `owner` holds the job's lease.

@@ -44,6 +44,33 @@ macro_rules! concat_file_query {
     };
 }
 
+/// `f` (a file row) owns a destination: it may have, or be writing, that `.part`. True for
+/// unfinished files of active jobs, and of failed jobs that kept bytes for a resume.
+macro_rules! owns_destination {
+    ($f:literal, $j:literal) => {
+        concat!(
+            $f, ".path_claimed = 1 AND ", $f, ".status NOT IN ('complete', 'skipped') AND (",
+            $j, ".status IN ('queued', 'running', 'paused') OR (",
+            $j, ".status = 'failed' AND ", $f, ".bytes_done > 0))"
+        )
+    };
+}
+
+/// Selects the `.part` destinations of `f` rows that no other file owns, so removing a
+/// forgotten job's partial file can never remove another job's.
+macro_rules! unowned_partials {
+    ($where:literal) => {
+        concat!(
+            "SELECT f.path FROM files f JOIN jobs j ON j.id = f.job_id WHERE ", $where,
+            " AND f.path_claimed = 1 AND f.status NOT IN ('complete', 'skipped') \
+             AND NOT EXISTS (SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
+             WHERE o.path = f.path AND o.id <> f.id AND ",
+            owns_destination!("o", "oj"),
+            ")"
+        )
+    };
+}
+
 pub(super) const JOB_COLUMNS: &str = job_columns!();
 
 #[derive(FromRow)]

@@ -375,7 +375,8 @@ async fn cancel_all_prune_and_counts() {
         vec![(JobStatus::Cancelled, 3)]
     );
     assert!(store.cancel_all().await.unwrap().jobs.is_empty());
-    assert_eq!(store.prune().await.unwrap(), 3);
+    // Cancelling removed the partial files already; nothing is left to clean up.
+    assert_eq!(store.prune().await.unwrap(), (3, vec![]));
     assert!(store.count_by_status().await.unwrap().is_empty());
 }
 
@@ -468,4 +469,33 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
         Some("kept")
     );
     store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_destination_has_one_owner_until_its_job_lets_go() {
+    let (dir, store) = store().await;
+    let first = new_job(&dir, "http://h/same.bin", 1, "");
+    let second = new_job(&dir, "http://h/same.bin", 1, "");
+    store.insert_job(&first, 10).await.unwrap();
+    store.insert_job(&second, 10).await.unwrap();
+    let a = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let b = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let (fa, fb) = (first.files[0].id, second.files[0].id);
+    store.claim_path(a, OWNER, fa, "same.bin").await.unwrap();
+    let taken = store.claim_path(b, OWNER, fb, "same.bin").await;
+    assert!(matches!(taken, Err(StoreError::PathTaken(_))), "{taken:?}");
+    // A failed job that kept bytes still owns its partial file (it can be resumed)…
+    let mut segment = Segment::whole(Some(10));
+    segment.written = 4;
+    let meta = FileMeta { total: Some(10), ..Default::default() };
+    store.reset_file(a, OWNER, fa, &meta, &[segment]).await.unwrap();
+    store.finish_job(a, OWNER, JobStatus::Failed, None).await.unwrap();
+    assert!(matches!(store.claim_path(b, OWNER, fb, "same.bin").await, Err(StoreError::PathTaken(_))));
+    assert_eq!(store.partial_paths(a).await.unwrap(), vec!["same.bin".to_owned()]);
+    // …until it is forgotten: pruning hands its partial file over for removal.
+    assert_eq!(store.prune().await.unwrap(), (1, vec!["same.bin".to_owned()]));
+    store.claim_path(b, OWNER, fb, "same.bin").await.unwrap();
+    assert_eq!(store.partial_paths(b).await.unwrap(), vec!["same.bin".to_owned()]);
+    // Where a file ended up is recorded without any ownership check.
+    store.record_path(b, OWNER, fb, "same (1).bin").await.unwrap();
 }

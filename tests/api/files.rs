@@ -431,24 +431,20 @@ async fn a_symlink_planted_after_submission_is_not_followed() {
     assert!(files_below(outside.path()).is_empty());
 }
 
-/// A paused job's `.part` is protected from other jobs only while it runs (the registry) or
-/// against the `rename` policy (which sees the `.part`). An `overwrite` job downloads into the
-/// same `.part`; if it pauses too, the first job resumes on the other file's bytes and
-/// completes a file stitched from two downloads.
+/// A paused job owns its destination and `.part`: another job for the same name never
+/// writes into it. With `overwrite` (or `skip`) it fails with `path-busy`; with `rename` it
+/// takes `x (1).bin`. The paused job then resumes on its own bytes only.
 #[tokio::test]
-#[ignore = "known bug: a paused job's .part is reused by an overwrite job for the same name"]
 async fn a_paused_jobs_partial_file_is_not_taken_by_another_job() {
     let origin = Origin::start().await;
     let (a, b) = (content(67, 800_000), content(68, 800_000));
     origin.put("a/x.bin", a.clone());
     origin.put("b/x.bin", b.clone());
-    for path in ["a/x.bin", "b/x.bin"] {
-        let hold = Faults {
-            hold_after: Some(300_000),
-            ..Faults::default()
-        };
-        origin.set_faults(path, hold);
-    }
+    let hold = Faults {
+        hold_after: Some(300_000),
+        ..Faults::default()
+    };
+    origin.set_faults("a/x.bin", hold);
     let app = TestApp::spawn().await;
     let first = app.add(&origin.url("a/x.bin")).await;
     app.wait_until(&first, "bytes on disk", |job| {
@@ -456,19 +452,20 @@ async fn a_paused_jobs_partial_file_is_not_taken_by_another_job() {
     })
     .await;
     app.action(&first, "pause").await;
-    let second = app
+    let overwrite = app
         .create_job(json!({ "url": origin.url("b/x.bin"), "on_conflict": "overwrite" }))
         .await;
-    let second = id_of(&second);
-    eventually("the second job to be held", || {
-        origin.bytes_sent("b/x.bin") == 300_000
-    })
-    .await;
-    app.action(&second, "pause").await;
+    let failed = app.wait_for(&id_of(&overwrite), "failed").await;
+    assert_eq!(failed["error"]["type"], "path-busy", "{failed:#}");
+    assert!(origin.requests("b/x.bin").is_empty(), "nothing was fetched for it");
+    let renamed = app.create_job(json!({ "url": origin.url("b/x.bin") })).await;
+    let renamed = app.wait_for(&id_of(&renamed), "completed").await;
+    assert_eq!(renamed["files"][0]["path"], "x (1).bin");
+    assert_file(&app.file("x (1).bin"), &b);
     origin.release("a/x.bin");
-    origin.release("b/x.bin");
     app.action(&first, "resume").await;
     let first = app.wait_for(&first, "completed").await;
     let path = first["files"][0]["path"].as_str().unwrap();
+    assert_eq!(path, "x.bin");
     assert_file(&app.file(path), &a);
 }

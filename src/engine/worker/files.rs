@@ -1,6 +1,7 @@
 //! The file loop of a job: for each file, choose its destination, fetch it, verify it and put
 //! it in place, recording each step in the store.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use reqwest::header::HeaderMap;
@@ -73,6 +74,10 @@ async fn set_status(
         .map_err(store_error)
 }
 
+fn policy_renames(job: &Job) -> bool {
+    job.on_conflict == crate::domain::OnConflict::Rename
+}
+
 fn store_error(err: StoreError) -> FetchError {
     match err {
         StoreError::LeaseLost(_) => FetchError::LeaseLost,
@@ -101,7 +106,7 @@ async fn fetch_one(
     run: &Run,
 ) -> Result<(), FetchError> {
     let record = &file.record;
-    let Some(claim) = destination(engine, job, record, live).await? else {
+    let Some(claim) = destination(engine, job, record, live, run).await? else {
         return Ok(());
     };
     let inner = &engine.inner;
@@ -137,6 +142,7 @@ async fn fetch_one(
         error: None,
     };
     set_status(engine, job, record.id, &verifying).await?;
+    let stop = run.stop.clone();
     let (root, rel, expected, policy) = (
         inner.root.clone(),
         claim.rel.clone(),
@@ -152,6 +158,7 @@ async fn fetch_one(
             expected: expected.as_ref(),
             digest: fetched.digest,
             policy,
+            stop: &stop,
         })
     })
     .await
@@ -160,7 +167,7 @@ async fn fetch_one(
         Placed::At(path) if path != claim.rel => {
             inner
                 .store
-                .claim_path(job.id, &inner.owner, record.id, &path)
+                .record_path(job.id, &inner.owner, record.id, &path)
                 .await
                 .map_err(store_error)?;
             FileStatus::Complete
@@ -185,6 +192,7 @@ async fn destination<'a>(
     job: &Job,
     record: &FileRecord,
     live: &LiveFile,
+    run: &Run,
 ) -> Result<Option<PathClaim<'a>>, FetchError> {
     let inner = &engine.inner;
     if record.path_claimed {
@@ -196,7 +204,9 @@ async fn destination<'a>(
             rel: record.path.clone(),
         }));
     }
-    // Another job may take the chosen name between the check and the claim: choose again.
+    // Another job may take the chosen name between the check and the claim: choose again,
+    // avoiding the names found taken.
+    let mut taken: HashSet<String> = HashSet::new();
     for _ in 0..8 {
         let (root, rel, sha, policy) = (
             inner.root.clone(),
@@ -204,10 +214,10 @@ async fn destination<'a>(
             record.sha256.clone(),
             job.on_conflict,
         );
-        let checker = engine.clone();
+        let (checker, avoid, stop) = (engine.clone(), taken.clone(), run.stop.clone());
         let prepared = tokio::task::spawn_blocking(move || {
-            place::prepare(&root, &rel, policy, sha.as_ref(), &|p| {
-                checker.inner.registry.path_busy(p)
+            place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &|p| {
+                avoid.contains(p) || checker.inner.registry.path_busy(p)
             })
         })
         .await
@@ -218,7 +228,7 @@ async fn destination<'a>(
             Prepared::Cached { path, size } => {
                 inner
                     .store
-                    .claim_path(job.id, &inner.owner, record.id, &path)
+                    .record_path(job.id, &inner.owner, record.id, &path)
                     .await
                     .map_err(store_error)?;
                 let update = FileStatusUpdate {
@@ -244,17 +254,22 @@ async fn destination<'a>(
                 tracing::info!(file.id = %record.id, "{} exists; skipping it", record.path);
                 return Ok(None);
             }
-            Prepared::Download { path } => {
-                if inner.registry.claim_path(&path) {
-                    let claim = PathClaim { engine, rel: path };
-                    inner
-                        .store
-                        .claim_path(job.id, &inner.owner, record.id, &claim.rel)
-                        .await
-                        .map_err(store_error)?;
-                    return Ok(Some(claim));
+            Prepared::Download { path } if inner.registry.claim_path(&path) => {
+                let claim = PathClaim { engine, rel: path };
+                match inner.store.claim_path(job.id, &inner.owner, record.id, &claim.rel).await {
+                    Ok(()) => return Ok(Some(claim)),
+                    // A paused or failed job owns the name: only `rename` may pick another.
+                    Err(StoreError::PathTaken(path)) if policy_renames(job) => {
+                        taken.insert(path);
+                    }
+                    Err(StoreError::PathTaken(path)) => return Err(FetchError::PathBusy(path)),
+                    Err(err) => return Err(store_error(err)),
                 }
             }
+            Prepared::Download { path } if !policy_renames(job) => {
+                return Err(FetchError::PathBusy(path));
+            }
+            Prepared::Download { .. } => {}
         }
     }
     Err(FetchError::PathBusy(record.path.clone()))
