@@ -298,7 +298,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -312,30 +315,58 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/haul.toml");
         let loaded = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap();
         let defaults = Settings::default();
-        assert_eq!(format!("{:?}", loaded.settings), format!("{defaults:?}"), "the example shows the defaults");
+        assert_eq!(
+            format!("{:?}", loaded.settings),
+            format!("{defaults:?}"),
+            "the example shows the defaults"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         for key in known_keys() {
-            assert!(text.contains(&format!("{key} = ")), "config/haul.toml does not document {key}");
-            assert!(text.contains(&format!("HAUL_{}", key.to_ascii_uppercase())), "no env var named for {key}");
+            assert!(
+                text.contains(&format!("{key} = ")),
+                "config/haul.toml does not document {key}"
+            );
+            assert!(
+                text.contains(&format!("HAUL_{}", key.to_ascii_uppercase())),
+                "no env var named for {key}"
+            );
         }
     }
 
     #[test]
     fn flags_beat_env_which_beats_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = file(&dir, "max_concurrent_jobs = 2\nlease_secs = 9\ndata_dir = \"/from-file\"\n");
-        let flags = Overrides { max_concurrent_jobs: Some(7), ..Default::default() };
+        let path = file(
+            &dir,
+            "max_concurrent_jobs = 2\nlease_secs = 9\ndata_dir = \"/from-file\"\n",
+        );
+        let flags = Overrides {
+            max_concurrent_jobs: Some(7),
+            ..Default::default()
+        };
         let loaded = load_from(
             Some(&path),
             &flags,
-            env(&[("HAUL_MAX_CONCURRENT_JOBS", "5"), ("HAUL_LEASE_SECS", "11"), ("PATH", "/bin")]),
+            env(&[
+                ("HAUL_MAX_CONCURRENT_JOBS", "5"),
+                ("HAUL_LEASE_SECS", "11"),
+                ("PATH", "/bin"),
+            ]),
         )
         .unwrap();
         let s = loaded.settings;
         assert_eq!(s.max_concurrent_jobs, 7, "flag wins");
         assert_eq!(s.lease_secs, 11, "env beats file");
-        assert_eq!(s.data_dir, PathBuf::from("/from-file"), "file beats default");
-        assert_eq!(s.retry_attempts, Settings::default().retry_attempts, "default stays");
+        assert_eq!(
+            s.data_dir,
+            PathBuf::from("/from-file"),
+            "file beats default"
+        );
+        assert_eq!(
+            s.retry_attempts,
+            Settings::default().retry_attempts,
+            "default stays"
+        );
     }
 
     #[test]
@@ -344,22 +375,42 @@ mod tests {
         let path = file(&dir, "max_concurent_jobs = 2\n");
         let err = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap_err();
         assert!(err.to_string().contains("max_concurent_jobs"), "{err}");
-        let loaded =
-            load_from(None, &Overrides::default(), env(&[("HAUL_LISTN", "x"), ("HAUL_SERVER", "http://h")])).unwrap();
-        assert_eq!(loaded.warnings, vec!["ignoring unknown environment variable HAUL_LISTN"]);
-        let missing = load_from(Some(&dir.path().join("nope.toml")), &Overrides::default(), env(&[]));
+        let loaded = load_from(
+            None,
+            &Overrides::default(),
+            env(&[("HAUL_LISTN", "x"), ("HAUL_SERVER", "http://h")]),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.warnings,
+            vec!["ignoring unknown environment variable HAUL_LISTN"]
+        );
+        let missing = load_from(
+            Some(&dir.path().join("nope.toml")),
+            &Overrides::default(),
+            env(&[]),
+        );
         assert!(matches!(missing, Err(ConfigError::MissingFile(_))));
     }
 
     #[test]
     fn a_public_listener_needs_a_token_and_the_token_is_never_printed() {
-        let public = Overrides { listen: Some("0.0.0.0:7070".parse().unwrap()), ..Default::default() };
+        let public = Overrides {
+            listen: Some("0.0.0.0:7070".parse().unwrap()),
+            ..Default::default()
+        };
         let err = load_from(None, &public, env(&[])).unwrap_err();
         assert!(err.to_string().contains("API token"), "{err}");
         let loaded = load_from(None, &public, env(&[("HAUL_API_TOKEN", "12345678")])).unwrap();
-        assert_eq!(loaded.settings.api_token.as_ref().map(Secret::expose), Some("12345678"));
+        assert_eq!(
+            loaded.settings.api_token.as_ref().map(Secret::expose),
+            Some("12345678")
+        );
         let shown = format!("{:?}", loaded.settings);
-        assert!(!shown.contains("12345678") && shown.contains("[set]"), "{shown}");
+        assert!(
+            !shown.contains("12345678") && shown.contains("[set]"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -372,7 +423,10 @@ mod tests {
             ("HAUL_LISTEN", "not-an-address"),
             ("HAUL_LOG_FORMAT", "xml"),
         ] {
-            assert!(load_from(None, &Overrides::default(), env(&[(key, value)])).is_err(), "{key}={value}");
+            assert!(
+                load_from(None, &Overrides::default(), env(&[(key, value)])).is_err(),
+                "{key}={value}"
+            );
         }
     }
 }

@@ -79,22 +79,43 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.yaml");
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         let generated = yaml().unwrap();
-        assert!(committed == generated, "openapi.yaml is stale: run `cargo run -- openapi > openapi.yaml`");
+        assert!(
+            committed == generated,
+            "openapi.yaml is stale: run `cargo run -- openapi > openapi.yaml`"
+        );
     }
 
     #[test]
     fn every_operation_has_an_id_a_tag_and_described_responses() {
         let doc = document();
         for (path, item) in &doc.paths.paths {
-            for operation in [&item.get, &item.post, &item.patch, &item.delete].into_iter().flatten() {
-                assert!(operation.operation_id.is_some(), "{path} lacks an operation_id");
-                assert!(operation.tags.as_ref().is_some_and(|t| !t.is_empty()), "{path} lacks a tag");
+            for operation in [&item.get, &item.post, &item.patch, &item.delete]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    operation.operation_id.is_some(),
+                    "{path} lacks an operation_id"
+                );
+                assert!(
+                    operation.tags.as_ref().is_some_and(|t| !t.is_empty()),
+                    "{path} lacks a tag"
+                );
                 for (status, response) in &operation.responses.responses {
-                    let utoipa::openapi::RefOr::T(response) = response else { continue };
-                    assert!(!response.description.is_empty(), "{path} {status} lacks a description");
+                    let utoipa::openapi::RefOr::T(response) = response else {
+                        continue;
+                    };
+                    assert!(
+                        !response.description.is_empty(),
+                        "{path} {status} lacks a description"
+                    );
                 }
                 let secured = operation.security.is_some();
-                assert_eq!(secured, path.starts_with("/v1"), "{path}: only /v1 requires the token");
+                assert_eq!(
+                    secured,
+                    path.starts_with("/v1"),
+                    "{path}: only /v1 requires the token"
+                );
             }
         }
     }

@@ -261,7 +261,8 @@ mod tests {
         let (_d, root) = root();
         std::fs::write(root.join("a.bin"), b"x").unwrap();
         std::fs::write(root.join("a (1).bin.part"), b"x").unwrap();
-        let prepared = prepare(&root, "a.bin", OnConflict::Rename, None, &never(), NOT_BUSY).unwrap();
+        let prepared =
+            prepare(&root, "a.bin", OnConflict::Rename, None, &never(), NOT_BUSY).unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -284,7 +285,15 @@ mod tests {
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f"), b"abc").unwrap();
         let sha = sha256_of(&root.join("sub/f"), &never()).unwrap();
-        let prepared = prepare(&root, "sub/f", OnConflict::Rename, Some(&sha), &never(), NOT_BUSY).unwrap();
+        let prepared = prepare(
+            &root,
+            "sub/f",
+            OnConflict::Rename,
+            Some(&sha),
+            &never(),
+            NOT_BUSY,
+        )
+        .unwrap();
         assert_eq!(
             prepared,
             Prepared::Cached {

@@ -255,7 +255,9 @@ impl<J: Journal> Run<'_, J> {
             }
             // Asking for the bytes after the last one: the file was already complete (its size
             // known from before, or told now by `Content-Range: bytes */SIZE`).
-            416 if offset > 0 && self.meta.total.or_else(|| unsatisfied_size(&response)) == Some(offset) => {
+            416 if offset > 0
+                && self.meta.total.or_else(|| unsatisfied_size(&response)) == Some(offset) =>
+            {
                 if self.meta.total.is_none() {
                     self.record_size(offset).await?;
                 }

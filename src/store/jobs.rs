@@ -41,6 +41,51 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+/// The read model of a job just inserted with `insert_job`.
+fn inserted(job: &NewJob, now: i64) -> Job {
+    let at = crate::domain::time::from_ms(now);
+    let files = job
+        .files
+        .iter()
+        .enumerate()
+        .map(|(index, file)| FileRecord {
+            id: file.id,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            url: file.url.to_string(),
+            path: file.path.clone(),
+            path_claimed: false,
+            status: crate::domain::FileStatus::Queued,
+            sha256: file.sha256.clone(),
+            bytes_done: 0,
+            bytes_total: None,
+            etag: None,
+            last_modified: None,
+            cached: false,
+            error: None,
+        })
+        .collect::<Vec<_>>();
+    Job {
+        id: job.id,
+        status: JobStatus::Queued,
+        priority: job.priority,
+        description: job.description.clone(),
+        dest: job.dest.clone(),
+        on_conflict: job.on_conflict,
+        created_at: at,
+        updated_at: at,
+        started_at: None,
+        finished_at: None,
+        attempt: 0,
+        error: None,
+        header_names: job.headers.iter().map(|(name, _)| name.clone()).collect(),
+        has_access_token: job.access_token.is_some(),
+        file_count: u32::try_from(files.len()).unwrap_or(u32::MAX),
+        bytes_done: 0,
+        bytes_total: None,
+        files,
+    }
+}
+
 impl Store {
     /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait.
     pub async fn insert_job(&self, job: &NewJob, max_queued: u64) -> Result<Job, StoreError> {
@@ -86,7 +131,9 @@ impl Store {
             insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        self.get_job(job.id).await
+        // The job as inserted, not re-read: a dispatcher may claim it the moment the
+        // transaction commits, and the submitter should see what it created.
+        Ok(inserted(job, now))
     }
 
     /// One job with all its files.
@@ -258,10 +305,11 @@ impl Store {
     /// resume that can no longer happen).
     pub async fn prune(&self) -> Result<(u64, Vec<String>), StoreError> {
         let mut tx = self.begin_write().await?;
-        let partials: Vec<String> =
-            sqlx::query_scalar(unowned_partials!("j.status = 'failed' AND f.bytes_done > 0"))
-                .fetch_all(&mut *tx)
-                .await?;
+        let partials: Vec<String> = sqlx::query_scalar(unowned_partials!(
+            "j.status = 'failed' AND f.bytes_done > 0"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let done =
             sqlx::query("DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')")
                 .execute(&mut *tx)

@@ -49,9 +49,16 @@ macro_rules! concat_file_query {
 macro_rules! owns_destination {
     ($f:literal, $j:literal) => {
         concat!(
-            $f, ".path_claimed = 1 AND ", $f, ".status NOT IN ('complete', 'skipped') AND (",
-            $j, ".status IN ('queued', 'running', 'paused') OR (",
-            $j, ".status = 'failed' AND ", $f, ".bytes_done > 0))"
+            $f,
+            ".path_claimed = 1 AND ",
+            $f,
+            ".status NOT IN ('complete', 'skipped') AND (",
+            $j,
+            ".status IN ('queued', 'running', 'paused') OR (",
+            $j,
+            ".status = 'failed' AND ",
+            $f,
+            ".bytes_done > 0))"
         )
     };
 }
@@ -61,7 +68,8 @@ macro_rules! owns_destination {
 macro_rules! unowned_partials {
     ($where:literal) => {
         concat!(
-            "SELECT f.path FROM files f JOIN jobs j ON j.id = f.job_id WHERE ", $where,
+            "SELECT f.path FROM files f JOIN jobs j ON j.id = f.job_id WHERE ",
+            $where,
             " AND f.path_claimed = 1 AND f.status NOT IN ('complete', 'skipped') \
              AND NOT EXISTS (SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
              WHERE o.path = f.path AND o.id <> f.id AND ",

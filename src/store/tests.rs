@@ -33,6 +33,11 @@ async fn insert_and_read_back_a_job_without_its_secrets() {
     let (dir, store) = store().await;
     let new = new_job(&dir, "http://h/file.bin", 3, "weights");
     let job = store.insert_job(&new, 10).await.unwrap();
+    assert_eq!(
+        job,
+        store.get_job(job.id).await.unwrap(),
+        "the returned job is what was stored"
+    );
     assert_eq!(job.id, new.id);
     assert_eq!(job.status, JobStatus::Queued);
     assert_eq!(job.priority, Priority::new(3).unwrap());
@@ -487,15 +492,39 @@ async fn a_destination_has_one_owner_until_its_job_lets_go() {
     // A failed job that kept bytes still owns its partial file (it can be resumed)…
     let mut segment = Segment::whole(Some(10));
     segment.written = 4;
-    let meta = FileMeta { total: Some(10), ..Default::default() };
-    store.reset_file(a, OWNER, fa, &meta, &[segment]).await.unwrap();
-    store.finish_job(a, OWNER, JobStatus::Failed, None).await.unwrap();
-    assert!(matches!(store.claim_path(b, OWNER, fb, "same.bin").await, Err(StoreError::PathTaken(_))));
-    assert_eq!(store.partial_paths(a).await.unwrap(), vec!["same.bin".to_owned()]);
+    let meta = FileMeta {
+        total: Some(10),
+        ..Default::default()
+    };
+    store
+        .reset_file(a, OWNER, fa, &meta, &[segment])
+        .await
+        .unwrap();
+    store
+        .finish_job(a, OWNER, JobStatus::Failed, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim_path(b, OWNER, fb, "same.bin").await,
+        Err(StoreError::PathTaken(_))
+    ));
+    assert_eq!(
+        store.partial_paths(a).await.unwrap(),
+        vec!["same.bin".to_owned()]
+    );
     // …until it is forgotten: pruning hands its partial file over for removal.
-    assert_eq!(store.prune().await.unwrap(), (1, vec!["same.bin".to_owned()]));
+    assert_eq!(
+        store.prune().await.unwrap(),
+        (1, vec!["same.bin".to_owned()])
+    );
     store.claim_path(b, OWNER, fb, "same.bin").await.unwrap();
-    assert_eq!(store.partial_paths(b).await.unwrap(), vec!["same.bin".to_owned()]);
+    assert_eq!(
+        store.partial_paths(b).await.unwrap(),
+        vec!["same.bin".to_owned()]
+    );
     // Where a file ended up is recorded without any ownership check.
-    store.record_path(b, OWNER, fb, "same (1).bin").await.unwrap();
+    store
+        .record_path(b, OWNER, fb, "same (1).bin")
+        .await
+        .unwrap();
 }

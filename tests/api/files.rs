@@ -457,8 +457,13 @@ async fn a_paused_jobs_partial_file_is_not_taken_by_another_job() {
         .await;
     let failed = app.wait_for(&id_of(&overwrite), "failed").await;
     assert_eq!(failed["error"]["type"], "path-busy", "{failed:#}");
-    assert!(origin.requests("b/x.bin").is_empty(), "nothing was fetched for it");
-    let renamed = app.create_job(json!({ "url": origin.url("b/x.bin") })).await;
+    assert!(
+        origin.requests("b/x.bin").is_empty(),
+        "nothing was fetched for it"
+    );
+    let renamed = app
+        .create_job(json!({ "url": origin.url("b/x.bin") }))
+        .await;
     let renamed = app.wait_for(&id_of(&renamed), "completed").await;
     assert_eq!(renamed["files"][0]["path"], "x (1).bin");
     assert_file(&app.file("x (1).bin"), &b);

@@ -74,6 +74,33 @@ async fn set_status(
         .map_err(store_error)
 }
 
+/// An existing file already has the expected checksum: it is the download.
+async fn record_cached(
+    engine: &Engine,
+    job: &Job,
+    record: &FileRecord,
+    live: &LiveFile,
+    path: &str,
+    size: u64,
+) -> Result<(), FetchError> {
+    let inner = &engine.inner;
+    inner
+        .store
+        .record_path(job.id, &inner.owner, record.id, path)
+        .await
+        .map_err(store_error)?;
+    let update = FileStatusUpdate {
+        status: FileStatus::Complete,
+        bytes: Some(size),
+        cached: true,
+        error: None,
+    };
+    set_status(engine, job, record.id, &update).await?;
+    live.set(size, Some(size));
+    tracing::info!(file.id = %record.id, "{path} already has the expected SHA-256; not downloading it");
+    Ok(())
+}
+
 fn policy_renames(job: &Job) -> bool {
     job.on_conflict == crate::domain::OnConflict::Rename
 }
@@ -226,20 +253,7 @@ async fn destination<'a>(
         })??;
         match prepared {
             Prepared::Cached { path, size } => {
-                inner
-                    .store
-                    .record_path(job.id, &inner.owner, record.id, &path)
-                    .await
-                    .map_err(store_error)?;
-                let update = FileStatusUpdate {
-                    status: FileStatus::Complete,
-                    bytes: Some(size),
-                    cached: true,
-                    error: None,
-                };
-                set_status(engine, job, record.id, &update).await?;
-                live.set(size, Some(size));
-                tracing::info!(file.id = %record.id, "{path} already has the expected SHA-256; not downloading it");
+                record_cached(engine, job, record, live, &path, size).await?;
                 return Ok(None);
             }
             Prepared::Skipped => {
@@ -256,7 +270,11 @@ async fn destination<'a>(
             }
             Prepared::Download { path } if inner.registry.claim_path(&path) => {
                 let claim = PathClaim { engine, rel: path };
-                match inner.store.claim_path(job.id, &inner.owner, record.id, &claim.rel).await {
+                match inner
+                    .store
+                    .claim_path(job.id, &inner.owner, record.id, &claim.rel)
+                    .await
+                {
                     Ok(()) => return Ok(Some(claim)),
                     // A paused or failed job owns the name: only `rename` may pick another.
                     Err(StoreError::PathTaken(path)) if policy_renames(job) => {

@@ -1,0 +1,212 @@
+//! Crashes and restarts: `kill -9` loses at most a checkpoint interval, SIGTERM loses nothing
+//! and exits 0 quickly, queued jobs survive a restart.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::daemon::{CHECKPOINT_MS, Daemon, Launch};
+use crate::origin::{Faults, Origin, Seen, content, sha256_hex};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// Bytes the daemon gathers before one write; a checkpoint follows a write, so the bytes of the
+/// batch being gathered are never checkpointed (mirrors `BATCH_BYTES` in `src/fetch/stream.rs`).
+const DAEMON_BATCH: u64 = 256 * KIB;
+
+/// Bytes the origin may count as sent that were still in socket buffers when the daemon
+/// stopped reading (a few of its 16 KiB steps).
+const IN_FLIGHT: u64 = 96 * KIB;
+
+/// Serves `len` pseudo-random bytes at `path`, at most `rate` bytes a second.
+fn throttled(origin: &Origin, path: &str, seed: u64, len: u64, rate: u64) -> bytes::Bytes {
+    let body = content(seed, usize::try_from(len).unwrap());
+    origin.put(path, body.clone());
+    origin.set_faults(
+        path,
+        Faults {
+            rate: Some(rate),
+            ..Faults::default()
+        },
+    );
+    body
+}
+
+/// The `N` of a request's `Range: bytes=N-`.
+fn range_start(seen: &Seen) -> u64 {
+    let range = seen.range.as_deref().expect("a Range header");
+    range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an open-ended byte range: {range}"))
+}
+
+/// Checks the first request after a restart resumed the file, and returns where from.
+fn resumed_from(origin: &Origin, path: &str, before_restart: usize) -> u64 {
+    let requests = origin.requests(path);
+    assert!(
+        requests[0].range.is_none(),
+        "the first request asks for the whole file: {requests:?}"
+    );
+    let after = requests
+        .get(before_restart)
+        .unwrap_or_else(|| panic!("no request after the restart: {requests:?}"));
+    assert_eq!(
+        after.if_range.as_deref(),
+        Some(origin.etag(path).as_str()),
+        "a resumed request carries If-Range with the ETag: {requests:?}"
+    );
+    let start = range_start(after);
+    assert!(start > 0, "the restart resumed from byte 0: {requests:?}");
+    start
+}
+
+fn bytes_done(job: &serde_json::Value) -> u64 {
+    job["bytes_done"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_a_download_resumes_from_its_last_checkpoint() {
+    const SIZE: u64 = 3 * MIB;
+    const RATE: u64 = MIB;
+    let origin = Origin::start().await;
+    let body = throttled(&origin, "big.bin", 1, SIZE, RATE);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(Launch::in_dir(dir.path())).await;
+    let id = daemon
+        .add(json!({ "url": origin.url("big.bin"), "sha256": sha256_hex(&body) }))
+        .await;
+    // At 1 MiB/s, 1 MiB is five checkpoint intervals' worth.
+    let seen = daemon
+        .wait_until(&id, "1 MiB downloaded", |job| bytes_done(job) >= MIB)
+        .await;
+    let done_before_kill = bytes_done(&seen);
+    daemon.kill9().await;
+    let requests_before = origin.requests("big.bin").len();
+
+    daemon.restart().await;
+    let job = daemon.wait_for(&id, "completed").await;
+    assert!(
+        daemon.log().contains("requeued 1 jobs"),
+        "the restart requeues the interrupted job:\n{}",
+        daemon.log()
+    );
+    assert_eq!(job["bytes_done"], SIZE);
+    assert_eq!(job["files"][0]["sha256"], sha256_hex(&body));
+    let on_disk = std::fs::read(dir.path().join("downloads/big.bin")).unwrap();
+    assert_eq!(sha256_hex(&on_disk), sha256_hex(&body));
+    assert!(!dir.path().join("downloads/big.bin.part").exists());
+
+    // A kill -9 loses at most what arrived since the last checkpoint.
+    let one_interval = RATE * CHECKPOINT_MS / 1000 + DAEMON_BATCH + IN_FLIGHT;
+    let start = resumed_from(&origin, "big.bin", requests_before);
+    assert!(
+        start + one_interval >= done_before_kill,
+        "resumed from {start}, but {done_before_kill} bytes were on disk before the kill"
+    );
+    let sent = origin.bytes_sent("big.bin");
+    assert!(
+        sent < SIZE + one_interval,
+        "the origin sent {sent} bytes for a {SIZE}-byte file: checkpointed bytes were fetched again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_0_quickly_and_the_download_resumes_where_it_stopped() {
+    const SIZE: u64 = 2 * MIB;
+    const RATE: u64 = MIB;
+    let origin = Origin::start().await;
+    let body = throttled(&origin, "file.bin", 2, SIZE, RATE);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(Launch::in_dir(dir.path())).await;
+    let id = daemon.add(json!({ "url": origin.url("file.bin") })).await;
+    let seen = daemon
+        .wait_until(&id, "512 KiB downloaded", |job| {
+            bytes_done(job) >= 512 * KIB
+        })
+        .await;
+
+    let (status, took) = daemon.terminate().await;
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}:\n{}",
+        daemon.log()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}:\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("released for a later run"),
+        "{}",
+        daemon.log()
+    );
+    let requests_before = origin.requests("file.bin").len();
+
+    daemon.restart().await;
+    let job = daemon.wait_for(&id, "completed").await;
+    assert_eq!(job["bytes_done"], SIZE);
+    let on_disk = std::fs::read(dir.path().join("downloads/file.bin")).unwrap();
+    assert_eq!(sha256_hex(&on_disk), sha256_hex(&body));
+
+    // A clean stop checkpoints every byte it received.
+    let start = resumed_from(&origin, "file.bin", requests_before);
+    assert!(
+        start >= bytes_done(&seen),
+        "resumed from {start}, but {} bytes were on disk before SIGTERM",
+        bytes_done(&seen)
+    );
+    let sent = origin.bytes_sent("file.bin");
+    assert!(
+        sent < SIZE + IN_FLIGHT,
+        "the origin sent {sent} bytes for a {SIZE}-byte file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_survive_a_restart() {
+    let origin = Origin::start().await;
+    let first = throttled(&origin, "first.bin", 3, MIB, 256 * KIB);
+    let dir = tempfile::tempdir().unwrap();
+    let launch = Launch::in_dir(dir.path())
+        .arg("--max-concurrent-jobs")
+        .arg("1");
+    let mut daemon = Daemon::start(launch).await;
+    let running = daemon.add(json!({ "url": origin.url("first.bin") })).await;
+    daemon
+        .wait_until(&running, "the first job downloading", |job| {
+            job["status"] == "running" && bytes_done(job) > 0
+        })
+        .await;
+    let mut queued = Vec::new();
+    for n in 0..3u64 {
+        let path = format!("queued-{n}.bin");
+        let body = content(10 + n, 64 * 1024);
+        origin.put(&path, body.clone());
+        let id = daemon.add(json!({ "url": origin.url(&path) })).await;
+        queued.push((id, path, body));
+    }
+    for (id, ..) in &queued {
+        assert_eq!(daemon.job(id).await["status"], "queued");
+    }
+    assert_eq!(daemon.job(&running).await["status"], "running");
+
+    let (status, _) = daemon.terminate().await;
+    assert!(status.success(), "{}", daemon.log());
+    // The rest of the first file may come at full speed.
+    origin.set_faults("first.bin", Faults::default());
+    daemon.restart().await;
+
+    daemon.wait_for(&running, "completed").await;
+    let first_on_disk = std::fs::read(dir.path().join("downloads/first.bin")).unwrap();
+    assert_eq!(sha256_hex(&first_on_disk), sha256_hex(&first));
+    for (id, path, body) in &queued {
+        daemon.wait_for(id, "completed").await;
+        let on_disk = std::fs::read(dir.path().join("downloads").join(path)).unwrap();
+        assert_eq!(&on_disk[..], &body[..], "{path}");
+    }
+    assert_eq!(daemon.jobs().await.len(), 4);
+}
