@@ -30,9 +30,11 @@ fn respond(events: Events) -> Response {
 }
 
 fn sse_event(event: &JobEvent) -> Event {
-    let event_data = Event::default()
-        .event(event.kind.name())
-        .id(event.seq.to_string());
+    let mut event_data = Event::default().event(event.kind.name());
+    // A snapshot is not an event of the bus: it has no id of its own to resume from.
+    if event.kind != EventKind::Snapshot {
+        event_data = event_data.id(event.seq.to_string());
+    }
     event_data
         .json_data(event)
         .unwrap_or_else(|_| Event::default().comment("unserialisable event"))
