@@ -158,15 +158,18 @@ pub fn numbered_alternative(name: &str, n: u32) -> String {
     }
 }
 
+/// A download root in a fresh temporary directory, for tests.
+#[cfg(test)]
+pub(crate) fn temp_root() -> (tempfile::TempDir, DownloadRoot) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = DownloadRoot::open(dir.path()).unwrap();
+    (dir, root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn root() -> (tempfile::TempDir, DownloadRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = DownloadRoot::open(dir.path()).unwrap();
-        (dir, root)
-    }
+    use temp_root as root;
 
     #[test]
     fn user_paths_that_escape_are_rejected() {

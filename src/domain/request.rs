@@ -288,11 +288,7 @@ fn parse_headers(
 mod tests {
     use super::*;
 
-    fn root() -> (tempfile::TempDir, DownloadRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = DownloadRoot::open(dir.path()).unwrap();
-        (dir, root)
-    }
+    use crate::domain::paths::temp_root as root;
 
     /// The API's code for an error, spelled out here so these tests read like the contract.
     fn code(err: ValidationError) -> &'static str {

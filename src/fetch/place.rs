@@ -244,11 +244,7 @@ fn link_new(part: &Path, target: &Path) -> Result<bool, FetchError> {
 mod tests {
     use super::*;
 
-    fn root() -> (tempfile::TempDir, DownloadRoot) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = DownloadRoot::open(dir.path()).unwrap();
-        (dir, root)
-    }
+    use crate::domain::paths::temp_root as root;
 
     const NOT_BUSY: &dyn Fn(&str) -> bool = &|_| false;
 
