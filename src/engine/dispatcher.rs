@@ -49,10 +49,9 @@ async fn claim_while_capacity(engine: &Engine, slots: &Arc<Semaphore>) -> bool {
             return true;
         };
         let gate = inner.claim_gate.lock().await;
-        let claimed = inner
-            .store
-            .claim_next(&inner.owner, inner.settings.lease)
-            .await;
+        // One lease token per claim (daemon and claim), not per daemon: see `Run::lease`.
+        let lease = format!("{}/{}", inner.owner, uuid::Uuid::new_v4());
+        let claimed = inner.store.claim_next(&lease, inner.settings.lease).await;
         let id = match claimed {
             Ok(Some(id)) => id,
             Ok(None) => return true,
@@ -61,7 +60,9 @@ async fn claim_while_capacity(engine: &Engine, slots: &Arc<Semaphore>) -> bool {
                 return false;
             }
         };
-        let (run, previous) = inner.registry.start(id, inner.shutdown.child_token());
+        let (run, previous) = inner
+            .registry
+            .start(id, lease, inner.shutdown.child_token());
         drop(gate);
         tracing::info!(job.id = %id, "claimed job {id}");
         inner

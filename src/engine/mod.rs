@@ -46,7 +46,7 @@ struct Inner {
     fetcher: Fetcher,
     root: DownloadRoot,
     settings: EngineSettings,
-    /// Identifies this daemon instance as the owner of its leases.
+    /// Identifies this daemon instance; each claim's lease token starts with it.
     owner: String,
     wake: Notify,
     registry: registry::Registry,

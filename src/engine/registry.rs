@@ -15,6 +15,10 @@ use crate::fetch::LiveFile;
 pub struct Run {
     /// Distinguishes runs of the same job (a resume may start before the last run ended).
     pub number: u64,
+    /// The lease token of this claim: every store write of the run is conditional on it, so a
+    /// run that lost its claim (to a later claim of the same job, even in this process) can
+    /// change nothing.
+    pub lease: String,
     /// Fired by cancel, pause, lease loss and shutdown (a child of the root token).
     pub stop: CancellationToken,
     /// Fired when the run has ended and touches nothing any more.
@@ -97,9 +101,15 @@ impl Registry {
     }
 
     /// Registers a new run of `job`; returns it and the previous run if one is still ending.
-    pub fn start(&self, job: JobId, stop: CancellationToken) -> (Arc<Run>, Option<Arc<Run>>) {
+    pub fn start(
+        &self,
+        job: JobId,
+        lease: String,
+        stop: CancellationToken,
+    ) -> (Arc<Run>, Option<Arc<Run>>) {
         let run = Arc::new(Run {
             number: self.next_run.fetch_add(1, Ordering::Relaxed),
+            lease,
             stop,
             done: CancellationToken::new(),
             live: LiveJob::default(),
@@ -152,9 +162,9 @@ mod tests {
     fn a_newer_run_is_not_removed_by_the_older_one_finishing() {
         let registry = Registry::default();
         let job = JobId::new();
-        let (old, none) = registry.start(job, CancellationToken::new());
+        let (old, none) = registry.start(job, "lease".into(), CancellationToken::new());
         assert!(none.is_none());
-        let (new, previous) = registry.start(job, CancellationToken::new());
+        let (new, previous) = registry.start(job, "lease".into(), CancellationToken::new());
         assert_eq!(previous.unwrap().number, old.number);
         registry.finish(job, &old);
         assert!(old.done.is_cancelled());

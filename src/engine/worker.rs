@@ -2,12 +2,13 @@
 //! live progress, and records the outcome. Whatever happens — success, failure, cancel, pause,
 //! shutdown, a lost lease, a panic — it leaves the job in a state the store can resume from.
 
+mod destination;
 mod files;
 mod journal;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -20,6 +21,23 @@ use crate::domain::{FileRecord, JobError, JobId, JobStatus};
 use crate::events::{EventKind, JobEvent};
 use crate::fetch::LiveFile;
 use crate::store::StoreError;
+
+/// What every step of a run needs: the engine, the job, and the run with its lease.
+pub(super) struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub job: &'a crate::domain::Job,
+    pub run: &'a Run,
+}
+
+impl Ctx<'_> {
+    fn store(&self) -> &crate::store::Store {
+        &self.engine.inner.store
+    }
+
+    fn lease(&self) -> &str {
+        &self.run.lease
+    }
+}
 
 /// Why the file loop ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +60,10 @@ pub async fn run(
     async {
         if let Some(previous) = previous {
             // A resume can be claimed while the last run is still checkpointing.
-            previous.done.cancelled().await;
+            tokio::select! {
+                () = previous.done.cancelled() => {}
+                () = run.stop.cancelled() => {}
+            }
         }
         let started = Instant::now();
         let outcome = AssertUnwindSafe(run_job(&engine, id, &run))
@@ -55,7 +76,7 @@ pub async fn run(
                 message: "the worker failed unexpectedly".into(),
                 http_status: None,
             };
-            finish(&engine, id, JobStatus::Failed, Some(&error)).await;
+            finish(&engine, id, &run, JobStatus::Failed, Some(&error)).await;
         }
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::debug!(duration_ms = ms, "worker for job {id} ended after {ms} ms");
@@ -80,7 +101,9 @@ async fn run_job(engine: &Engine, id: JobId, run: &Run) {
         Ok(loaded) => loaded,
         Err(err) => {
             tracing::warn!(error.message = %err, "cannot load job {id}; releasing it");
-            let _ = store.release(id, &engine.inner.owner).await;
+            if let Err(err) = store.release(id, &run.lease).await {
+                tracing::warn!(error.message = %err, "cannot release job {id}; its lease will expire");
+            }
             return;
         }
     };
@@ -90,20 +113,21 @@ async fn run_job(engine: &Engine, id: JobId, run: &Run) {
         .publish(JobEvent::about(EventKind::Started, &job));
     let lives: Vec<Arc<LiveFile>> = files.iter().map(|f| track(run, &f.record)).collect();
     let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
-    let lost = std::sync::atomic::AtomicBool::new(false);
-    let work = files::run_files(engine, &job, files, &lives, &secrets, run);
+    let lost = AtomicBool::new(false);
+    let ctx = Ctx { engine, job: &job, run };
     let result = tokio::select! {
-        result = work => result,
+        result = files::run_files(&ctx, files, &lives, &secrets) => result,
         () = heartbeat(engine, id, run, &lost) => Err(Stop::LeaseLost),
         () = report_progress(engine, id, run) => Err(Stop::Stopped),
     };
     match result {
+        // Another claim owns the job now: nothing here may touch it any more.
         _ if lost.load(Ordering::Relaxed) => {
             tracing::warn!("lost the lease on job {id}; another run owns it");
         }
-        Ok(failed) => complete(engine, id, &failed, count).await,
-        Err(Stop::Stopped) => stopped(engine, id).await,
         Err(Stop::LeaseLost) => tracing::warn!("lost the lease on job {id}; another run owns it"),
+        Ok(failed) => complete(engine, id, run, &failed, count).await,
+        Err(Stop::Stopped) => stopped(engine, id, run).await,
     }
 }
 
@@ -117,8 +141,10 @@ fn track(run: &Run, record: &FileRecord) -> Arc<LiveFile> {
 
 /// Renews the lease every third of its length. A job a user paused or cancelled (perhaps
 /// through another daemon) is stopped; the work then ends on its own, checkpointing. When the
-/// lease is lost outright, it stops the work and returns at once: nothing more may be written.
-async fn heartbeat(engine: &Engine, id: JobId, run: &Run, lost: &std::sync::atomic::AtomicBool) {
+/// lease is lost outright, it flags that and stops the work too: the flag keeps the ending
+/// from touching the store, and the lease token keeps every last write from landing. Never
+/// returns.
+async fn heartbeat(engine: &Engine, id: JobId, run: &Run, lost: &AtomicBool) {
     let inner = &engine.inner;
     let mut tick = tokio::time::interval(inner.settings.lease / 3);
     tick.tick().await;
@@ -126,7 +152,7 @@ async fn heartbeat(engine: &Engine, id: JobId, run: &Run, lost: &std::sync::atom
         tick.tick().await;
         match inner
             .store
-            .renew_lease(id, &inner.owner, inner.settings.lease)
+            .renew_lease(id, &run.lease, inner.settings.lease)
             .await
         {
             Ok(JobStatus::Running) => {}
@@ -134,7 +160,7 @@ async fn heartbeat(engine: &Engine, id: JobId, run: &Run, lost: &std::sync::atom
             Err(StoreError::LeaseLost(_)) => {
                 lost.store(true, Ordering::Relaxed);
                 run.stop.cancel();
-                return;
+                std::future::pending::<()>().await;
             }
             Err(err) => tracing::warn!(error.message = %err, "cannot renew the lease; will retry"),
         }
@@ -164,7 +190,13 @@ async fn report_progress(engine: &Engine, id: JobId, run: &Run) {
 }
 
 /// Ends the job after its file loop: completed, or failed with a summary of failed files.
-async fn complete(engine: &Engine, id: JobId, failed: &[(String, JobError)], files: u32) {
+async fn complete(
+    engine: &Engine,
+    id: JobId,
+    run: &Run,
+    failed: &[(String, JobError)],
+    files: u32,
+) {
     let error = match failed {
         [] => None,
         [(_, only)] if files == 1 => Some(only.clone()),
@@ -183,15 +215,21 @@ async fn complete(engine: &Engine, id: JobId, failed: &[(String, JobError)], fil
     } else {
         JobStatus::Completed
     };
-    finish(engine, id, status, error.as_ref()).await;
+    finish(engine, id, run, status, error.as_ref()).await;
 }
 
 /// Records the final status if the job is still ours; otherwise honours the user's decision.
-async fn finish(engine: &Engine, id: JobId, status: JobStatus, error: Option<&JobError>) {
+async fn finish(
+    engine: &Engine,
+    id: JobId,
+    run: &Run,
+    status: JobStatus,
+    error: Option<&JobError>,
+) {
     let inner = &engine.inner;
     match inner
         .store
-        .finish_job(id, &inner.owner, status, error)
+        .finish_job(id, &run.lease, status, error)
         .await
     {
         Ok(true) => {
@@ -206,7 +244,7 @@ async fn finish(engine: &Engine, id: JobId, status: JobStatus, error: Option<&Jo
             }
         }
         // A user paused or cancelled it first: their decision wins.
-        Ok(false) => stopped(engine, id).await,
+        Ok(false) => stopped(engine, id, run).await,
         Err(err) => tracing::error!(
             error.message = %err,
             error.cause_chain = ?err,
@@ -216,14 +254,14 @@ async fn finish(engine: &Engine, id: JobId, status: JobStatus, error: Option<&Jo
 }
 
 /// The job's token fired. What happens next depends on why, and the store says why.
-async fn stopped(engine: &Engine, id: JobId) {
+async fn stopped(engine: &Engine, id: JobId, run: &Run) {
     let inner = &engine.inner;
     let status = inner.store.job_status(id).await;
     if matches!(status, Ok(JobStatus::Cancelled)) {
         engine.discard_partials(id).await;
     }
     // Running (shutdown) goes back to the queue; paused and cancelled keep their status.
-    if let Err(err) = inner.store.release(id, &inner.owner).await {
+    if let Err(err) = inner.store.release(id, &run.lease).await {
         tracing::warn!(error.message = %err, "cannot release job {id}; its lease will expire");
     }
     match status {

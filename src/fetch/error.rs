@@ -51,6 +51,9 @@ pub enum FetchError {
     /// The store could not record the file's progress or outcome.
     #[error("the store failed: {0}")]
     Store(String),
+    /// The store is busy or unreachable at a moment the fetch cannot go on without it.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
     /// The job's lease was lost: another run owns it now. Stop without touching anything.
     #[error("the job's lease was lost")]
     LeaseLost,
@@ -64,7 +67,10 @@ impl FetchError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            Self::Network { .. } | Self::Truncated { .. } | Self::Overflow { .. } => true,
+            Self::Network { .. }
+            | Self::Truncated { .. }
+            | Self::Overflow { .. }
+            | Self::StoreUnavailable(_) => true,
             _ => false,
         }
     }
@@ -91,7 +97,7 @@ impl FetchError {
             Self::Io { .. } => "io",
             Self::PathBusy(_) => "path-busy",
             Self::Destination(_) => "invalid-destination",
-            Self::Store(_) => "store",
+            Self::Store(_) | Self::StoreUnavailable(_) => "store",
             Self::LeaseLost | Self::Stopped => "stopped",
         }
     }

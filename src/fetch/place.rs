@@ -117,6 +117,40 @@ fn free_alternative(
     Err(destination_error(rel, "no free alternative name"))
 }
 
+/// Creates the `.part` of a destination just claimed. `Ok(false)` when a file already has that
+/// name: it is not ours (no store record owns it), so it is neither opened nor removed.
+pub fn create_part(root: &DownloadRoot, rel: &str) -> Result<bool, FetchError> {
+    let part = part_path(&root.join(rel));
+    // create_new refuses any existing name, a symlink included, so it cannot be redirected.
+    match File::options().write(true).create_new(true).open(&part) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(FetchError::io(&part, e)),
+    }
+}
+
+/// True when a file that was being verified was in fact put in place before the process
+/// ended: its `.part` is gone, and a regular file of its size (and checksum) has its name.
+pub fn placed_before_crash(
+    root: &DownloadRoot,
+    rel: &str,
+    total: u64,
+    expected: Option<&Sha256>,
+    stop: &CancellationToken,
+) -> Result<bool, FetchError> {
+    let target = root.join(rel);
+    if std::fs::symlink_metadata(part_path(&target)).is_ok() {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_file() && meta.len() == total => match expected {
+            Some(expected) => Ok(sha256_of(&target, stop)? == *expected),
+            None => Ok(true),
+        },
+        _ => Ok(false),
+    }
+}
+
 /// SHA-256 of a whole file. Gives up with `Stopped` as soon as `stop` fires.
 pub fn sha256_of(path: &Path, stop: &CancellationToken) -> Result<Sha256, FetchError> {
     let mut file = File::open(path).map_err(|e| FetchError::io(path, e))?;

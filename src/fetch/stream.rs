@@ -5,6 +5,7 @@
 //! (a 200, after which the `.part` is emptied). Anything else restarts the file cleanly, so a
 //! file is never stitched together from two versions.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -146,11 +147,14 @@ fn unsatisfied_size(response: &reqwest::Response) -> Option<u64> {
 /// Opens (creating) the `.part` without truncating it; returns it with its current length.
 async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), FetchError> {
     let opened = tokio::task::spawn_blocking(move || {
+        // The worker created it with create_new when it claimed the destination; should it have
+        // vanished since (a manual clean-up), it is made again. Never through a symlink.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| FetchError::io(&path, e))?;
         let len = file.metadata().map_err(|e| FetchError::io(&path, e))?.len();

@@ -474,3 +474,72 @@ async fn a_paused_jobs_partial_file_is_not_taken_by_another_job() {
     assert_eq!(path, "x.bin");
     assert_file(&app.file(path), &a);
 }
+
+/// A user's file that happens to be named like another download's `.part` is never opened,
+/// emptied, renamed or deleted by that download.
+#[tokio::test]
+async fn a_file_named_like_a_partial_file_is_never_touched() {
+    let origin = Origin::start().await;
+    let mine = content(81, 50_000);
+    origin.put("a.bin", mine.clone());
+    let app = TestApp::spawn().await;
+    run(
+        &app,
+        json!({ "url": origin.url("a.bin"), "dest": "model.bin.part" }),
+        "completed",
+    )
+    .await;
+    // A failing download of `model.bin` with `skip`: it must not delete `model.bin.part`.
+    let failed = run(
+        &app,
+        json!({ "url": origin.url("missing/model.bin"), "on_conflict": "skip" }),
+        "failed",
+    )
+    .await;
+    assert_eq!(failed["error"]["type"], "path-busy", "{failed:#}");
+    assert_file(&app.file("model.bin.part"), &mine);
+    // A working one with `overwrite` fails the same way; with `rename` it picks another name.
+    origin.put("b/model.bin", content(82, 40_000));
+    let url = origin.url("b/model.bin");
+    let failed = run(&app, json!({ "url": url, "on_conflict": "overwrite" }), "failed").await;
+    assert_eq!(failed["error"]["type"], "path-busy", "{failed:#}");
+    let renamed = run(&app, json!({ "url": url }), "completed").await;
+    assert_eq!(renamed["files"][0]["path"], "model (1).bin");
+    assert_file(&app.file("model.bin.part"), &mine);
+    assert!(!app.file("model.bin").exists());
+}
+
+/// A failed job that kept nothing gives its name up. Resumed later, it does not take it back
+/// from the job that owns it now (which is paused with bytes in the `.part`): it downloads to
+/// another name, and the owner completes with only its own bytes.
+#[tokio::test]
+async fn a_resumed_failed_job_does_not_take_back_a_name_another_job_owns() {
+    let origin = Origin::start().await;
+    let app = TestApp::spawn().await;
+    let j = id_of(&app.create_job(json!({ "url": origin.url("j.bin"), "dest": "x.bin" })).await);
+    app.wait_for(&j, "failed").await;
+    let k_body = content(83, 2_000_000);
+    origin.put("k.bin", k_body.clone());
+    let hold = Faults {
+        hold_after: Some(300_000),
+        ..Faults::default()
+    };
+    origin.set_faults("k.bin", hold);
+    let k = id_of(&app.create_job(json!({ "url": origin.url("k.bin"), "dest": "x.bin" })).await);
+    app.wait_until(&k, "K's first bytes", |job| {
+        job["files"][0]["bytes_done"].as_u64() >= Some(300_000)
+    })
+    .await;
+    app.action(&k, "pause").await;
+    let j_body = content(84, 1_000_000);
+    origin.put("j.bin", j_body.clone());
+    app.action(&j, "resume").await;
+    let j_done = app.wait_for(&j, "completed").await;
+    assert_eq!(j_done["files"][0]["path"], "x (1).bin", "{j_done:#}");
+    assert_file(&app.file("x (1).bin"), &j_body);
+    origin.release("k.bin");
+    app.action(&k, "resume").await;
+    let k_done = app.wait_for(&k, "completed").await;
+    assert_eq!(k_done["files"][0]["path"], "x.bin");
+    assert_file(&app.file("x.bin"), &k_body);
+}

@@ -1,0 +1,222 @@
+//! Where a file goes: the conflict policy, an existing file with the expected checksum, and
+//! ownership of the destination.
+//!
+//! A destination and its `.part` belong to one file at a time. Ownership is taken in three
+//! places, in order: the registry (runs of this process), the store (`claim_path`: every job,
+//! running or not, and every daemon sharing the store), and the disk (the `.part` is created
+//! with `create_new`, so a file that is not ours is never opened as ours).
+
+use std::collections::HashSet;
+
+use super::files::{set_status, store_error, update};
+use super::Ctx;
+use crate::domain::{FileRecord, FileStatus, OnConflict, Segment};
+use crate::fetch::place::{self, Prepared};
+use crate::fetch::{FetchError, LiveFile};
+use crate::store::{FileMeta, FileStatusUpdate, RunFile, StoreError};
+
+/// Attempts at finding a free destination before giving up.
+const ATTEMPTS: usize = 8;
+
+/// A destination this run owns, with the progress that may be resumed into it.
+pub(super) struct Destination<'a> {
+    pub claim: PathClaim<'a>,
+    pub meta: FileMeta,
+    pub segments: Vec<Segment>,
+    /// The file was being verified when the last run ended.
+    verifying: bool,
+}
+
+/// Frees a destination in the registry when the file's work ends, however it ends.
+pub(super) struct PathClaim<'a> {
+    ctx: &'a Ctx<'a>,
+    pub rel: String,
+}
+
+impl Drop for PathClaim<'_> {
+    fn drop(&mut self) {
+        self.ctx.engine.inner.registry.release_path(&self.rel);
+    }
+}
+
+/// Settles the file's destination. `None` when there is nothing to download (a cached or
+/// skipped file, already recorded).
+pub(super) async fn settle<'a>(
+    ctx: &'a Ctx<'a>,
+    file: RunFile,
+    live: &LiveFile,
+) -> Result<Option<Destination<'a>>, FetchError> {
+    let record = &file.record;
+    let mut taken = HashSet::new();
+    if record.path_claimed {
+        match reclaim(ctx, record).await? {
+            Some(claim) => {
+                return Ok(Some(Destination {
+                    claim,
+                    meta: FileMeta {
+                        total: record.bytes_total,
+                        etag: record.etag.clone(),
+                        last_modified: record.last_modified.clone(),
+                    },
+                    segments: file.segments,
+                    verifying: record.status == FileStatus::Verifying,
+                }));
+            }
+            // Our partial file was given up (a failed file that kept nothing) and another job
+            // owns the name now: start afresh elsewhere, touching nothing of theirs.
+            None if ctx.job.on_conflict == OnConflict::Rename => {
+                taken.insert(record.path.clone());
+            }
+            None => return Err(FetchError::PathBusy(record.path.clone())),
+        }
+    }
+    plan(ctx, record, live, taken).await
+}
+
+/// Takes back a destination claimed by an earlier run. `None` if another file owns it now.
+async fn reclaim<'a>(
+    ctx: &'a Ctx<'a>,
+    record: &FileRecord,
+) -> Result<Option<PathClaim<'a>>, FetchError> {
+    let rel = record.path.as_str();
+    if !ctx.engine.inner.registry.claim_path(rel) {
+        return Ok(None);
+    }
+    let claim = PathClaim { ctx, rel: rel.to_owned() };
+    match ctx.store().claim_path(ctx.job.id, ctx.lease(), record.id, rel).await {
+        Ok(()) => Ok(Some(claim)),
+        Err(StoreError::PathTaken(_)) => Ok(None),
+        Err(err) => Err(store_error(err)),
+    }
+}
+
+/// Finds a destination for a file not yet claimed, applying the conflict policy.
+async fn plan<'a>(
+    ctx: &'a Ctx<'a>,
+    record: &FileRecord,
+    live: &LiveFile,
+    mut taken: HashSet<String>,
+) -> Result<Option<Destination<'a>>, FetchError> {
+    let renames = ctx.job.on_conflict == OnConflict::Rename;
+    for _ in 0..ATTEMPTS {
+        let path = match prepare(ctx, record, &taken).await? {
+            Prepared::Cached { path, size } => {
+                record_cached(ctx, record, live, &path, size).await?;
+                return Ok(None);
+            }
+            Prepared::Skipped => {
+                // Nothing of it is downloaded: it counts as zero bytes of zero.
+                set_status(ctx, record.id, &update(FileStatus::Skipped, Some(0))).await?;
+                tracing::info!(file.id = %record.id, "{} exists; skipping it", record.path);
+                return Ok(None);
+            }
+            Prepared::Download { path } => path,
+        };
+        match take(ctx, record, &path).await? {
+            Some(claim) => {
+                return Ok(Some(Destination {
+                    claim,
+                    meta: FileMeta::default(),
+                    segments: Vec::new(),
+                    verifying: false,
+                }));
+            }
+            // Someone took the name between the check and the claim: only `rename` may choose
+            // another.
+            None if renames => {
+                taken.insert(path);
+            }
+            None => return Err(FetchError::PathBusy(path)),
+        }
+    }
+    Err(FetchError::PathBusy(record.path.clone()))
+}
+
+/// Runs the conflict policy on the blocking pool.
+async fn prepare(
+    ctx: &Ctx<'_>,
+    record: &FileRecord,
+    taken: &HashSet<String>,
+) -> Result<Prepared, FetchError> {
+    let inner = &ctx.engine.inner;
+    let (root, rel, sha) = (inner.root.clone(), record.path.clone(), record.sha256.clone());
+    let (policy, stop) = (ctx.job.on_conflict, ctx.run.stop.clone());
+    let (engine, avoid) = (ctx.engine.clone(), taken.clone());
+    tokio::task::spawn_blocking(move || {
+        place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &|p| {
+            avoid.contains(p) || engine.inner.registry.path_busy(p)
+        })
+    })
+    .await
+    .map_err(|e| FetchError::Store(format!("preparing the destination was interrupted: {e}")))?
+}
+
+/// Claims `rel` in the registry, the store and on disk. `None` if any says it is taken.
+async fn take<'a>(
+    ctx: &'a Ctx<'a>,
+    record: &FileRecord,
+    rel: &str,
+) -> Result<Option<PathClaim<'a>>, FetchError> {
+    if !ctx.engine.inner.registry.claim_path(rel) {
+        return Ok(None);
+    }
+    let claim = PathClaim { ctx, rel: rel.to_owned() };
+    match ctx.store().claim_path(ctx.job.id, ctx.lease(), record.id, rel).await {
+        Ok(()) => {}
+        Err(StoreError::PathTaken(_)) => return Ok(None),
+        Err(err) => return Err(store_error(err)),
+    }
+    let root = ctx.engine.inner.root.clone();
+    let rel_owned = rel.to_owned();
+    let created = tokio::task::spawn_blocking(move || place::create_part(&root, &rel_owned))
+        .await
+        .map_err(|e| FetchError::Store(format!("creating the partial file was interrupted: {e}")))?;
+    match created {
+        Ok(true) => Ok(Some(claim)),
+        Ok(false) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// An existing file already has the expected checksum: it is the download.
+async fn record_cached(
+    ctx: &Ctx<'_>,
+    record: &FileRecord,
+    live: &LiveFile,
+    path: &str,
+    size: u64,
+) -> Result<(), FetchError> {
+    ctx.store()
+        .record_path(ctx.job.id, ctx.lease(), record.id, path)
+        .await
+        .map_err(store_error)?;
+    let cached = FileStatusUpdate {
+        cached: true,
+        ..update(FileStatus::Complete, Some(size))
+    };
+    set_status(ctx, record.id, &cached).await?;
+    live.set(size, Some(size));
+    tracing::info!(file.id = %record.id, "{path} already has the expected SHA-256; not downloading it");
+    Ok(())
+}
+
+impl Destination<'_> {
+    /// True when the last run put this file in place but ended before recording it: it was
+    /// being verified, its `.part` is gone and a file of its size (and checksum) has its name.
+    pub(super) async fn placed_before_crash(
+        &self,
+        ctx: &Ctx<'_>,
+        record: &FileRecord,
+    ) -> Result<bool, FetchError> {
+        let Some(total) = record.bytes_total.filter(|_| self.verifying) else {
+            return Ok(false);
+        };
+        let root = ctx.engine.inner.root.clone();
+        let (rel, sha, stop) = (self.claim.rel.clone(), record.sha256.clone(), ctx.run.stop.clone());
+        tokio::task::spawn_blocking(move || {
+            place::placed_before_crash(&root, &rel, total, sha.as_ref(), &stop)
+        })
+        .await
+        .map_err(|e| FetchError::Store(format!("checking the destination was interrupted: {e}")))?
+    }
+}
