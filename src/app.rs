@@ -191,6 +191,7 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         client,
         retry,
         Duration::from_millis(settings.checkpoint_interval_ms),
+        settings.max_redirects,
     ))
 }
 

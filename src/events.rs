@@ -4,8 +4,8 @@
 //! Publishing never blocks and never fails: a subscriber that falls more than the channel's
 //! capacity behind misses events (and is told so), rather than slowing a download.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,9 @@ impl JobEvent {
 /// Fan-out of events to every subscriber. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    sender: broadcast::Sender<Arc<JobEvent>>,
+    /// Numbering and sending happen under one lock, so subscribers see ids in order even
+    /// when several tasks publish at once (sending never blocks).
+    sender: Arc<Mutex<broadcast::Sender<Arc<JobEvent>>>>,
     seq: Arc<AtomicU64>,
 }
 
@@ -155,21 +157,25 @@ impl EventBus {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
         Self {
-            sender,
+            sender: Arc::new(Mutex::new(sender)),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Stamps the event with the next sequence number and sends it to every subscriber.
     pub fn publish(&self, mut event: JobEvent) {
+        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         event.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         // No subscriber is not an error: events are for whoever is listening now.
-        let _ = self.sender.send(Arc::new(event));
+        let _ = sender.send(Arc::new(event));
     }
 
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<JobEvent>> {
-        self.sender.subscribe()
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .subscribe()
     }
 
     /// The sequence number of the last event published.

@@ -20,13 +20,19 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => match runtime.block_on(serve(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("haul: {e:#}");
-                ExitCode::FAILURE
+        Command::Serve(args) => {
+            let served = runtime.block_on(serve(args));
+            // The daemon has drained what it waits for; don't let a blocking task that is
+            // still reading a file (a checksum, say) hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("haul: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Openapi => match haul::api::openapi::yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -29,9 +29,7 @@ pub fn init(format: LogFormat) {
 
 /// A URL fit for logs and error messages: no user-info, and the query replaced by `?…`.
 pub fn redact_url(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
+    let mut shown = without_userinfo(url);
     let had_query = shown.query().is_some();
     shown.set_query(None);
     shown.set_fragment(None);
@@ -40,6 +38,15 @@ pub fn redact_url(url: &url::Url) -> String {
         text.push_str("?…");
     }
     text
+}
+
+/// The URL without user name and password (which are credentials).
+pub fn without_userinfo(url: &url::Url) -> url::Url {
+    let mut shown = url.clone();
+    // Both fail only for URLs that cannot have user-info at all, which is what we want anyway.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown
 }
 
 /// Redacts every URL inside free text (error messages of HTTP libraries quote them).

@@ -149,11 +149,7 @@ impl FileView {
 
 fn without_userinfo(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.to_string()
-        }
+        Ok(url) => crate::telemetry::without_userinfo(&url).to_string(),
         Err(_) => raw.to_owned(),
     }
 }

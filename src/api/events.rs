@@ -59,9 +59,11 @@ fn forward(
                     return Some((Ok(sse_event(&event)), (rx, last)));
                 }
                 Ok(_) => {}
+                // A per-job stream that missed events may have missed the final one: end it,
+                // and the client reconnects to a fresh snapshot.
                 Err(RecvError::Lagged(n)) => {
-                    let note = Event::default().comment(format!("missed {n} events"));
-                    return Some((Ok(note), (rx, false)));
+                    let note = Event::default().comment(format!("missed {n} events; reconnect"));
+                    return Some((Ok(note), (rx, only.is_some())));
                 }
                 Err(RecvError::Closed) => return None,
             }

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     QueueFull,
     /// 503: the store is busy or unreachable; retry.
     StoreUnavailable,
+    /// 503: the request took longer than the daemon allows (30 s); retry.
+    Timeout,
     /// 500: a bug or an unexpected failure; the detail is in the daemon's log.
     Internal,
 }
@@ -90,7 +92,7 @@ impl ErrorCode {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         }

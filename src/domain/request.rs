@@ -137,6 +137,9 @@ impl JobRequest {
             return Err(ValidationError::Description);
         }
         let headers = parse_headers(self.headers.unwrap_or_default())?;
+        if let Some(token) = &self.access_token {
+            check_access_token(token)?;
+        }
         let listed = self.files.is_some();
         let sources = sources(self.url, self.files, self.sha256)?;
         if sources.is_empty() || sources.len() > max_files {
@@ -254,6 +257,20 @@ pub fn parse_url(raw: &str) -> Result<url::Url, ValidationError> {
         return Err(invalid("it has no host"));
     }
     Ok(url)
+}
+
+/// The token travels as `Authorization: Bearer <token>`: it must fit in a header.
+fn check_access_token(token: &str) -> Result<(), ValidationError> {
+    let fits =
+        !token.trim().is_empty() && http::HeaderValue::from_str(&format!("Bearer {token}")).is_ok();
+    if fits {
+        return Ok(());
+    }
+    // The value is deliberately not echoed: it is a secret.
+    Err(ValidationError::Header {
+        name: "access_token".into(),
+        reason: "the token is empty or has characters a header cannot carry".into(),
+    })
 }
 
 fn parse_headers(
@@ -392,6 +409,15 @@ mod tests {
             req.parse(&root, 1)
         };
         assert!(with("Cookie", "a=b").is_ok());
+        for token in ["", "line\nbreak"] {
+            let mut req = single("http://h/x");
+            req.access_token = Some(token.into());
+            assert_eq!(
+                code(req.parse(&root, 1).unwrap_err()),
+                "invalid-header",
+                "{token:?}"
+            );
+        }
         assert_eq!(
             code(with("Range", "bytes=0-").unwrap_err()),
             "invalid-header"

@@ -139,20 +139,24 @@ impl Engine {
         }
     }
 
-    /// Deletes the `.part` files of these root-relative destinations.
+    /// Deletes the `.part` files of these root-relative destinations (of jobs that no longer
+    /// own them). Each is held in the registry while it is deleted, so a run that claims the
+    /// name at that moment cannot lose its new `.part`.
     pub async fn discard_paths(&self, paths: Vec<String>) {
         if paths.is_empty() {
             return;
         }
-        let root = self.inner.root.clone();
+        let engine = self.clone();
         let removed = tokio::task::spawn_blocking(move || {
-            for rel in paths {
-                let part = place::part_path(&root.join(&rel));
+            let registry = &engine.inner.registry;
+            for rel in paths.iter().filter(|rel| registry.claim_path(rel)) {
+                let part = place::part_path(&engine.inner.root.join(rel));
                 match std::fs::remove_file(&part) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => tracing::warn!(path = %part.display(), error.message = %e, "cannot remove partial file"),
                 }
+                registry.release_path(rel);
             }
         })
         .await;
@@ -172,9 +176,8 @@ impl Engine {
         for run in &runs {
             run.stop.cancel();
         }
-        for run in runs {
-            let _ = tokio::time::timeout(STOP_WAIT, run.done.cancelled()).await;
-        }
+        let all_done = futures::future::join_all(runs.iter().map(|run| run.done.cancelled()));
+        let _ = tokio::time::timeout(STOP_WAIT, all_done).await;
     }
 
     /// Live counters of a job running in this process.

@@ -114,7 +114,11 @@ async fn run_job(engine: &Engine, id: JobId, run: &Run) {
     let lives: Vec<Arc<LiveFile>> = files.iter().map(|f| track(run, &f.record)).collect();
     let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
     let lost = AtomicBool::new(false);
-    let ctx = Ctx { engine, job: &job, run };
+    let ctx = Ctx {
+        engine,
+        job: &job,
+        run,
+    };
     let result = tokio::select! {
         result = files::run_files(&ctx, files, &lives, &secrets) => result,
         () = heartbeat(engine, id, run, &lost) => Err(Stop::LeaseLost),
@@ -227,11 +231,7 @@ async fn finish(
     error: Option<&JobError>,
 ) {
     let inner = &engine.inner;
-    match inner
-        .store
-        .finish_job(id, &run.lease, status, error)
-        .await
-    {
+    match inner.store.finish_job(id, &run.lease, status, error).await {
         Ok(true) => {
             match error {
                 None => tracing::info!("job {id} {status}"),

@@ -21,13 +21,14 @@ pub struct ClientSettings {
 /// The one client every download shares (connection pool, TLS sessions).
 ///
 /// No transparent decompression: the bytes stored are the bytes served, so lengths, ranges and
-/// checksums all refer to the same thing. No `Accept-Encoding` is sent.
+/// checksums all refer to the same thing. No `Accept-Encoding` is sent. Redirects are followed
+/// by [`get_following`], not by the client, so credentials never leave their origin.
 pub fn build_client(settings: &ClientSettings) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(&settings.user_agent)
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
-        .redirect(reqwest::redirect::Policy::limited(settings.max_redirects))
+        .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
@@ -63,6 +64,52 @@ pub fn request_headers(
         headers.insert(header::AUTHORIZATION, value);
     }
     Ok(headers)
+}
+
+/// GETs `url`, following up to `max_redirects` redirects. `secret` (the job's headers and
+/// token) is sent only to the origin — scheme, host and port — of `url` itself: a redirect to
+/// another host, or from https to http, loses it. `always` (Range, If-Range) goes everywhere.
+pub async fn get_following(
+    client: &reqwest::Client,
+    url: &url::Url,
+    secret: &HeaderMap,
+    always: &HeaderMap,
+    max_redirects: usize,
+) -> Result<reqwest::Response, FetchError> {
+    let mut current = url.clone();
+    for _ in 0..=max_redirects {
+        let mut request = client.get(current.clone()).headers(always.clone());
+        if current.origin() == url.origin() {
+            request = request.headers(secret.clone());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| network_error(&e, &current))?;
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        let (true, Some(location)) = (response.status().is_redirection(), location) else {
+            return Ok(response);
+        };
+        let next = current
+            .join(location)
+            .map_err(|e| FetchError::InvalidResponse {
+                url: redact_url(&current),
+                reason: format!("a redirect to an invalid location: {e}"),
+            })?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(FetchError::InvalidResponse {
+                url: redact_url(&current),
+                reason: format!("a redirect to a {} URL", next.scheme()),
+            });
+        }
+        current = next;
+    }
+    Err(FetchError::TooManyRedirects {
+        url: redact_url(url),
+    })
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (END inclusive; TOTAL may be `*`).

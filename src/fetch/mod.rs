@@ -135,17 +135,24 @@ pub struct Fetcher {
     client: reqwest::Client,
     retry: RetryPolicy,
     checkpoint_every: Duration,
+    max_redirects: usize,
     /// Connections open across all jobs (for `/v1/stats`).
     connections: Arc<AtomicU64>,
 }
 
 impl Fetcher {
     /// A fetcher over a shared client.
-    pub fn new(client: reqwest::Client, retry: RetryPolicy, checkpoint_every: Duration) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        retry: RetryPolicy,
+        checkpoint_every: Duration,
+        max_redirects: usize,
+    ) -> Self {
         Self {
             client,
             retry,
             checkpoint_every,
+            max_redirects,
             connections: Arc::default(),
         }
     }

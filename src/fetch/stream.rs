@@ -9,11 +9,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, RANGE};
 use tokio_util::sync::CancellationToken;
 
 use super::http::{
-    if_range_value, network_error, parse_content_range, response_meta, status_error,
+    get_following, if_range_value, network_error, parse_content_range, response_meta, status_error,
 };
 use super::writer::Writer;
 use super::{ConnectionGuard, FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile};
@@ -27,7 +27,8 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Longest time received bytes wait in a batch before they are handed to the writer.
 const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
 
-/// Consecutive clean restarts (changed validator, ignored range) before giving up.
+/// Clean restarts (changed validator, ignored range) without a byte received in between,
+/// before giving up.
 const MAX_RESTARTS: u32 = 3;
 
 /// How an attempt ended, when it did not fail.
@@ -49,6 +50,8 @@ struct Run<'a, J> {
     /// `None` until a response has told us what we are fetching.
     segment: Option<Segment>,
     last_checkpoint: Instant,
+    /// Bytes received over all attempts, to tell a flaky but progressing server from a broken one.
+    received: u64,
 }
 
 impl Fetcher {
@@ -73,7 +76,7 @@ impl Fetcher {
             file,
             task.part.clone(),
             vec![written],
-            task.hash.then_some(written),
+            task.hash,
             live.bytes_done.clone(),
         );
         live.set(written, saved.and_then(|s| s.end));
@@ -91,6 +94,7 @@ impl Fetcher {
             },
             segment: saved,
             last_checkpoint: Instant::now(),
+            received: 0,
         };
         match run.drive().await {
             Ok(total) => {
@@ -170,7 +174,7 @@ async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), Fet
 impl<J: Journal> Run<'_, J> {
     /// Attempts until done, retrying transient failures with backoff. Returns the size.
     async fn drive(&mut self) -> Result<u64, FetchError> {
-        let (mut failures, mut restarts) = (0u32, 0u32);
+        let (mut failures, mut restarts, mut received_at_restart) = (0u32, 0u32, 0u64);
         loop {
             let before = self.segment.map_or(0, |s| s.written);
             let outcome = self.attempt().await;
@@ -180,7 +184,10 @@ impl<J: Journal> Run<'_, J> {
                     return Ok(self.segment.and_then(|s| s.end).unwrap_or(0));
                 }
                 Ok(Attempt::Restart(reason)) => {
-                    restarts += 1;
+                    if self.received > received_at_restart {
+                        restarts = 0;
+                    }
+                    (restarts, received_at_restart) = (restarts + 1, self.received);
                     if restarts > MAX_RESTARTS {
                         return Err(FetchError::InvalidResponse {
                             url: redact_url(&self.task.url),
@@ -225,29 +232,41 @@ impl<J: Journal> Run<'_, J> {
     /// One request and, if usable, its body.
     async fn attempt(&mut self) -> Result<Attempt, FetchError> {
         let offset = self.segment.map_or(0, |s| s.next_offset());
-        let mut request = self
-            .fetcher
-            .client
-            .get(self.task.url.clone())
-            .headers(self.task.headers.clone());
+        let mut range = HeaderMap::new();
         if offset > 0 {
             let Some(validator) = if_range_value(&self.meta) else {
                 return Ok(Attempt::Restart("no validator to resume safely"));
             };
-            request = request
-                .header(RANGE, format!("bytes={offset}-"))
-                .header(IF_RANGE, validator);
+            let (Ok(from), Ok(validator)) = (
+                HeaderValue::from_str(&format!("bytes={offset}-")),
+                HeaderValue::from_str(validator),
+            ) else {
+                return Ok(Attempt::Restart(
+                    "the saved validator is not a valid header",
+                ));
+            };
+            range.insert(RANGE, from);
+            range.insert(IF_RANGE, validator);
         }
+        let fetcher = self.fetcher;
+        let sent = get_following(
+            &fetcher.client,
+            &self.task.url,
+            &self.task.headers,
+            &range,
+            fetcher.max_redirects,
+        );
         let response = tokio::select! {
             biased;
             () = self.stop.cancelled() => return Err(FetchError::Stopped),
-            sent = request.send() => sent.map_err(|e| network_error(&e, &self.task.url))?,
+            sent = sent => sent?,
         };
         match response.status().as_u16() {
             206 if offset > 0 => {
                 if let Some(reason) = self.range_mismatch(&response, offset) {
                     return Ok(Attempt::Restart(reason));
                 }
+                self.adopt_size(&response).await?;
                 self.stream(response, offset).await
             }
             200 => {
@@ -301,6 +320,29 @@ impl<J: Journal> Run<'_, J> {
         None
     }
 
+    /// A file first served without a length learns it from a 206's `Content-Range`, so an
+    /// early end of the rest is truncation, not the end of the file.
+    async fn adopt_size(&mut self, response: &reqwest::Response) -> Result<(), FetchError> {
+        if self.meta.total.is_some() {
+            return Ok(());
+        }
+        let total = response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range)
+            .and_then(|range| range.total);
+        let (Some(total), Some(segment)) = (total, &mut self.segment) else {
+            return Ok(());
+        };
+        self.meta.total = Some(total);
+        segment.end = Some(total);
+        let segment = *segment;
+        self.journal.restart(&self.meta, &[segment]).await?;
+        self.live.set_total(Some(total));
+        Ok(())
+    }
+
     /// Starts the file from zero with what a 200 response declares.
     async fn begin(&mut self, meta: FileMeta) -> Result<(), FetchError> {
         self.writer.restart(1).await?;
@@ -335,6 +377,7 @@ impl<J: Journal> Run<'_, J> {
                 Err(e) => break Err(network_error(&e, &self.task.url)),
             };
             next += bytes.len() as u64;
+            self.received += bytes.len() as u64;
             if let Some(expected) = total.filter(|t| next > *t) {
                 break Err(FetchError::Overflow { expected });
             }
@@ -342,9 +385,12 @@ impl<J: Journal> Run<'_, J> {
             // Full batches keep writes large; the time bound keeps progress and checkpoints
             // moving on slow links.
             if batch.len() >= BATCH_BYTES || flushed.elapsed() >= BATCH_MAX_AGE {
-                self.writer
-                    .write(0, batch_at, batch.split().freeze())
-                    .await?;
+                // A slow disk fills the writer's queue; a stop must not wait for it.
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => break Err(FetchError::Stopped),
+                    written = self.writer.write(0, batch_at, batch.split().freeze()) => written?,
+                }
                 batch_at = next;
                 flushed = Instant::now();
                 if self.last_checkpoint.elapsed() >= self.fetcher.checkpoint_every {
@@ -352,8 +398,14 @@ impl<J: Journal> Run<'_, J> {
                 }
             }
         };
+        // Bytes received before a failure are good: keep them. After a stop, keep them only
+        // if the writer's queue has room now: a stop does not wait for a slow disk.
         if !batch.is_empty() {
-            self.writer.write(0, batch_at, batch.freeze()).await?;
+            if matches!(result, Err(FetchError::Stopped)) {
+                self.writer.try_write(0, batch_at, batch.freeze());
+            } else {
+                self.writer.write(0, batch_at, batch.freeze()).await?;
+            }
         }
         result?;
         match total {

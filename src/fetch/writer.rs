@@ -7,7 +7,6 @@
 //! order from byte 0 it hashes them as they go, so the checksum needs no second read.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,28 +65,29 @@ struct State {
 }
 
 impl Writer {
-    /// Starts the writer. `written` is the saved progress per segment. With `hash_prefix`
-    /// (the bytes already on disk from 0), the file is hashed as it is written: the existing
-    /// prefix is read and hashed once first. Without it nothing is hashed.
+    /// Starts the writer. `written` is the saved progress per segment. With `hash`, the
+    /// file is hashed as it is written, as long as that starts at byte 0 and stays in order;
+    /// a resumed file is hashed once, at verification, instead of before its first write (so
+    /// no stop ever waits for a multi-gigabyte prefix to be read).
     pub fn spawn(
         file: File,
         path: PathBuf,
         written: Vec<u64>,
-        hash_prefix: Option<u64>,
+        hash: bool,
         live: Arc<AtomicU64>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let failure = Arc::new(Mutex::new(None));
+        let fresh = written.iter().all(|w| *w == 0);
         let state = State {
             file,
             written,
-            hash: hash_prefix.is_some(),
-            hasher: None,
+            hash,
+            hasher: (hash && fresh).then(|| (sha2::Sha256::new(), 0)),
             live,
             failure: failure.clone(),
         };
-        let prefix = hash_prefix;
-        let task = tokio::task::spawn_blocking(move || run(state, prefix, rx));
+        let task = tokio::task::spawn_blocking(move || run(state, rx));
         Self {
             tx,
             path,
@@ -120,6 +120,16 @@ impl Writer {
             })
             .await
             .map_err(|_| self.gone())
+    }
+
+    /// Queues bytes only if the queue has room at once; false when it has none.
+    pub fn try_write(&self, segment: usize, offset: u64, data: Bytes) -> bool {
+        let command = Command::Write {
+            segment,
+            offset,
+            data,
+        };
+        self.tx.try_send(command).is_ok()
     }
 
     /// Waits for queued writes, fsyncs, and returns the bytes written per segment.
@@ -157,10 +167,7 @@ impl Writer {
     }
 }
 
-fn run(mut state: State, prefix: Option<u64>, mut rx: mpsc::Receiver<Command>) {
-    if let Some(len) = prefix {
-        state.hasher = hash_prefix(&state.file, len).ok().map(|h| (h, len));
-    }
+fn run(mut state: State, mut rx: mpsc::Receiver<Command>) {
     while let Some(command) = rx.blocking_recv() {
         match command {
             Command::Write {
@@ -221,28 +228,6 @@ impl State {
     }
 }
 
-/// Hashes the first `len` bytes of the file.
-fn hash_prefix(file: &File, len: u64) -> std::io::Result<sha2::Sha256> {
-    let mut hasher = sha2::Sha256::new();
-    let mut reader = file.try_clone()?.take(len);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read_total = 0;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        read_total += n as u64;
-    }
-    if read_total != len {
-        return Err(std::io::Error::other(
-            "the partial file is shorter than its checkpoint",
-        ));
-    }
-    Ok(hasher)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (file, path) = open(&dir);
         let live = Arc::new(AtomicU64::new(0));
-        let writer = Writer::spawn(file, path.clone(), vec![0], Some(0), live.clone());
+        let writer = Writer::spawn(file, path.clone(), vec![0], true, live.clone());
         writer
             .write(0, 0, Bytes::from_static(b"hello "))
             .await
@@ -282,18 +267,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_resumed_file_hashes_its_prefix_once() {
+    async fn a_resumed_file_leaves_hashing_to_verification() {
         let dir = tempfile::tempdir().unwrap();
         let (file, path) = open(&dir);
         std::fs::write(&path, b"hello ").unwrap();
-        let writer = Writer::spawn(file, path, vec![6], Some(6), Arc::default());
+        let writer = Writer::spawn(file, path, vec![6], true, Arc::default());
         writer
             .write(0, 6, Bytes::from_static(b"world"))
             .await
             .unwrap();
         let done = writer.finish().await.unwrap();
-        let expected: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
-        assert_eq!(done.digest, Some((expected, 11)));
+        assert_eq!(done.digest, None, "the prefix was not read up front");
         assert_eq!(done.written, vec![11]);
     }
 
@@ -301,7 +285,7 @@ mod tests {
     async fn out_of_order_writes_drop_the_running_hash() {
         let dir = tempfile::tempdir().unwrap();
         let (file, path) = open(&dir);
-        let writer = Writer::spawn(file, path, vec![0, 0], Some(0), Arc::default());
+        let writer = Writer::spawn(file, path, vec![0, 0], true, Arc::default());
         writer
             .write(1, 5, Bytes::from_static(b"world"))
             .await
@@ -319,7 +303,7 @@ mod tests {
     async fn restart_empties_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let (file, path) = open(&dir);
-        let writer = Writer::spawn(file, path.clone(), vec![0], Some(0), Arc::default());
+        let writer = Writer::spawn(file, path.clone(), vec![0], true, Arc::default());
         writer
             .write(0, 0, Bytes::from_static(b"stale"))
             .await

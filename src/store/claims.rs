@@ -109,30 +109,31 @@ impl Store {
 
     /// Puts back jobs whose lease expired (their worker or daemon died). Returns their ids.
     pub async fn requeue_expired(&self) -> Result<Vec<JobId>, StoreError> {
-        self.requeue_running(
-            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE status = 'running' AND lease_expires_at < ? RETURNING id",
+        let mut tx = self.begin_write().await?;
+        let now = now_ms();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = ? WHERE status = 'running' AND lease_expires_at < ? RETURNING id",
         )
-        .await
+        .bind(now)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ids.iter().map(|id| parse_job_id(id)).collect()
     }
 
     /// Puts back every running job. Only for start-up, when this daemon holds the data
     /// directory's lock and so no other process can be running them.
     pub async fn requeue_all_running(&self) -> Result<Vec<JobId>, StoreError> {
-        self.requeue_running(
-            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
-             WHERE status = 'running' AND ? IS NOT NULL RETURNING id",
-        )
-        .await
-    }
-
-    /// Runs one requeue statement that binds the current time once and returns ids.
-    async fn requeue_running(&self, sql: &'static str) -> Result<Vec<JobId>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let ids: Vec<String> = sqlx::query_scalar(sql)
-            .bind(now_ms())
-            .fetch_all(&mut *tx)
-            .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = ? WHERE status = 'running' RETURNING id",
+        )
+        .bind(now_ms())
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         ids.iter().map(|id| parse_job_id(id)).collect()
     }

@@ -41,6 +41,65 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+/// Writes what a transition decided.
+async fn apply(
+    tx: &mut sqlx::SqliteConnection,
+    id: JobId,
+    outcome: Outcome,
+    priority: Option<Priority>,
+) -> Result<(), StoreError> {
+    let (now, key) = (now_ms(), id.to_string());
+    match outcome {
+        Outcome::Remove => {
+            sqlx::query("DELETE FROM jobs WHERE id = ?")
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Outcome::Unchanged => {}
+        Outcome::MoveTo(JobStatus::Queued) => {
+            // Resume: a failed job is retried; its failed files start over, complete ones stay.
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', updated_at = ?, finished_at = NULL, \
+                 error_type = NULL, error_message = NULL, error_http_status = NULL WHERE id = ?",
+            )
+            .bind(now)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE files SET status = 'queued', error_type = NULL, error_message = NULL, \
+                 error_http_status = NULL WHERE job_id = ? AND status = 'failed'",
+            )
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Outcome::MoveTo(to) => {
+            let finished = to.is_finished().then_some(now);
+            sqlx::query(
+                "UPDATE jobs SET status = ?, updated_at = ?, \
+                 finished_at = COALESCE(?, finished_at) WHERE id = ?",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(finished)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if let Some(priority) = priority {
+        sqlx::query("UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?")
+            .bind(priority.get())
+            .bind(now)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The read model of a job just inserted with `insert_job`.
 fn inserted(job: &NewJob, now: i64) -> Job {
     let at = crate::domain::time::from_ms(now);
@@ -212,56 +271,13 @@ impl Store {
             status: before,
             action,
         })?;
-        let now = now_ms();
-        let key = id.to_string();
-        match outcome {
-            Outcome::Remove => {
-                sqlx::query("DELETE FROM jobs WHERE id = ?")
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Outcome::Unchanged => {}
-            Outcome::MoveTo(JobStatus::Queued) => {
-                // Resume: a failed job is retried; its failed files start over, complete ones stay.
-                sqlx::query(
-                    "UPDATE jobs SET status = 'queued', updated_at = ?, finished_at = NULL, \
-                     error_type = NULL, error_message = NULL, error_http_status = NULL WHERE id = ?",
-                )
-                .bind(now)
-                .bind(&key)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE files SET status = 'queued', error_type = NULL, error_message = NULL, \
-                     error_http_status = NULL WHERE job_id = ? AND status = 'failed'",
-                )
-                .bind(&key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Outcome::MoveTo(to) => {
-                let finished = to.is_finished().then_some(now);
-                sqlx::query(
-                    "UPDATE jobs SET status = ?, updated_at = ?, \
-                     finished_at = COALESCE(?, finished_at) WHERE id = ?",
-                )
-                .bind(to.as_str())
-                .bind(now)
-                .bind(finished)
-                .bind(&key)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if let Some(priority) = priority.filter(|_| action == Transition::Reprioritise) {
-            sqlx::query("UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?")
-                .bind(priority.get())
-                .bind(now)
-                .bind(&key)
-                .execute(&mut *tx)
-                .await?;
-        }
+        apply(
+            &mut tx,
+            id,
+            outcome,
+            priority.filter(|_| action == Transition::Reprioritise),
+        )
+        .await?;
         tx.commit().await?;
         if outcome == Outcome::Remove {
             return Ok((before, None));

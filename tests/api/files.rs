@@ -501,7 +501,12 @@ async fn a_file_named_like_a_partial_file_is_never_touched() {
     // A working one with `overwrite` fails the same way; with `rename` it picks another name.
     origin.put("b/model.bin", content(82, 40_000));
     let url = origin.url("b/model.bin");
-    let failed = run(&app, json!({ "url": url, "on_conflict": "overwrite" }), "failed").await;
+    let failed = run(
+        &app,
+        json!({ "url": url, "on_conflict": "overwrite" }),
+        "failed",
+    )
+    .await;
     assert_eq!(failed["error"]["type"], "path-busy", "{failed:#}");
     let renamed = run(&app, json!({ "url": url }), "completed").await;
     assert_eq!(renamed["files"][0]["path"], "model (1).bin");
@@ -516,7 +521,10 @@ async fn a_file_named_like_a_partial_file_is_never_touched() {
 async fn a_resumed_failed_job_does_not_take_back_a_name_another_job_owns() {
     let origin = Origin::start().await;
     let app = TestApp::spawn().await;
-    let j = id_of(&app.create_job(json!({ "url": origin.url("j.bin"), "dest": "x.bin" })).await);
+    let j = id_of(
+        &app.create_job(json!({ "url": origin.url("j.bin"), "dest": "x.bin" }))
+            .await,
+    );
     app.wait_for(&j, "failed").await;
     let k_body = content(83, 2_000_000);
     origin.put("k.bin", k_body.clone());
@@ -525,7 +533,10 @@ async fn a_resumed_failed_job_does_not_take_back_a_name_another_job_owns() {
         ..Faults::default()
     };
     origin.set_faults("k.bin", hold);
-    let k = id_of(&app.create_job(json!({ "url": origin.url("k.bin"), "dest": "x.bin" })).await);
+    let k = id_of(
+        &app.create_job(json!({ "url": origin.url("k.bin"), "dest": "x.bin" }))
+            .await,
+    );
     app.wait_until(&k, "K's first bytes", |job| {
         job["files"][0]["bytes_done"].as_u64() >= Some(300_000)
     })
@@ -542,4 +553,79 @@ async fn a_resumed_failed_job_does_not_take_back_a_name_another_job_owns() {
     let k_done = app.wait_for(&k, "completed").await;
     assert_eq!(k_done["files"][0]["path"], "x.bin");
     assert_file(&app.file("x.bin"), &k_body);
+}
+
+/// Redirects are followed, but the job's credentials (its token and its headers) go only to
+/// the origin the job named: not to another host, port or scheme it is redirected to.
+#[tokio::test]
+async fn credentials_never_follow_a_redirect_to_another_origin() {
+    let (named, other) = (Origin::start().await, Origin::start().await);
+    let body = content(85, 30_000);
+    other.put("x.bin", body.clone());
+    named.put("x.bin", body.clone());
+    for (path, target) in [("away", other.url("x.bin")), ("home", "/x.bin".to_owned())] {
+        named.put(path, content(0, 1));
+        let redirect = Faults {
+            redirect_to: Some(target),
+            ..Faults::default()
+        };
+        named.set_faults(path, redirect);
+    }
+    let app = TestApp::spawn().await;
+    let secret = json!({ "access_token": "TOKEN-1", "headers": { "X-Api-Key": "KEY-1" } });
+    for (path, dest) in [("away", "away.bin"), ("home", "home.bin")] {
+        let mut job = secret.clone();
+        job["url"] = json!(named.url(path));
+        job["dest"] = json!(dest);
+        run(&app, job, "completed").await;
+        assert_file(&app.file(dest), &body);
+    }
+    let carried = |seen: &crate::origin::Seen| {
+        (
+            seen.authorization.clone(),
+            seen.header("x-api-key").map(str::to_owned),
+        )
+    };
+    let first_hop = &named.requests("away")[0];
+    assert_eq!(
+        carried(first_hop),
+        (Some("Bearer TOKEN-1".into()), Some("KEY-1".into()))
+    );
+    let other_hop = &other.requests("x.bin")[0];
+    assert_eq!(
+        carried(other_hop),
+        (None, None),
+        "nothing secret reaches another origin"
+    );
+    let same_origin_hop = &named.requests("x.bin")[0];
+    assert_eq!(
+        carried(same_origin_hop),
+        (Some("Bearer TOKEN-1".into()), Some("KEY-1".into())),
+        "a redirect within the origin keeps them"
+    );
+}
+
+/// A redirect loop ends the job with `too-many-redirects`, without a file.
+#[tokio::test]
+async fn a_redirect_loop_fails_cleanly() {
+    let origin = Origin::start().await;
+    origin.put("loop", content(0, 1));
+    let redirect = Faults {
+        redirect_to: Some("/loop".into()),
+        ..Faults::default()
+    };
+    origin.set_faults("loop", redirect);
+    let app = TestApp::spawn().await;
+    let failed = run(&app, json!({ "url": origin.url("loop") }), "failed").await;
+    assert_eq!(failed["error"]["type"], "too-many-redirects", "{failed:#}");
+    assert_eq!(
+        origin.requests("loop").len(),
+        11,
+        "the first request and 10 redirects"
+    );
+    assert!(
+        files_below(&app.root).is_empty(),
+        "{:?}",
+        files_below(&app.root)
+    );
 }

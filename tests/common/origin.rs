@@ -68,6 +68,8 @@ pub struct Faults {
     /// Serve the asked range even when `If-Range` no longer matches (a server that ignores
     /// `If-Range`, so a client must check the validators of a 206 itself).
     pub ignore_if_range: bool,
+    /// Answer `302 Found` with this `Location` (absolute or relative) instead of the body.
+    pub redirect_to: Option<String>,
 }
 
 /// One request as the origin saw it.
@@ -347,6 +349,12 @@ struct Plan {
 }
 
 fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
+    if let Some(location) = &resource.faults.redirect_to {
+        let mut response = StatusCode::FOUND.into_response();
+        let location = HeaderValue::from_str(location).unwrap();
+        response.headers_mut().insert(header::LOCATION, location);
+        return Err(response);
+    }
     if let Some((status, retry_after)) = resource.faults.statuses.pop_front() {
         let mut response = StatusCode::from_u16(status).unwrap().into_response();
         if let Some(value) = retry_after {

@@ -8,8 +8,8 @@
 
 use std::collections::HashSet;
 
-use super::files::{set_status, store_error, update};
 use super::Ctx;
+use super::files::{set_status, store_error, update};
 use crate::domain::{FileRecord, FileStatus, OnConflict, Segment};
 use crate::fetch::place::{self, Prepared};
 use crate::fetch::{FetchError, LiveFile};
@@ -82,8 +82,15 @@ async fn reclaim<'a>(
     if !ctx.engine.inner.registry.claim_path(rel) {
         return Ok(None);
     }
-    let claim = PathClaim { ctx, rel: rel.to_owned() };
-    match ctx.store().claim_path(ctx.job.id, ctx.lease(), record.id, rel).await {
+    let claim = PathClaim {
+        ctx,
+        rel: rel.to_owned(),
+    };
+    match ctx
+        .store()
+        .claim_path(ctx.job.id, ctx.lease(), record.id, rel)
+        .await
+    {
         Ok(()) => Ok(Some(claim)),
         Err(StoreError::PathTaken(_)) => Ok(None),
         Err(err) => Err(store_error(err)),
@@ -139,7 +146,11 @@ async fn prepare(
     taken: &HashSet<String>,
 ) -> Result<Prepared, FetchError> {
     let inner = &ctx.engine.inner;
-    let (root, rel, sha) = (inner.root.clone(), record.path.clone(), record.sha256.clone());
+    let (root, rel, sha) = (
+        inner.root.clone(),
+        record.path.clone(),
+        record.sha256.clone(),
+    );
     let (policy, stop) = (ctx.job.on_conflict, ctx.run.stop.clone());
     let (engine, avoid) = (ctx.engine.clone(), taken.clone());
     tokio::task::spawn_blocking(move || {
@@ -160,8 +171,15 @@ async fn take<'a>(
     if !ctx.engine.inner.registry.claim_path(rel) {
         return Ok(None);
     }
-    let claim = PathClaim { ctx, rel: rel.to_owned() };
-    match ctx.store().claim_path(ctx.job.id, ctx.lease(), record.id, rel).await {
+    let claim = PathClaim {
+        ctx,
+        rel: rel.to_owned(),
+    };
+    match ctx
+        .store()
+        .claim_path(ctx.job.id, ctx.lease(), record.id, rel)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::PathTaken(_)) => return Ok(None),
         Err(err) => return Err(store_error(err)),
@@ -170,7 +188,9 @@ async fn take<'a>(
     let rel_owned = rel.to_owned();
     let created = tokio::task::spawn_blocking(move || place::create_part(&root, &rel_owned))
         .await
-        .map_err(|e| FetchError::Store(format!("creating the partial file was interrupted: {e}")))?;
+        .map_err(|e| {
+            FetchError::Store(format!("creating the partial file was interrupted: {e}"))
+        })?;
     match created {
         Ok(true) => Ok(Some(claim)),
         Ok(false) => Ok(None),
@@ -212,7 +232,11 @@ impl Destination<'_> {
             return Ok(false);
         };
         let root = ctx.engine.inner.root.clone();
-        let (rel, sha, stop) = (self.claim.rel.clone(), record.sha256.clone(), ctx.run.stop.clone());
+        let (rel, sha, stop) = (
+            self.claim.rel.clone(),
+            record.sha256.clone(),
+            ctx.run.stop.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             place::placed_before_crash(&root, &rel, total, sha.as_ref(), &stop)
         })

@@ -94,11 +94,18 @@ async fn fetch_one(
     };
     if destination.placed_before_crash(ctx, record).await? {
         tracing::info!(file.id = %record.id, "{} was put in place before a restart", destination.claim.rel);
-        return complete(ctx, record.id, live, FileStatus::Complete, record.bytes_total.unwrap_or(0)).await;
+        return complete(
+            ctx,
+            record.id,
+            live,
+            FileStatus::Complete,
+            record.bytes_total.unwrap_or(0),
+        )
+        .await;
     }
     let inner = &ctx.engine.inner;
-    let url = url::Url::parse(&record.url)
-        .map_err(|e| FetchError::Store(format!("stored URL: {e}")))?;
+    let url =
+        url::Url::parse(&record.url).map_err(|e| FetchError::Store(format!("stored URL: {e}")))?;
     let task = FileTask {
         url,
         headers: headers.clone(),
