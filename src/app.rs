@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::domain::paths::DownloadRoot;
 use crate::engine::{Engine, EngineSettings};
 use crate::events::EventBus;
-use crate::fetch::{ClientSettings, Fetcher, RetryPolicy, build_client};
+use crate::fetch::{ClientSettings, Fetcher, FetcherSettings, RetryPolicy, build_client};
 use crate::store::Store;
 
 /// How often running jobs publish progress.
@@ -178,7 +178,7 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
     let client = build_client(&ClientSettings {
         user_agent: settings.user_agent.clone(),
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
-        read_timeout: Duration::from_secs(settings.read_timeout_secs),
+        read_timeout: Duration::from_secs(settings.stall_timeout_secs),
         max_redirects: settings.max_redirects,
     })
     .context("cannot build the HTTP client")?;
@@ -187,17 +187,21 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         base: Duration::from_millis(settings.retry_base_delay_ms),
         max: Duration::from_millis(settings.retry_max_delay_ms),
     };
-    Ok(Fetcher::new(
+    Ok(Fetcher::new(FetcherSettings {
         client,
         retry,
-        Duration::from_millis(settings.checkpoint_interval_ms),
-        settings.max_redirects,
-    ))
+        checkpoint_every: Duration::from_millis(settings.checkpoint_interval_ms),
+        max_redirects: settings.max_redirects,
+        max_connections_per_host: settings.max_connections_per_host,
+        max_bytes_per_second: Some(settings.max_bytes_per_second).filter(|r| *r > 0),
+    }))
 }
 
 fn engine_settings(settings: &Settings) -> EngineSettings {
     EngineSettings {
         max_concurrent_jobs: settings.max_concurrent_jobs,
+        max_connections_per_file: settings.max_connections_per_file,
+        min_segment_size: settings.min_segment_size,
         lease: Duration::from_secs(settings.lease_secs),
         progress_every: PROGRESS_EVERY,
     }

@@ -44,7 +44,17 @@ pub struct Settings {
     /// Time allowed to establish a connection.
     pub connect_timeout_secs: u64,
     /// A connection that delivers no byte for this long is dropped and retried.
-    pub read_timeout_secs: u64,
+    pub stall_timeout_secs: u64,
+    /// Connections one file may use at most; the engine adds them only while they add
+    /// throughput.
+    pub max_connections_per_file: usize,
+    /// Connections to one host across all jobs.
+    pub max_connections_per_host: usize,
+    /// A range is split for another connection only if both halves keep at least this many
+    /// bytes; smaller files go down one stream.
+    pub min_segment_size: u64,
+    /// Download rate limit over all jobs, bytes per second; 0 means none.
+    pub max_bytes_per_second: u64,
     /// Redirects followed per request.
     pub max_redirects: usize,
     /// How often progress is fsynced and saved to the store (a `kill -9` loses at most this).
@@ -74,7 +84,11 @@ impl Default for Settings {
             retry_base_delay_ms: 1_000,
             retry_max_delay_ms: 60_000,
             connect_timeout_secs: 15,
-            read_timeout_secs: 30,
+            stall_timeout_secs: 30,
+            max_connections_per_file: 16,
+            max_connections_per_host: 16,
+            min_segment_size: 4 * 1024 * 1024,
+            max_bytes_per_second: 0,
             max_redirects: 10,
             checkpoint_interval_ms: 2_000,
             lease_secs: 30,
@@ -287,8 +301,16 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
             "checkpoint_interval_ms must be at least 100 and lease_secs at least 3".into(),
         );
     }
-    if s.connect_timeout_secs == 0 || s.read_timeout_secs == 0 {
-        return invalid("connect_timeout_secs and read_timeout_secs must be positive".into());
+    if s.max_connections_per_file == 0 || s.max_connections_per_host == 0 {
+        return invalid(
+            "max_connections_per_file and max_connections_per_host must be at least 1".into(),
+        );
+    }
+    if s.min_segment_size < 64 * 1024 {
+        return invalid("min_segment_size must be at least 65536 bytes".into());
+    }
+    if s.connect_timeout_secs == 0 || s.stall_timeout_secs == 0 {
+        return invalid("connect_timeout_secs and stall_timeout_secs must be positive".into());
     }
     Ok(())
 }

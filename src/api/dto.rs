@@ -20,6 +20,12 @@ pub struct JobView {
     /// The requested destination, relative to the download root.
     pub dest: Option<String>,
     pub on_conflict: OnConflict,
+    /// The job's own connection limit per file, if it set one.
+    pub max_connections: Option<u32>,
+    /// The job's own minimum segment size, if it set one.
+    pub min_segment_size: Option<u64>,
+    /// The job's download rate limit, if it has one.
+    pub max_bytes_per_second: Option<u64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -87,6 +93,9 @@ impl JobView {
             description: job.description,
             dest: job.dest,
             on_conflict: job.on_conflict,
+            max_connections: job.limits.max_connections,
+            min_segment_size: job.limits.min_segment_size,
+            max_bytes_per_second: job.limits.max_bytes_per_second,
             created_at: job.created_at,
             updated_at: job.updated_at,
             started_at: job.started_at,
@@ -183,6 +192,26 @@ pub struct ListParams {
 pub struct JobPatch {
     /// New priority (lower runs first), from -1000000 to 1000000.
     pub priority: Option<i64>,
+    /// New download rate limit of the job in bytes per second; `null` removes it. Applies at
+    /// once to a running job.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_bytes_per_second: Option<Option<u64>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a field left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::deserialize(deserializer).map(Some)
+}
+
+/// The daemon-wide limits that can change at run time.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Download rate over all jobs in bytes per second; `null` for none.
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// How many jobs an operation affected.

@@ -10,7 +10,7 @@ use super::AppState;
 use super::dto::{Count, JobList, JobPatch, JobView, ListParams};
 use super::extract::{AppJson, AppQuery, JobIdPath};
 use super::problem::{ApiError, ErrorCode, ProblemDetails};
-use crate::domain::{JobId, JobRequest, JobStatus, Priority, Transition};
+use crate::domain::{JobChanges, JobId, JobRequest, JobStatus, Priority, Transition};
 use crate::events::{EventKind, JobEvent};
 use crate::store::ListQuery;
 
@@ -187,9 +187,9 @@ async fn transition(
     state: &AppState,
     id: JobId,
     action: Transition,
-    priority: Option<Priority>,
+    changes: JobChanges,
 ) -> Result<Option<JobView>, ApiError> {
-    let (before, job) = state.store.transition(id, action, priority).await?;
+    let (before, job) = state.store.transition(id, action, changes).await?;
     // Announce the change before the engine acts on it, so `job.queued` precedes the
     // `job.started` a resume leads to.
     if let Some(job) = job.as_ref().filter(|job| job.status != before) {
@@ -228,7 +228,7 @@ macro_rules! action_route {
             )
         )]
         pub async fn $name(State(state): State<AppState>, JobIdPath(id): JobIdPath) -> Result<axum::Json<JobView>, ApiError> {
-            found(transition(&state, id, $action, None).await?, id)
+            found(transition(&state, id, $action, JobChanges::default()).await?, id)
         }
     };
 }
@@ -255,7 +255,7 @@ action_route!(
     "The job is completed or cancelled"
 );
 
-/// Change a job's priority.
+/// Change a job's priority or its download rate limit.
 #[utoipa::path(
     patch, path = "/v1/jobs/{id}", operation_id = "update_job", tag = "jobs",
     params(("id" = String, Path, description = "Job id (UUID)")),
@@ -276,26 +276,42 @@ pub async fn update_job(
     JobIdPath(id): JobIdPath,
     AppJson(patch): AppJson<JobPatch>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    let Some(priority) = patch.priority else {
+    let changes = job_changes(&patch)?;
+    let view = transition(&state, id, Transition::Update, changes).await?;
+    if let Some(rate) = changes.max_bytes_per_second {
+        state.engine.set_job_rate(id, rate);
+    }
+    found(view, id)
+}
+
+fn job_changes(patch: &JobPatch) -> Result<JobChanges, ApiError> {
+    if patch.priority.is_none() && patch.max_bytes_per_second.is_none() {
         return Err(ApiError::new(
             ErrorCode::InvalidBody,
-            "nothing to change: give `priority`",
+            "nothing to change: give `priority` or `max_bytes_per_second`",
         ));
-    };
-    let priority = Priority::new(priority).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidPriority,
-            format!(
+    }
+    let priority = match patch.priority {
+        Some(p) => Some(Priority::new(p).ok_or_else(|| {
+            let detail = format!(
                 "priority must be between {} and {}",
                 Priority::MIN,
                 Priority::MAX
-            ),
-        )
-    })?;
-    found(
-        transition(&state, id, Transition::Reprioritise, Some(priority)).await?,
-        id,
-    )
+            );
+            ApiError::new(ErrorCode::InvalidPriority, detail)
+        })?),
+        None => None,
+    };
+    if patch.max_bytes_per_second == Some(Some(0)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
+            "max_bytes_per_second must be at least 1 (null for no limit)",
+        ));
+    }
+    Ok(JobChanges {
+        priority,
+        max_bytes_per_second: patch.max_bytes_per_second,
+    })
 }
 
 /// Forget a finished job. Its downloaded files stay on disk; partial files are removed.
@@ -317,7 +333,7 @@ pub async fn delete_job(
 ) -> Result<StatusCode, ApiError> {
     // A failed job may keep partial files for a resume; once forgotten, nothing can use them.
     let partials = state.store.partial_paths(id).await?;
-    transition(&state, id, Transition::Forget, None).await?;
+    transition(&state, id, Transition::Forget, JobChanges::default()).await?;
     state.engine.discard_paths(partials).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,6 +8,7 @@ pub mod dto;
 mod events;
 mod extract;
 mod jobs;
+mod limits;
 pub mod openapi;
 mod ops;
 pub mod problem;
@@ -71,6 +72,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::stream_events))
         .routes(routes!(events::stream_job_events))
         .routes(routes!(ops::get_stats))
+        .routes(routes!(limits::get_limits, limits::set_limits))
         .routes(routes!(ops::get_health))
         .routes(routes!(ops::get_readiness))
         .routes(routes!(ops::get_openapi))

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     InvalidHeader,
     /// 422: the description is too long.
     InvalidDescription,
+    /// 422: a connection, segment or rate limit is out of range.
+    InvalidLimit,
     /// 429: `max_queued_jobs` jobs are waiting; retry after `Retry-After` seconds.
     QueueFull,
     /// 503: the store is busy or unreachable; retry.
@@ -204,6 +206,7 @@ impl From<ValidationError> for ApiError {
             V::Sha256(_) | V::Sha256WithFiles => ErrorCode::InvalidSha256,
             V::Header { .. } => ErrorCode::InvalidHeader,
             V::Description => ErrorCode::InvalidDescription,
+            V::Limit(_) => ErrorCode::InvalidLimit,
         };
         Self::new(code, err.to_string())
     }

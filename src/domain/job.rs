@@ -76,8 +76,8 @@ pub enum Transition {
     Pause,
     /// Put a paused (or failed) job back in the queue.
     Resume,
-    /// Change the priority of a job that has not finished.
-    Reprioritise,
+    /// Change the priority or limits of a job that has not finished.
+    Update,
     /// Forget a finished job.
     Forget,
 }
@@ -100,7 +100,7 @@ impl Transition {
             Self::Cancel => "cancelled",
             Self::Pause => "paused",
             Self::Resume => "resumed",
-            Self::Reprioritise => "reprioritised",
+            Self::Update => "changed",
             Self::Forget => "deleted",
         }
     }
@@ -114,7 +114,7 @@ impl Transition {
             (Self::Pause, Paused) => Some(Outcome::Unchanged),
             (Self::Resume, Paused | Failed) => Some(Outcome::MoveTo(Queued)),
             (Self::Resume, Queued | Running) => Some(Outcome::Unchanged),
-            (Self::Reprioritise, Queued | Running | Paused) => Some(Outcome::Unchanged),
+            (Self::Update, Queued | Running | Paused) => Some(Outcome::Unchanged),
             (Self::Forget, Completed | Failed | Cancelled) => Some(Outcome::Remove),
             _ => None,
         }
@@ -153,6 +153,25 @@ impl Default for Priority {
     }
 }
 
+/// A job's own limits; `None` leaves the daemon's setting in force.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobLimits {
+    /// Connections per file at most.
+    pub max_connections: Option<u32>,
+    /// Smallest range worth another connection, in bytes.
+    pub min_segment_size: Option<u64>,
+    /// The job's download rate limit, bytes per second.
+    pub max_bytes_per_second: Option<u64>,
+}
+
+/// Changes to a job that has not finished (`PATCH /v1/jobs/{id}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobChanges {
+    pub priority: Option<Priority>,
+    /// `Some(None)` removes the job's rate limit.
+    pub max_bytes_per_second: Option<Option<u64>>,
+}
+
 /// Why a job or file failed, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobError {
@@ -178,6 +197,7 @@ pub struct Job {
     /// The `dest` given at submission, relative to the download root.
     pub dest: Option<String>,
     pub on_conflict: OnConflict,
+    pub limits: JobLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -215,7 +235,7 @@ mod tests {
                 Transition::Cancel,
                 Transition::Pause,
                 Transition::Resume,
-                Transition::Reprioritise,
+                Transition::Update,
             ] {
                 assert_eq!(t.apply(from), None, "{t:?} from {from}");
             }

@@ -13,6 +13,6 @@ pub mod time;
 
 pub use file::{FileError, FileRecord, FileStatus, OnConflict, Sha256};
 pub use ids::{FileId, JobId};
-pub use job::{Job, JobError, JobStatus, Priority, Transition};
+pub use job::{Job, JobChanges, JobError, JobLimits, JobStatus, Priority, Transition};
 pub use request::{FileRequest, JobRequest, NewFile, NewJob, ValidationError};
 pub use segment::Segment;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::paths::{self, DownloadRoot, PathError};
-use super::{FileId, JobId, OnConflict, Priority, Sha256};
+use super::{FileId, JobId, JobLimits, OnConflict, Priority, Sha256};
 
 const MAX_URL_BYTES: usize = 8192;
 const MAX_DESCRIPTION_BYTES: usize = 4096;
@@ -53,6 +53,12 @@ pub struct JobRequest {
     pub sha256: Option<String>,
     /// What to do when the destination already exists. Default `rename`.
     pub on_conflict: Option<OnConflict>,
+    /// Connections per file at most (1 to 1024); default: the daemon's setting.
+    pub max_connections: Option<u32>,
+    /// Smallest range worth another connection, at least 65536 bytes; default: the daemon's.
+    pub min_segment_size: Option<u64>,
+    /// This job's download rate limit in bytes per second (at least 1); default: none.
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// One file of a multi-file job.
@@ -94,6 +100,8 @@ pub enum ValidationError {
     Header { name: String, reason: String },
     #[error("description is longer than {MAX_DESCRIPTION_BYTES} bytes")]
     Description,
+    #[error("{0}")]
+    Limit(&'static str),
 }
 
 /// A validated job, ready for the store.
@@ -104,6 +112,7 @@ pub struct NewJob {
     pub description: Option<String>,
     pub dest: Option<String>,
     pub on_conflict: OnConflict,
+    pub limits: JobLimits,
     /// Secret: stored, never shown.
     pub headers: Vec<(String, String)>,
     /// Secret: stored, never shown.
@@ -136,6 +145,12 @@ impl JobRequest {
         {
             return Err(ValidationError::Description);
         }
+        let limits = JobLimits {
+            max_connections: self.max_connections,
+            min_segment_size: self.min_segment_size,
+            max_bytes_per_second: self.max_bytes_per_second,
+        };
+        check_limits(&limits)?;
         let headers = parse_headers(self.headers.unwrap_or_default())?;
         if let Some(token) = &self.access_token {
             check_access_token(token)?;
@@ -161,6 +176,7 @@ impl JobRequest {
             description: self.description,
             dest,
             on_conflict: self.on_conflict.unwrap_or_default(),
+            limits,
             headers,
             access_token: self.access_token,
             files,
@@ -259,6 +275,29 @@ pub fn parse_url(raw: &str) -> Result<url::Url, ValidationError> {
     Ok(url)
 }
 
+/// The ranges a job may set its limits in.
+pub fn check_limits(limits: &JobLimits) -> Result<(), ValidationError> {
+    if limits
+        .max_connections
+        .is_some_and(|n| !(1..=1024).contains(&n))
+    {
+        return Err(ValidationError::Limit(
+            "max_connections must be between 1 and 1024",
+        ));
+    }
+    if limits.min_segment_size.is_some_and(|n| n < 65_536) {
+        return Err(ValidationError::Limit(
+            "min_segment_size must be at least 65536",
+        ));
+    }
+    if limits.max_bytes_per_second == Some(0) {
+        return Err(ValidationError::Limit(
+            "max_bytes_per_second must be at least 1 (omit it for no limit)",
+        ));
+    }
+    Ok(())
+}
+
 /// The token travels as `Authorization: Bearer <token>`: it must fit in a header.
 fn check_access_token(token: &str) -> Result<(), ValidationError> {
     let fits =
@@ -321,6 +360,7 @@ mod tests {
             ValidationError::Sha256(_) | ValidationError::Sha256WithFiles => "invalid-sha256",
             ValidationError::Header { .. } => "invalid-header",
             ValidationError::Description => "invalid-description",
+            ValidationError::Limit(_) => "invalid-limit",
         }
     }
 

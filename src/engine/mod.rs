@@ -30,6 +30,10 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub max_concurrent_jobs: usize,
+    /// Connections per file, unless a job sets its own.
+    pub max_connections_per_file: usize,
+    /// Smallest range worth another connection, unless a job sets its own.
+    pub min_segment_size: u64,
     pub lease: Duration,
     pub progress_every: Duration,
 }
@@ -183,6 +187,23 @@ impl Engine {
     /// Live counters of a job running in this process.
     pub fn live(&self, id: JobId) -> Option<Arc<registry::Run>> {
         self.inner.registry.get(id)
+    }
+
+    /// Changes the rate limit of a job running here (it is also in the store for later runs).
+    pub fn set_job_rate(&self, id: JobId, rate: Option<u64>) {
+        if let Some(run) = self.inner.registry.get(id) {
+            run.throttle.set_rate(rate);
+        }
+    }
+
+    /// The daemon-wide rate limit.
+    pub fn global_rate(&self) -> Option<u64> {
+        self.inner.fetcher.throttle().rate()
+    }
+
+    /// Changes the daemon-wide rate limit until the next start.
+    pub fn set_global_rate(&self, rate: Option<u64>) {
+        self.inner.fetcher.throttle().set_rate(rate);
     }
 
     /// Download rate over all running jobs (bytes per second) and open connections.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{FileId, JobId};
-use crate::fetch::LiveFile;
+use crate::fetch::{LiveFile, Throttle};
 
 /// One run of a job by a worker of this process.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct Run {
     /// Fired when the run has ended and touches nothing any more.
     pub done: CancellationToken,
     pub live: LiveJob,
+    /// The job's bandwidth limit, shared by its connections; the API can change it.
+    pub throttle: Arc<Throttle>,
 }
 
 /// Live progress of a running job, refreshed by its worker.
@@ -113,6 +115,7 @@ impl Registry {
             stop,
             done: CancellationToken::new(),
             live: LiveJob::default(),
+            throttle: Throttle::new(None),
         });
         let previous = self.runs().insert(job, run.clone());
         (run, previous)

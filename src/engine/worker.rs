@@ -107,6 +107,7 @@ async fn run_job(engine: &Engine, id: JobId, run: &Run) {
             return;
         }
     };
+    run.throttle.set_rate(job.limits.max_bytes_per_second);
     engine
         .inner
         .events

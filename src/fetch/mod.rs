@@ -1,15 +1,20 @@
 //! Fetching one file into its `.part`: the HTTP requests, the writer, retries, checkpoints.
 //!
-//! [`Fetcher::fetch_file`] is the boundary the engine calls. This engine fetches each
-//! file over one stream (resuming with `Range` + `If-Range`); the parallel-segment engine
-//! replaces the inside of this module without changing that boundary. The fetch layer knows
-//! nothing of the store: it reports through a [`Journal`] the worker implements.
+//! [`Fetcher::fetch_file`] is the boundary the engine calls: `file` coordinates one file's
+//! connections (probe, parallel ranges, work stealing, racing, restarts, checkpoints),
+//! `connection` runs one range, `writer` owns the `.part`, `limits` holds the bandwidth and
+//! per-host budgets every download shares, and `place` puts verified files in place. The fetch
+//! layer knows nothing of the store: it reports through a [`Journal`] the worker implements.
 
+mod connection;
+pub mod disposition;
 mod error;
+mod file;
 mod http;
+pub mod limits;
 pub mod place;
+pub mod plan;
 mod retry;
-mod stream;
 mod writer;
 
 use std::future::Future;
@@ -21,7 +26,9 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 
 pub use error::FetchError;
+pub use file::FileLimits;
 pub use http::{ClientSettings, build_client, request_headers};
+pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;
 
 use crate::domain::Segment;
@@ -57,6 +64,10 @@ pub struct FileTask {
     pub segments: Vec<Segment>,
     /// Compute the SHA-256 while writing (when the job gives one to check).
     pub hash: bool,
+    /// Connections and segment size for this file.
+    pub limits: FileLimits,
+    /// The job's bandwidth limit (shared by its files).
+    pub throttle: Arc<Throttle>,
 }
 
 /// A file whose bytes are all in its `.part`, fsynced.
@@ -129,6 +140,16 @@ impl Drop for ConnectionGuard<'_> {
     }
 }
 
+/// What a [`Fetcher`] is made of.
+pub struct FetcherSettings {
+    pub client: reqwest::Client,
+    pub retry: RetryPolicy,
+    pub checkpoint_every: Duration,
+    pub max_redirects: usize,
+    pub max_connections_per_host: usize,
+    pub max_bytes_per_second: Option<u64>,
+}
+
 /// The shared machinery every file fetch uses. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
@@ -136,25 +157,31 @@ pub struct Fetcher {
     retry: RetryPolicy,
     checkpoint_every: Duration,
     max_redirects: usize,
+    /// Connections per host, shared by every job.
+    hosts: Hosts,
+    /// The daemon-wide bandwidth limit.
+    throttle: Arc<Throttle>,
     /// Connections open across all jobs (for `/v1/stats`).
     connections: Arc<AtomicU64>,
 }
 
 impl Fetcher {
     /// A fetcher over a shared client.
-    pub fn new(
-        client: reqwest::Client,
-        retry: RetryPolicy,
-        checkpoint_every: Duration,
-        max_redirects: usize,
-    ) -> Self {
+    pub fn new(settings: FetcherSettings) -> Self {
         Self {
-            client,
-            retry,
-            checkpoint_every,
-            max_redirects,
+            client: settings.client,
+            retry: settings.retry,
+            checkpoint_every: settings.checkpoint_every,
+            max_redirects: settings.max_redirects,
+            hosts: Hosts::new(settings.max_connections_per_host),
+            throttle: Throttle::new(settings.max_bytes_per_second),
             connections: Arc::default(),
         }
+    }
+
+    /// The daemon-wide bandwidth limit, changeable at run time.
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
     }
 
     /// Connections open now, across all jobs.

@@ -45,13 +45,19 @@ pub struct Finished {
     pub digest: Option<([u8; 32], u64)>,
 }
 
-/// Handle to the writer thread of one file.
+/// Handle to the writer thread of one file, held by the file's coordinator.
 pub struct Writer {
+    sink: Sink,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What connections hold to hand bytes to the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Sink {
     tx: mpsc::Sender<Command>,
-    path: PathBuf,
+    path: Arc<PathBuf>,
     /// The disk error that stopped the thread, for the next caller to report.
     failure: Arc<Mutex<Option<std::io::Error>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 struct State {
@@ -89,37 +95,76 @@ impl Writer {
         };
         let task = tokio::task::spawn_blocking(move || run(state, rx));
         Self {
-            tx,
-            path,
-            failure,
+            sink: Sink {
+                tx,
+                path: Arc::new(path),
+                failure,
+            },
             task,
         }
     }
 
+    /// A handle for a connection.
+    pub fn sink(&self) -> Sink {
+        self.sink.clone()
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<std::io::Result<T>>) -> Command,
+    ) -> Result<T, FetchError> {
+        let sink = &self.sink;
+        let (reply, rx) = oneshot::channel();
+        sink.tx
+            .send(command(reply))
+            .await
+            .map_err(|_| sink.gone())?;
+        let result = rx.await.map_err(|_| sink.gone())?;
+        result.map_err(|e| FetchError::io(&sink.path, e))
+    }
+
+    /// Waits for queued writes, fsyncs, and returns the bytes written per segment.
+    pub async fn sync(&self) -> Result<Vec<u64>, FetchError> {
+        self.ask(Command::Sync).await
+    }
+
+    /// Empties the file and starts counting (and hashing) from zero with `segments` segments.
+    pub async fn restart(&self, segments: usize) -> Result<(), FetchError> {
+        self.ask(|reply| Command::Restart { segments, reply }).await
+    }
+
+    /// Waits for queued writes and returns the file, the counts and the digest. Every sink
+    /// must be dropped first.
+    pub async fn finish(self) -> Result<Finished, FetchError> {
+        let finished = self.ask(Command::Finish).await;
+        let _ = self.task.await;
+        finished
+    }
+
+    /// Stops the thread after the writes already queued, and waits for it: once this returns,
+    /// nothing more touches the file. Every sink must be dropped first.
+    pub async fn close(self) {
+        drop(self.sink);
+        // A panic in the thread has nothing left to clean up; the file is closed either way.
+        let _ = self.task.await;
+    }
+}
+
+impl Sink {
     fn gone(&self) -> FetchError {
         let cause = self.failure.lock().ok().and_then(|mut slot| slot.take());
         let cause = cause.unwrap_or_else(|| std::io::Error::other("the writer stopped"));
         FetchError::io(&self.path, cause)
     }
 
-    /// Stops the thread after the writes already queued, and waits for it: once this returns,
-    /// nothing more touches the file.
-    pub async fn close(self) {
-        drop(self.tx);
-        // A panic in the thread has nothing left to clean up; the file is closed either way.
-        let _ = self.task.await;
-    }
-
     /// Queues bytes for `offset`; waits only when the queue is full (backpressure).
     pub async fn write(&self, segment: usize, offset: u64, data: Bytes) -> Result<(), FetchError> {
-        self.tx
-            .send(Command::Write {
-                segment,
-                offset,
-                data,
-            })
-            .await
-            .map_err(|_| self.gone())
+        let command = Command::Write {
+            segment,
+            offset,
+            data,
+        };
+        self.tx.send(command).await.map_err(|_| self.gone())
     }
 
     /// Queues bytes only if the queue has room at once; false when it has none.
@@ -130,40 +175,6 @@ impl Writer {
             data,
         };
         self.tx.try_send(command).is_ok()
-    }
-
-    /// Waits for queued writes, fsyncs, and returns the bytes written per segment.
-    pub async fn sync(&self) -> Result<Vec<u64>, FetchError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Sync(reply))
-            .await
-            .map_err(|_| self.gone())?;
-        let result = rx.await.map_err(|_| self.gone())?;
-        result.map_err(|e| FetchError::io(&self.path, e))
-    }
-
-    /// Empties the file and starts counting (and hashing) from zero with `segments` segments.
-    pub async fn restart(&self, segments: usize) -> Result<(), FetchError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Restart { segments, reply })
-            .await
-            .map_err(|_| self.gone())?;
-        let result = rx.await.map_err(|_| self.gone())?;
-        result.map_err(|e| FetchError::io(&self.path, e))
-    }
-
-    /// Waits for queued writes and returns the file, the counts and the digest.
-    pub async fn finish(self) -> Result<Finished, FetchError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Finish(reply))
-            .await
-            .map_err(|_| self.gone())?;
-        let result = rx.await.map_err(|_| self.gone())?;
-        let _ = self.task.await;
-        result.map_err(|e| FetchError::io(&self.path, e))
     }
 }
 
@@ -210,9 +221,11 @@ fn run(mut state: State, mut rx: mpsc::Receiver<Command>) {
 impl State {
     fn write(&mut self, segment: usize, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(data, offset)?;
-        if let Some(count) = self.written.get_mut(segment) {
-            *count += data.len() as u64;
+        if self.written.len() <= segment {
+            // A segment split off while the file downloads.
+            self.written.resize(segment + 1, 0);
         }
+        self.written[segment] += data.len() as u64;
         self.live.fetch_add(data.len() as u64, Ordering::Relaxed);
         // Hash only while writes continue exactly where the hash left off.
         let in_order = matches!(&self.hasher, Some((_, upto)) if *upto == offset);
@@ -251,10 +264,12 @@ mod tests {
         let live = Arc::new(AtomicU64::new(0));
         let writer = Writer::spawn(file, path.clone(), vec![0], true, live.clone());
         writer
+            .sink()
             .write(0, 0, Bytes::from_static(b"hello "))
             .await
             .unwrap();
         writer
+            .sink()
             .write(0, 6, Bytes::from_static(b"world"))
             .await
             .unwrap();
@@ -273,6 +288,7 @@ mod tests {
         std::fs::write(&path, b"hello ").unwrap();
         let writer = Writer::spawn(file, path, vec![6], true, Arc::default());
         writer
+            .sink()
             .write(0, 6, Bytes::from_static(b"world"))
             .await
             .unwrap();
@@ -287,10 +303,12 @@ mod tests {
         let (file, path) = open(&dir);
         let writer = Writer::spawn(file, path, vec![0, 0], true, Arc::default());
         writer
+            .sink()
             .write(1, 5, Bytes::from_static(b"world"))
             .await
             .unwrap();
         writer
+            .sink()
             .write(0, 0, Bytes::from_static(b"hello"))
             .await
             .unwrap();
@@ -305,11 +323,13 @@ mod tests {
         let (file, path) = open(&dir);
         let writer = Writer::spawn(file, path.clone(), vec![0], true, Arc::default());
         writer
+            .sink()
             .write(0, 0, Bytes::from_static(b"stale"))
             .await
             .unwrap();
         writer.restart(1).await.unwrap();
         writer
+            .sink()
             .write(0, 0, Bytes::from_static(b"new"))
             .await
             .unwrap();

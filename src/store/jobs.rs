@@ -2,11 +2,11 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_status};
+use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_status, to_i64};
 use super::{Store, StoreError};
 use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
-use crate::domain::{FileRecord, Job, JobId, JobStatus, NewJob, Priority, Transition};
+use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
 
 /// SQLite allows 32766 bound parameters per statement; files take 7 each.
 const FILE_INSERT_CHUNK: usize = 1000;
@@ -46,7 +46,7 @@ async fn apply(
     tx: &mut sqlx::SqliteConnection,
     id: JobId,
     outcome: Outcome,
-    priority: Option<Priority>,
+    changes: Option<JobChanges>,
 ) -> Result<(), StoreError> {
     let (now, key) = (now_ms(), id.to_string());
     match outcome {
@@ -89,9 +89,18 @@ async fn apply(
             .await?;
         }
     }
-    if let Some(priority) = priority {
+    let changes = changes.unwrap_or_default();
+    if let Some(priority) = changes.priority {
         sqlx::query("UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?")
             .bind(priority.get())
+            .bind(now)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(rate) = changes.max_bytes_per_second {
+        sqlx::query("UPDATE jobs SET max_bytes_per_second = ?, updated_at = ? WHERE id = ?")
+            .bind(rate.map(to_i64))
             .bind(now)
             .bind(&key)
             .execute(&mut *tx)
@@ -130,6 +139,7 @@ fn inserted(job: &NewJob, now: i64) -> Job {
         description: job.description.clone(),
         dest: job.dest.clone(),
         on_conflict: job.on_conflict,
+        limits: job.limits,
         created_at: at,
         updated_at: at,
         started_at: None,
@@ -160,7 +170,8 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
-             access_token, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+             access_token, created_at, updated_at, max_connections, min_segment_size, \
+             max_bytes_per_second) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(job.priority.get())
@@ -171,6 +182,9 @@ impl Store {
         .bind(&job.access_token)
         .bind(now)
         .bind(now)
+        .bind(job.limits.max_connections)
+        .bind(job.limits.min_segment_size.map(to_i64))
+        .bind(job.limits.max_bytes_per_second.map(to_i64))
         .execute(&mut *tx)
         .await?;
         for (chunk_no, chunk) in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
@@ -257,7 +271,7 @@ impl Store {
         &self,
         id: JobId,
         action: Transition,
-        priority: Option<Priority>,
+        changes: JobChanges,
     ) -> Result<(JobStatus, Option<Job>), StoreError> {
         let mut tx = self.begin_write().await?;
         let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
@@ -275,7 +289,7 @@ impl Store {
             &mut tx,
             id,
             outcome,
-            priority.filter(|_| action == Transition::Reprioritise),
+            Some(changes).filter(|_| action == Transition::Update),
         )
         .await?;
         tx.commit().await?;

@@ -172,29 +172,14 @@ impl Store {
         .bind(&key)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM segments WHERE file_id = ?")
-            .bind(&key)
-            .execute(&mut *tx)
-            .await?;
-        for segment in segments {
-            sqlx::query(
-                "INSERT INTO segments (file_id, idx, range_start, range_end, written) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&key)
-            .bind(i64::from(segment.index))
-            .bind(to_i64(segment.start))
-            .bind(segment.end.map(to_i64))
-            .bind(to_i64(segment.written))
-            .execute(&mut *tx)
-            .await?;
-        }
+        replace_segments(&mut tx, &key, segments).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Saves the progress of several files in one transaction. The caller has fsynced the data
-    /// the counts describe.
+    /// Saves the progress of several files in one transaction: each file's plan as it is now
+    /// (ranges split since the last checkpoint included). The caller has fsynced the data the
+    /// counts describe.
     pub async fn checkpoint(
         &self,
         job: JobId,
@@ -204,14 +189,7 @@ impl Store {
         let mut tx = self.begin_owned_write(job, owner).await?;
         for file in files {
             let key = file.file_id.to_string();
-            for segment in &file.segments {
-                sqlx::query("UPDATE segments SET written = ? WHERE file_id = ? AND idx = ?")
-                    .bind(to_i64(segment.written))
-                    .bind(&key)
-                    .bind(i64::from(segment.index))
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            replace_segments(&mut tx, &key, &file.segments).await?;
             sqlx::query("UPDATE files SET bytes_done = ? WHERE id = ?")
                 .bind(to_i64(file.bytes_done()))
                 .bind(&key)
@@ -276,6 +254,32 @@ impl Store {
         }
         Ok(tx)
     }
+}
+
+/// Replaces a file's segments with `segments`.
+async fn replace_segments(
+    tx: &mut sqlx::SqliteConnection,
+    file: &str,
+    segments: &[Segment],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM segments WHERE file_id = ?")
+        .bind(file)
+        .execute(&mut *tx)
+        .await?;
+    for segment in segments {
+        sqlx::query(
+            "INSERT INTO segments (file_id, idx, range_start, range_end, written) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(file)
+        .bind(i64::from(segment.index))
+        .bind(to_i64(segment.start))
+        .bind(segment.end.map(to_i64))
+        .bind(to_i64(segment.written))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A change of one file's status.

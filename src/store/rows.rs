@@ -5,7 +5,8 @@ use sqlx::FromRow;
 use super::StoreError;
 use crate::domain::time::from_ms;
 use crate::domain::{
-    FileRecord, FileStatus, Job, JobError, JobId, JobStatus, OnConflict, Priority, Segment, Sha256,
+    FileRecord, FileStatus, Job, JobError, JobId, JobLimits, JobStatus, OnConflict, Priority,
+    Segment, Sha256,
 };
 
 /// The job columns shared by every query that reads jobs, plus the per-job file aggregates.
@@ -15,7 +16,8 @@ macro_rules! job_columns {
         "j.seq, j.id, j.status, j.priority, j.description, j.dest, \
          j.on_conflict, j.headers, j.access_token IS NOT NULL AS has_access_token, j.created_at, \
          j.updated_at, j.started_at, j.finished_at, j.error_type, j.error_message, \
-         j.error_http_status, j.attempt, \
+         j.error_http_status, j.attempt, j.max_connections, j.min_segment_size, \
+         j.max_bytes_per_second, \
          (SELECT COUNT(*) FROM files f WHERE f.job_id = j.id) AS file_count, \
          (SELECT COALESCE(SUM(f.bytes_done), 0) FROM files f WHERE f.job_id = j.id) AS bytes_done, \
          (SELECT CASE WHEN COUNT(f.bytes_total) = COUNT(*) THEN SUM(f.bytes_total) END \
@@ -100,6 +102,9 @@ pub(super) struct JobRow {
     error_message: Option<String>,
     error_http_status: Option<i64>,
     attempt: i64,
+    max_connections: Option<i64>,
+    min_segment_size: Option<i64>,
+    max_bytes_per_second: Option<i64>,
     file_count: i64,
     bytes_done: i64,
     bytes_total: Option<i64>,
@@ -175,6 +180,17 @@ impl JobRow {
             dest: self.dest,
             on_conflict: OnConflict::parse(&self.on_conflict)
                 .ok_or_else(|| corrupt("on_conflict", &self.on_conflict))?,
+            limits: JobLimits {
+                max_connections: self.max_connections.and_then(|n| u32::try_from(n).ok()),
+                min_segment_size: self
+                    .min_segment_size
+                    .map(|n| to_u64("min_segment_size", n))
+                    .transpose()?,
+                max_bytes_per_second: self
+                    .max_bytes_per_second
+                    .map(|n| to_u64("max_bytes_per_second", n))
+                    .transpose()?,
+            },
             created_at: from_ms(self.created_at),
             updated_at: from_ms(self.updated_at),
             started_at: self.started_at.map(from_ms),

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::domain::paths::DownloadRoot;
-use crate::domain::{FileStatus, JobError, JobRequest, NewJob, OnConflict, Priority, Segment};
+use crate::domain::{
+    FileStatus, JobChanges, JobError, JobRequest, NewJob, OnConflict, Priority, Segment,
+};
 
 const OWNER: &str = "owner-a";
 const LEASE: Duration = Duration::from_secs(30);
@@ -175,7 +177,7 @@ async fn a_users_decision_wins_over_the_workers_finish() {
     store.insert_job(&new, 10).await.unwrap();
     let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
     let (before, job) = store
-        .transition(id, Transition::Cancel, None)
+        .transition(id, Transition::Cancel, JobChanges::default())
         .await
         .unwrap();
     assert_eq!(
@@ -220,7 +222,7 @@ async fn finishing_records_status_and_error() {
     assert_eq!((job.status, job.error), (JobStatus::Failed, Some(error)));
     // Resuming a failed job retries it and clears the error.
     let (_, job) = store
-        .transition(id, Transition::Resume, None)
+        .transition(id, Transition::Resume, JobChanges::default())
         .await
         .unwrap();
     let job = job.unwrap();
@@ -235,7 +237,9 @@ async fn the_status_machine_refuses_illegal_changes() {
     let (dir, store) = store().await;
     let new = new_job(&dir, "http://h/a", 1, "");
     store.insert_job(&new, 10).await.unwrap();
-    let forget = store.transition(new.id, Transition::Forget, None).await;
+    let forget = store
+        .transition(new.id, Transition::Forget, JobChanges::default())
+        .await;
     assert!(matches!(
         forget,
         Err(StoreError::InvalidTransition {
@@ -244,12 +248,19 @@ async fn the_status_machine_refuses_illegal_changes() {
         })
     ));
     let (_, job) = store
-        .transition(new.id, Transition::Reprioritise, Priority::new(-5))
+        .transition(
+            new.id,
+            Transition::Update,
+            JobChanges {
+                priority: Priority::new(-5),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(job.unwrap().priority.get(), -5);
     store
-        .transition(new.id, Transition::Pause, None)
+        .transition(new.id, Transition::Pause, JobChanges::default())
         .await
         .unwrap();
     assert_eq!(
@@ -258,17 +269,19 @@ async fn the_status_machine_refuses_illegal_changes() {
         "paused jobs are not claimed"
     );
     store
-        .transition(new.id, Transition::Resume, None)
+        .transition(new.id, Transition::Resume, JobChanges::default())
         .await
         .unwrap();
     store
-        .transition(new.id, Transition::Cancel, None)
+        .transition(new.id, Transition::Cancel, JobChanges::default())
         .await
         .unwrap();
-    let again = store.transition(new.id, Transition::Cancel, None).await;
+    let again = store
+        .transition(new.id, Transition::Cancel, JobChanges::default())
+        .await;
     assert!(matches!(again, Err(StoreError::InvalidTransition { .. })));
     let (_, gone) = store
-        .transition(new.id, Transition::Forget, None)
+        .transition(new.id, Transition::Forget, JobChanges::default())
         .await
         .unwrap();
     assert!(gone.is_none());
@@ -287,7 +300,7 @@ async fn listing_pages_filters_and_searches() {
         ids.push(store.insert_job(&new, 10).await.unwrap().id);
     }
     store
-        .transition(ids[1], Transition::Pause, None)
+        .transition(ids[1], Transition::Pause, JobChanges::default())
         .await
         .unwrap();
     let first = store
@@ -362,7 +375,7 @@ async fn cancel_all_prune_and_counts() {
         .await
         .unwrap();
     store
-        .transition(paused, Transition::Pause, None)
+        .transition(paused, Transition::Pause, JobChanges::default())
         .await
         .unwrap();
     let cancelled = store.cancel_all().await.unwrap();

@@ -28,7 +28,11 @@ async fn a_plain_download_is_complete_and_fetched_once() {
     assert_absent(&part(&app, "plain.bin"));
     let seen = origin.requests("plain.bin");
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].range, None);
+    assert_eq!(
+        seen[0].range.as_deref(),
+        Some("bytes=0-"),
+        "the first request probes for ranges"
+    );
 }
 
 #[tokio::test]
@@ -116,11 +120,12 @@ async fn without_validators_a_broken_download_starts_over_instead_of_resuming() 
     assert_file(&app.file("plain.bin"), &body);
     let seen = origin.requests("plain.bin");
     assert_eq!(seen.len(), 2, "{seen:#?}");
-    assert_eq!(seen[0].status, 200);
-    // Nothing identifies the version: a Range would risk stitching two versions together.
-    assert_eq!(seen[1].range, None);
+    assert_eq!(seen[0].status, 206);
+    // Nothing identifies the version: resuming would risk stitching two versions together,
+    // so the second request starts from byte 0 again.
+    assert_eq!(seen[1].range.as_deref(), Some("bytes=0-"));
     assert_eq!(seen[1].if_range, None);
-    assert_eq!(seen[1].status, 200);
+    assert_eq!(seen[1].status, 206);
 }
 
 #[tokio::test]
@@ -225,7 +230,7 @@ async fn a_503_with_retry_after_is_retried_no_sooner_than_asked() {
 
     let seen = origin.requests("busy.bin");
     let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [503, 503, 200]);
+    assert_eq!(statuses, [503, 503, 206]);
     for pair in seen.windows(2) {
         let gap = pair[1].at - pair[0].at;
         assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");

@@ -32,7 +32,7 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
         checkpoint_interval_ms: 200,
         retry_base_delay_ms: 50,
         retry_max_delay_ms: 200,
-        read_timeout_secs: 5,
+        stall_timeout_secs: 5,
         ..Settings::default()
     }
 }

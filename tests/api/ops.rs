@@ -110,6 +110,7 @@ fn routes() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("/v1/jobs/prune", BTreeSet::from(["post"])),
         ("/v1/events", BTreeSet::from(["get"])),
         ("/v1/stats", BTreeSet::from(["get"])),
+        ("/v1/limits", BTreeSet::from(["get", "put"])),
         ("/healthz", BTreeSet::from(["get"])),
         ("/readyz", BTreeSet::from(["get"])),
         ("/openapi.json", BTreeSet::from(["get"])),

@@ -54,7 +54,8 @@ pub struct Faults {
     pub statuses: VecDeque<(u16, Option<String>)>,
     /// Answer every request with 200 and the whole body, ignoring `Range`.
     pub ignore_range: bool,
-    /// Send the body chunked, without `Content-Length`.
+    /// Send the body chunked, without `Content-Length` (and with `*` as the size in
+    /// `Content-Range`).
     pub no_content_length: bool,
     /// Send neither ETag nor Last-Modified.
     pub no_validators: bool,
@@ -399,7 +400,16 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
             return Err(response);
         }
         Some(Ok((start, end))) => {
-            headers.push((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+            // A server that does not say how long the body is does not know the size either.
+            let total = if faults.no_content_length {
+                "*".to_owned()
+            } else {
+                len.to_string()
+            };
+            headers.push((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{total}"),
+            ));
             (
                 StatusCode::PARTIAL_CONTENT,
                 resource.body.slice(start as usize..=end as usize),

@@ -46,9 +46,10 @@ fn range_start(seen: &Seen) -> u64 {
 /// Checks the first request after a restart resumed the file, and returns where from.
 fn resumed_from(origin: &Origin, path: &str, before_restart: usize) -> u64 {
     let requests = origin.requests(path);
-    assert!(
-        requests[0].range.is_none(),
-        "the first request asks for the whole file: {requests:?}"
+    assert_eq!(
+        requests[0].range.as_deref(),
+        Some("bytes=0-"),
+        "the first request probes the whole file: {requests:?}"
     );
     let after = requests
         .get(before_restart)

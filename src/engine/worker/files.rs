@@ -10,7 +10,7 @@ use super::journal::StoreJournal;
 use super::{Ctx, Stop};
 use crate::domain::{FileId, FileRecord, FileStatus, JobError};
 use crate::fetch::place::{self, Finish, Placed};
-use crate::fetch::{FetchError, Fetched, FileTask, LiveFile, request_headers};
+use crate::fetch::{FetchError, Fetched, FileLimits, FileTask, LiveFile, request_headers};
 use crate::store::{FileStatusUpdate, RunFile, StoreError};
 
 /// Runs every unfinished file. Returns the files that failed for good (path and error), or
@@ -85,7 +85,7 @@ pub(super) fn store_error(err: StoreError) -> FetchError {
 async fn fetch_one(
     ctx: &Ctx<'_>,
     file: RunFile,
-    live: &LiveFile,
+    live: &Arc<LiveFile>,
     headers: &HeaderMap,
 ) -> Result<(), FetchError> {
     let record = &file.record;
@@ -113,6 +113,8 @@ async fn fetch_one(
         meta: destination.meta.clone(),
         segments: destination.segments.clone(),
         hash: record.sha256.is_some(),
+        limits: file_limits(ctx),
+        throttle: ctx.run.throttle.clone(),
     };
     let journal = StoreJournal {
         ctx,
@@ -124,6 +126,18 @@ async fn fetch_one(
         .fetch_file(&task, &journal, live, &ctx.run.stop)
         .await?;
     put_in_place(ctx, record, &destination, fetched, live).await
+}
+
+/// The job's limits, or the daemon's where it sets none.
+fn file_limits(ctx: &Ctx<'_>) -> FileLimits {
+    let settings = &ctx.engine.inner.settings;
+    let limits = ctx.job.limits;
+    FileLimits {
+        max_connections: limits
+            .max_connections
+            .map_or(settings.max_connections_per_file, |n| n as usize),
+        min_segment: limits.min_segment_size.unwrap_or(settings.min_segment_size),
+    }
 }
 
 /// Verifies the fetched file and gives it its final name.

@@ -1,0 +1,439 @@
+//! One connection fetching one segment of a file: the request, the checks on the response,
+//! the body into the writer, and retries from the segment's own offset.
+//!
+//! A response is used only if it is exactly what was asked: a 206 whose `Content-Range` starts
+//! at our offset and ends where we asked, with the size and validator we know; or, for the
+//! first request of a file, a 206 for the whole file or a plain 200. Anything else is reported
+//! as [`Outcome::Restart`] and never written: the coordinator starts the file over.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, RANGE};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{
+    get_following, if_range_value, network_error, parse_content_range, response_meta, status_error,
+};
+use super::limits::{HostPermit, Hosts, Throttle};
+use super::writer::Sink;
+use super::{ConnectionGuard, FetchError, LiveFile, RetryPolicy};
+use crate::store::FileMeta;
+use crate::telemetry::redact_url;
+
+/// Bytes gathered before handing them to the writer: fewer, larger positional writes.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Longest time received bytes wait in a batch before they are handed to the writer.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// A byte range of the file as connections and the coordinator share it.
+#[derive(Debug)]
+pub struct Range {
+    pub start: u64,
+    /// Exclusive; `u64::MAX` while the file's length is unknown. Shrinks when the coordinator
+    /// gives the second half to another connection.
+    pub end: AtomicU64,
+    /// The next byte to receive: everything before it went to the writer.
+    pub next: AtomicU64,
+}
+
+impl Range {
+    /// A range with `done` bytes already on disk.
+    pub fn new(start: u64, end: Option<u64>, done: u64) -> Arc<Self> {
+        Arc::new(Self {
+            start,
+            end: AtomicU64::new(end.unwrap_or(u64::MAX)),
+            next: AtomicU64::new(start + done),
+        })
+    }
+
+    pub fn end(&self) -> Option<u64> {
+        Some(self.end.load(Ordering::Acquire)).filter(|e| *e != u64::MAX)
+    }
+
+    pub fn next(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.end().is_some_and(|end| self.next() >= end)
+    }
+}
+
+/// What every connection of a file shares.
+pub struct Env {
+    pub client: reqwest::Client,
+    pub url: url::Url,
+    /// The job's headers and token (sent only to the URL's origin).
+    pub secret: HeaderMap,
+    pub max_redirects: usize,
+    pub retry: RetryPolicy,
+    pub hosts: Hosts,
+    pub host: String,
+    pub global: Arc<Throttle>,
+    pub job: Arc<Throttle>,
+    pub live: Arc<LiveFile>,
+    pub open: Arc<AtomicU64>,
+    pub sink: Sink,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// What a connection tells the coordinator while it runs.
+#[derive(Debug)]
+pub enum Event {
+    /// The first response of a fresh file: what it is, and whether ranges work.
+    Probed { meta: FileMeta, ranged: bool },
+    /// A transient failure; the connection tries again after `delay`.
+    Retrying { error: FetchError, delay: Duration },
+}
+
+/// How a connection's work on its range ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every byte of the range is with the writer. For a file of unknown length, `size` is
+    /// where the body ended.
+    Done { size: Option<u64> },
+    /// The server no longer serves the file we started: start it over.
+    Restart(&'static str),
+    /// Failed for good (or out of retries).
+    Failed(FetchError),
+    /// The connection's stop token fired.
+    Stopped,
+}
+
+/// The kind of request a connection makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// The first request of a fresh file: `Range: bytes=0-`, any 206 or 200 accepted.
+    Probe,
+    /// One segment of a ranged file: `Range: bytes=N-M` with `If-Range`.
+    Segment,
+    /// The rest of a file fetched over one stream: `Range: bytes=N-` with `If-Range`.
+    Rest,
+    /// A file whose server ignores ranges: it can only be fetched whole, from byte 0.
+    Whole,
+}
+
+/// One connection's assignment.
+pub struct Assignment {
+    pub index: usize,
+    pub range: Arc<Range>,
+    pub ask: Ask,
+    /// Size and validator known so far (none for a probe).
+    pub meta: FileMeta,
+    /// A slot on the host, if the coordinator took one for it.
+    pub permit: Option<HostPermit>,
+}
+
+/// Runs an assignment to its end, retrying transient failures from its own offset.
+pub async fn run(env: Arc<Env>, mut work: Assignment, stop: CancellationToken) -> Outcome {
+    let mut failures = 0u32;
+    loop {
+        if stop.is_cancelled() {
+            return Outcome::Stopped;
+        }
+        if work.range.is_done() {
+            return Outcome::Done { size: None };
+        }
+        let permit = match work.permit.take() {
+            Some(permit) => permit,
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => return Outcome::Stopped,
+                permit = env.hosts.acquire(&env.host) => permit,
+            },
+        };
+        let before = work.range.next();
+        let attempt = Attempt {
+            env: &env,
+            work: &mut work,
+            stop: &stop,
+            permit,
+        };
+        let error = match attempt.run().await {
+            Ok(outcome) => return outcome,
+            Err(FetchError::Stopped) => return Outcome::Stopped,
+            Err(error) if !error.is_retryable() => return Outcome::Failed(error),
+            Err(error) => error,
+        };
+        if let FetchError::Status {
+            status: 429 | 503,
+            retry_after,
+            ..
+        } = &error
+        {
+            env.hosts.push_back(&env.host, *retry_after);
+        }
+        if work.range.next() > before {
+            failures = 0;
+        }
+        failures += 1;
+        if failures >= env.retry.attempts {
+            return Outcome::Failed(error);
+        }
+        let delay = env.retry.delay(failures, error.retry_after());
+        let _ = env.events.send(Event::Retrying { error, delay });
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Outcome::Stopped,
+            () = tokio::time::sleep(delay) => {}
+        }
+        if work.ask == Ask::Whole {
+            // Asking for the rest is pointless: start over, from a fresh probe (after the
+            // same backoff).
+            return Outcome::Restart("the server cannot resume this file");
+        }
+    }
+}
+
+/// One request and its body.
+struct Attempt<'a> {
+    env: &'a Env,
+    work: &'a mut Assignment,
+    stop: &'a CancellationToken,
+    permit: HostPermit,
+}
+
+impl Attempt<'_> {
+    async fn run(self) -> Result<Outcome, FetchError> {
+        let from = self.work.range.next();
+        let Some(headers) = self.range_headers(from) else {
+            return Ok(Outcome::Restart("no validator to resume safely"));
+        };
+        let env = self.env;
+        let sent = get_following(
+            &env.client,
+            &env.url,
+            &env.secret,
+            &headers,
+            env.max_redirects,
+        );
+        let response = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Err(FetchError::Stopped),
+            sent = sent => sent?,
+        };
+        match (self.work.ask, response.status().as_u16()) {
+            (Ask::Probe, 206 | 200) => self.probed(response).await,
+            (_, 206) => match self.mismatch(&response, from) {
+                Some(reason) => Ok(Outcome::Restart(reason)),
+                None => self.stream(response, from).await,
+            },
+            // A 200 to a range: the file changed (If-Range) or ranges are ignored.
+            (_, 200) => Ok(Outcome::Restart(
+                "the server sent the whole file instead of a range",
+            )),
+            (Ask::Probe, 416) if unsatisfied_size(&response) == Some(0) => {
+                // An empty file: nothing to fetch, and no validator needed.
+                let meta = FileMeta {
+                    total: Some(0),
+                    ..response_meta(&response)
+                };
+                let _ = self.env.events.send(Event::Probed {
+                    meta,
+                    ranged: false,
+                });
+                self.work.range.end.store(0, Ordering::Release);
+                Ok(Outcome::Done { size: Some(0) })
+            }
+            // Asking for the bytes after the last one: the range was complete already (its
+            // size known from before, or told now by `Content-Range: bytes */SIZE`).
+            (Ask::Rest, 416) => {
+                let size = self.work.meta.total.or_else(|| unsatisfied_size(&response));
+                match size {
+                    Some(size) if size == from => Ok(Outcome::Done { size: Some(size) }),
+                    _ => Ok(Outcome::Restart("the saved range is not satisfiable")),
+                }
+            }
+            (_, 416) => Ok(Outcome::Restart("the saved range is not satisfiable")),
+            (_, status) if (200..300).contains(&status) => Err(FetchError::InvalidResponse {
+                url: redact_url(response.url()),
+                reason: format!("unexpected status {status}"),
+            }),
+            _ => Err(status_error(&response)),
+        }
+    }
+
+    /// `Range` (and `If-Range`) for this request; `None` when resuming is unsafe.
+    fn range_headers(&self, from: u64) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        let spec = match (self.work.ask, self.work.range.end()) {
+            (Ask::Probe, _) => "bytes=0-".to_owned(),
+            (Ask::Segment, Some(end)) => format!("bytes={from}-{}", end - 1),
+            (Ask::Segment | Ask::Rest | Ask::Whole, _) => format!("bytes={from}-"),
+        };
+        if self.work.ask != Ask::Probe {
+            let validator = HeaderValue::from_str(if_range_value(&self.work.meta)?).ok()?;
+            headers.insert(IF_RANGE, validator);
+        }
+        headers.insert(RANGE, HeaderValue::from_str(&spec).ok()?);
+        Some(headers)
+    }
+
+    /// The first response of a fresh file: learn what it is, tell the coordinator, stream it.
+    async fn probed(self, response: reqwest::Response) -> Result<Outcome, FetchError> {
+        let ranged = response.status().as_u16() == 206;
+        if ranged {
+            let range = content_range(&response);
+            if range
+                .is_none_or(|r| r.start != 0 || r.total.is_some_and(|t| r.end_inclusive + 1 != t))
+            {
+                return Ok(Outcome::Restart(
+                    "a 206 that is not the whole file, to bytes=0-",
+                ));
+            }
+        }
+        let meta = response_meta(&response);
+        self.work
+            .range
+            .end
+            .store(meta.total.unwrap_or(u64::MAX), Ordering::Release);
+        self.work.meta = meta.clone();
+        // Should this body break off, the retry continues it: with a bounded range where
+        // ranges work, else by asking for the rest (a server without ranges answers that with
+        // a 200, and the file starts over).
+        self.work.ask = match (ranged, meta.total) {
+            (true, Some(_)) => Ask::Segment,
+            (true, None) => Ask::Rest,
+            (false, _) => Ask::Whole,
+        };
+        let _ = self.env.events.send(Event::Probed { meta, ranged });
+        self.stream(response, 0).await
+    }
+
+    /// Why a 206 cannot continue our range, if it cannot.
+    fn mismatch(&self, response: &reqwest::Response, from: u64) -> Option<&'static str> {
+        let Some(range) = content_range(response) else {
+            return Some("a 206 without a usable Content-Range");
+        };
+        let meta = &self.work.meta;
+        if range.start != from {
+            return Some("the server sent a different range than asked");
+        }
+        if let (Ask::Segment, Some(end)) = (self.work.ask, self.work.range.end())
+            && range.end_inclusive + 1 != end
+        {
+            return Some("the server sent a different range than asked");
+        }
+        if meta.total.is_some() && range.total != meta.total {
+            return Some("the file's size changed");
+        }
+        let etag = response.headers().get(ETAG).and_then(|v| v.to_str().ok());
+        if let (Some(now), Some(saved)) = (etag, meta.etag.as_deref())
+            && now != saved
+        {
+            return Some("the file's ETag changed");
+        }
+        None
+    }
+
+    /// Streams the body from `from` into the writer, up to the range's end (which may shrink
+    /// while it runs).
+    async fn stream(
+        self,
+        mut response: reqwest::Response,
+        from: u64,
+    ) -> Result<Outcome, FetchError> {
+        let env = self.env;
+        let range = &self.work.range;
+        // A range learns its end from a 206 when the file's length was unknown before.
+        if range.end().is_none()
+            && let Some(total) = content_range(&response).and_then(|r| r.total)
+        {
+            range.end.store(total, Ordering::Release);
+        }
+        let _connection = ConnectionGuard::new(&env.live, &env.open);
+        let _permit = self.permit;
+        let (mut next, mut batch_at) = (from, from);
+        let mut batch = BytesMut::with_capacity(BATCH_BYTES);
+        let mut flushed = Instant::now();
+        let result = loop {
+            let chunk = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break Err(FetchError::Stopped),
+                chunk = response.chunk() => chunk,
+            };
+            let mut bytes = match chunk {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(network_error(&e, &env.url)),
+            };
+            let end = range.end.load(Ordering::Acquire);
+            if next + bytes.len() as u64 > end {
+                // Another connection owns what follows (or the server sent too much).
+                bytes.truncate(usize::try_from(end.saturating_sub(next)).unwrap_or(0));
+            }
+            next += bytes.len() as u64;
+            batch.extend_from_slice(&bytes);
+            range.next.store(next, Ordering::Release);
+            let full = next >= end;
+            if full || batch.len() >= BATCH_BYTES || flushed.elapsed() >= BATCH_MAX_AGE {
+                // A slow disk fills the writer's queue; a stop must not wait for it.
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => {
+                        // The batch went with the abandoned write.
+                        range.next.store(batch_at, Ordering::Release);
+                        break Err(FetchError::Stopped);
+                    }
+                    written = env.sink.write(self.work.index, batch_at, batch.split().freeze()) => written?,
+                }
+                (batch_at, flushed) = (next, Instant::now());
+            }
+            if full {
+                break Ok(());
+            }
+            tokio::join!(
+                env.global.consume(bytes.len() as u64),
+                env.job.consume(bytes.len() as u64)
+            );
+        };
+        // Bytes received before a failure are good: keep them. After a stop, keep them only
+        // if the writer's queue has room now: a stop does not wait for a slow disk.
+        if !batch.is_empty() {
+            if matches!(result, Err(FetchError::Stopped)) {
+                if !env
+                    .sink
+                    .try_write(self.work.index, batch_at, batch.freeze())
+                {
+                    range.next.store(batch_at, Ordering::Release);
+                }
+            } else {
+                env.sink
+                    .write(self.work.index, batch_at, batch.freeze())
+                    .await?;
+            }
+        }
+        result?;
+        match range.end() {
+            Some(end) if next < end => Err(FetchError::Truncated {
+                expected: end,
+                got: next,
+            }),
+            Some(_) => Ok(Outcome::Done { size: None }),
+            // Unknown length: the end of the body is the end of the file.
+            None => {
+                range.end.store(next, Ordering::Release);
+                Ok(Outcome::Done { size: Some(next) })
+            }
+        }
+    }
+}
+
+fn content_range(response: &reqwest::Response) -> Option<super::http::ContentRange> {
+    response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range)
+}
+
+/// The size in a 416's `Content-Range: bytes */SIZE`.
+fn unsatisfied_size(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    value.trim().strip_prefix("bytes */")?.trim().parse().ok()
+}

@@ -1,0 +1,765 @@
+//! The coordinator of one file: probe, plan, connections, work stealing, racing, checkpoints,
+//! restarts.
+//!
+//! A fresh file is probed with `Range: bytes=0-`; that first response is also the first
+//! connection's stream. When ranges work, the size is known, a validator guards resumes and the
+//! file is large enough, more connections are added while they add throughput (doubling, and
+//! stopping at the first doubling that does not pay), each taking the second half of the largest
+//! remaining range. Otherwise the file goes down one stream. A connection that is much slower
+//! than the others near the end is raced by a second one; the loser is cancelled.
+//!
+//! Whatever a server does, a file is never stitched from two versions: any response that does
+//! not continue exactly what was asked restarts the file from a fresh probe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{self, Ask, Assignment, Env, Event, Outcome, Range};
+use super::http::if_range_value;
+use super::writer::Writer;
+use super::{FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan};
+use crate::domain::Segment;
+use crate::store::FileMeta;
+use crate::telemetry::redact_url;
+
+/// How often the coordinator looks at throughput, racing and checkpoints.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Clean restarts without a byte received in between, before giving up.
+const MAX_RESTARTS: u32 = 3;
+
+/// A doubling of connections must raise throughput by this factor to be kept growing.
+const GROWTH_GAIN: f64 = 1.15;
+
+/// Racing: a connection this many times slower than the others' average, near the end.
+const SLOW_FACTOR: f64 = 3.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not being fetched (saved progress to resume).
+    Pending,
+    Active,
+    Done,
+    /// A race loser: its bytes duplicate another range's.
+    Abandoned,
+}
+
+struct Slot {
+    range: Arc<Range>,
+    state: State,
+    /// This slot is a speculative copy of another slot's tail.
+    races: Option<usize>,
+    /// Another slot races this one's tail.
+    raced_by: Option<usize>,
+    stop: Option<CancellationToken>,
+    /// `next` at the last tick, and the rate since.
+    seen: u64,
+    rate: f64,
+}
+
+impl Slot {
+    fn new(range: Arc<Range>, state: State) -> Self {
+        let seen = range.next();
+        Self {
+            range,
+            state,
+            races: None,
+            raced_by: None,
+            stop: None,
+            seen,
+            rate: 0.0,
+        }
+    }
+
+    /// Part of the file's plan (a race's copy is not, until it wins).
+    fn planned(&self) -> bool {
+        self.state != State::Abandoned && self.races.is_none()
+    }
+}
+
+/// Adds connections while they add throughput.
+struct Growth {
+    target: usize,
+    max: usize,
+    changed_at: Instant,
+    rate_before: f64,
+    settled: bool,
+}
+
+impl Growth {
+    fn new(max: usize) -> Self {
+        Self {
+            target: 1,
+            max: max.max(1),
+            changed_at: Instant::now(),
+            rate_before: 0.0,
+            settled: false,
+        }
+    }
+
+    /// Given the rate over the last tick with `active` connections, the target for the next.
+    fn update(&mut self, rate: f64, active: usize) {
+        let now = Instant::now();
+        // Let a change settle for a tick before judging it, and judge only at full strength.
+        if self.settled
+            || self.target >= self.max
+            || active < self.target
+            || now - self.changed_at < 2 * TICK
+        {
+            return;
+        }
+        if self.target > 1 && rate < self.rate_before * GROWTH_GAIN {
+            self.settled = true;
+            return;
+        }
+        self.rate_before = rate;
+        self.target = (self.target * 2).min(self.max);
+        self.changed_at = now;
+    }
+}
+
+/// How a generation of connections ended.
+enum End {
+    Finished(u64),
+    Restart(&'static str),
+}
+
+/// Limits of one file, from the settings and the job's overrides.
+#[derive(Debug, Clone, Copy)]
+pub struct FileLimits {
+    pub max_connections: usize,
+    pub min_segment: u64,
+}
+
+struct FileRun<'a, J> {
+    fetcher: &'a Fetcher,
+    task: &'a FileTask,
+    journal: &'a J,
+    live: &'a Arc<LiveFile>,
+    stop: &'a CancellationToken,
+    env: Arc<Env>,
+    writer: Writer,
+    events: mpsc::UnboundedReceiver<Event>,
+    meta: FileMeta,
+    /// Whether the file is fetched over several ranges (decided by the probe).
+    parallel: bool,
+    probing: bool,
+    slots: Vec<Slot>,
+    tasks: JoinSet<(usize, Outcome)>,
+    generation: CancellationToken,
+    growth: Growth,
+    last_checkpoint: Instant,
+    last_tick: (Instant, u64),
+    /// Bytes received over all generations, to tell a flaky server from a broken one.
+    received: u64,
+}
+
+impl Fetcher {
+    /// Fetches `task` into its `.part` (resuming saved progress when it is safe), retrying
+    /// transient failures. Returns once every byte is written and fsynced; on `Stopped` the
+    /// progress so far is checkpointed and the `.part` kept.
+    pub async fn fetch_file(
+        &self,
+        task: &FileTask,
+        journal: &impl Journal,
+        live: &Arc<LiveFile>,
+        stop: &CancellationToken,
+    ) -> Result<Fetched, FetchError> {
+        let (file, on_disk) = open_part(task.part.clone()).await?;
+        let saved = usable_plan(&task.segments, &task.meta, on_disk);
+        let written: Vec<u64> = saved.iter().map(|s| s.written).collect();
+        let fresh = saved.is_empty();
+        let writer = Writer::spawn(
+            file,
+            task.part.clone(),
+            written,
+            task.hash,
+            live.bytes_done.clone(),
+        );
+        live.set(
+            saved.iter().map(|s| s.written).sum(),
+            if fresh { None } else { task.meta.total },
+        );
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let env = Arc::new(Env {
+            client: self.client.clone(),
+            url: task.url.clone(),
+            secret: task.headers.clone(),
+            max_redirects: self.max_redirects,
+            retry: self.retry,
+            hosts: self.hosts.clone(),
+            host: task.url.host_str().unwrap_or_default().to_owned(),
+            global: self.throttle.clone(),
+            job: task.throttle.clone(),
+            live: live.clone(),
+            open: self.connections.clone(),
+            sink: writer.sink(),
+            events: events_tx,
+        });
+        let slots = saved
+            .iter()
+            .map(|s| {
+                let range = Range::new(s.start, s.end, s.written);
+                let state = if range.is_done() {
+                    State::Done
+                } else {
+                    State::Pending
+                };
+                Slot::new(range, state)
+            })
+            .collect::<Vec<_>>();
+        // A saved plan came from a ranged probe if the file is large: try ranges again (a
+        // server that stopped honouring them answers with a 200, and the file starts over).
+        let parallel = !fresh
+            && task.limits.max_connections > 1
+            && task
+                .meta
+                .total
+                .is_some_and(|t| slots.len() > 1 || plan::splittable(t, task.limits.min_segment));
+        let mut run = FileRun {
+            fetcher: self,
+            task,
+            journal,
+            live,
+            stop,
+            env,
+            writer,
+            events,
+            meta: if fresh {
+                FileMeta::default()
+            } else {
+                task.meta.clone()
+            },
+            parallel,
+            probing: false,
+            slots,
+            tasks: JoinSet::new(),
+            generation: stop.child_token(),
+            growth: Growth::new(task.limits.max_connections),
+            last_checkpoint: Instant::now(),
+            last_tick: (Instant::now(), live.done()),
+            received: 0,
+        };
+        let result = run.drive().await;
+        run.finish(result).await
+    }
+}
+
+/// Saved segments that can be resumed: their bytes are on disk, they tile the file from 0 to
+/// its size, and a validator guards the resume. Anything else starts over.
+fn usable_plan(segments: &[Segment], meta: &FileMeta, on_disk: u64) -> Vec<Segment> {
+    let mut sorted = segments.to_vec();
+    sorted.sort_by_key(|s| s.start);
+    let mut at = 0;
+    for segment in &sorted {
+        // The checkpointed bytes of each range must be there, and ranges must follow on.
+        let on_file = segment.written == 0 || segment.next_offset() <= on_disk;
+        let end = match segment.end {
+            Some(end) if end >= segment.next_offset() => end,
+            None if sorted.len() == 1 => u64::MAX,
+            _ => return Vec::new(),
+        };
+        if segment.start != at || !on_file {
+            return Vec::new();
+        }
+        at = end;
+    }
+    let tiles = sorted.is_empty() || meta.total.map_or(at == u64::MAX, |total| at == total);
+    if !tiles || if_range_value(meta).is_none() {
+        return Vec::new();
+    }
+    sorted
+}
+
+/// Removes the `.part` of a file that failed for good without keeping a byte: an empty one
+/// helps no resume, outlives its job, and would push the next download of this name to an
+/// alternative ("NAME (1)"). A stop keeps it, because the job still owns the name.
+async fn discard_empty_part(part: &std::path::Path) {
+    match tokio::fs::remove_file(part).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %part.display(), error.message = %e, "cannot remove an empty partial file")
+        }
+    }
+}
+
+/// Opens (creating) the `.part` without truncating it; returns it with its current length.
+async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), FetchError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = tokio::task::spawn_blocking(move || {
+        // The worker created it with create_new when it claimed the destination; should it
+        // have vanished since (a manual clean-up), it is made again. Never through a symlink.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| FetchError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| FetchError::io(&path, e))?.len();
+        Ok((file, len))
+    })
+    .await;
+    opened.map_err(|e| FetchError::Io {
+        path: String::new(),
+        source: std::io::Error::other(e),
+    })?
+}
+
+impl<J: Journal> FileRun<'_, J> {
+    /// Generations of connections until the file is complete; restarts in between.
+    async fn drive(&mut self) -> Result<u64, FetchError> {
+        let (mut restarts, mut received_at_restart) = (0u32, 0u64);
+        loop {
+            if self.slots.is_empty() {
+                self.start_probe();
+            } else {
+                self.fill();
+            }
+            match self.supervise().await? {
+                End::Finished(total) => return Ok(total),
+                End::Restart(reason) => {
+                    if self.received > received_at_restart {
+                        restarts = 0;
+                    }
+                    (restarts, received_at_restart) = (restarts + 1, self.received);
+                    if restarts > MAX_RESTARTS {
+                        return Err(FetchError::InvalidResponse {
+                            url: redact_url(&self.task.url),
+                            reason: format!("gave up after {MAX_RESTARTS} restarts: {reason}"),
+                        });
+                    }
+                    tracing::info!(url = %redact_url(&self.task.url), reason, "starting the file over");
+                    self.reset().await?;
+                }
+            }
+        }
+    }
+
+    /// Watches the connections until the file is complete, a restart is due, or it fails.
+    async fn supervise(&mut self) -> Result<End, FetchError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.tasks.is_empty()
+                && !self.probing
+                && self.slots.iter().all(|s| s.state != State::Active)
+            {
+                if let Some(total) = self.complete() {
+                    return Ok(End::Finished(total));
+                }
+                self.fill();
+                if self.tasks.is_empty() {
+                    return Err(self.internal("no connection is left, but the file is incomplete"));
+                }
+            }
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => {
+                    self.halt().await;
+                    let _ = self.checkpoint().await;
+                    return Err(FetchError::Stopped);
+                }
+                Some(event) = self.events.recv() => self.on_event(event).await?,
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let (index, outcome) = joined.map_err(|e| self.internal(&format!("a connection failed: {e}")))?;
+                    if let Some(end) = self.on_outcome(index, outcome).await? {
+                        return Ok(end);
+                    }
+                }
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+    }
+
+    fn internal(&self, message: &str) -> FetchError {
+        FetchError::InvalidResponse {
+            url: redact_url(&self.task.url),
+            reason: message.to_owned(),
+        }
+    }
+
+    /// The first connection of a fresh file.
+    fn start_probe(&mut self) {
+        let range = Range::new(0, None, 0);
+        self.slots.push(Slot::new(range, State::Pending));
+        self.probing = true;
+        self.spawn(0, Ask::Probe, None);
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), FetchError> {
+        match event {
+            Event::Retrying { error, delay } => self.journal.retrying(&error, delay),
+            Event::Probed { meta, ranged } => {
+                self.probing = false;
+                self.parallel = ranged
+                    && if_range_value(&meta).is_some()
+                    && self.task.limits.max_connections > 1
+                    && meta
+                        .total
+                        .is_some_and(|t| plan::splittable(t, self.task.limits.min_segment));
+                self.live.set_total(meta.total);
+                self.meta = meta;
+                self.journal.restart(&self.meta, &self.plan(&[])).await?;
+                if self.parallel {
+                    tracing::debug!(url = %redact_url(&self.task.url), "ranges work; fetching in parallel");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection ended. `Some` when that ends this generation.
+    async fn on_outcome(
+        &mut self,
+        index: usize,
+        outcome: Outcome,
+    ) -> Result<Option<End>, FetchError> {
+        match outcome {
+            Outcome::Done { size } => {
+                if let (Some(size), None) = (size, self.meta.total) {
+                    // The end of an unknown-length body: now the size is known.
+                    self.meta.total = Some(size);
+                    self.live.set_total(Some(size));
+                    self.checkpoint_with_meta().await?;
+                }
+                self.probing = false;
+                self.settle(index);
+                self.fill();
+                Ok(None)
+            }
+            Outcome::Restart(reason) => {
+                self.probing = false;
+                Ok(Some(End::Restart(reason)))
+            }
+            Outcome::Failed(error) => {
+                self.halt().await;
+                let _ = self.checkpoint().await;
+                Err(error)
+            }
+            // Cancelled by us (a race lost, or a halt): its state was settled then.
+            Outcome::Stopped => {
+                if let Some(slot) = self
+                    .slots
+                    .get_mut(index)
+                    .filter(|s| s.state == State::Active)
+                {
+                    slot.state = State::Pending;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Marks a finished slot done and resolves a race it was part of.
+    fn settle(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        slot.state = State::Done;
+        slot.stop = None;
+        if let Some(original) = slot.races.take() {
+            // The copy won: the original ends where the copy began.
+            let start = slot.range.start;
+            if let Some(orig) = self.slots.get_mut(original) {
+                orig.range
+                    .end
+                    .store(start, std::sync::atomic::Ordering::Release);
+                orig.state = State::Done;
+                orig.raced_by = None;
+                if let Some(stop) = orig.stop.take() {
+                    stop.cancel();
+                }
+            }
+        } else if let Some(copy) = slot.raced_by.take()
+            && let Some(loser) = self.slots.get_mut(copy)
+        {
+            loser.state = State::Abandoned;
+            loser.races = None;
+            if let Some(stop) = loser.stop.take() {
+                stop.cancel();
+            }
+        }
+    }
+
+    /// Starts connections while below the target and there is work.
+    fn fill(&mut self) {
+        if self.probing {
+            return;
+        }
+        loop {
+            let active = self
+                .slots
+                .iter()
+                .filter(|s| s.state == State::Active)
+                .count();
+            let target = if self.parallel { self.growth.target } else { 1 };
+            if active >= target {
+                return;
+            }
+            // Every connection beyond the first needs a free slot on the host now.
+            let permit = if active == 0 {
+                None
+            } else {
+                match self.env.hosts.try_acquire(&self.env.host) {
+                    Some(permit) => Some(permit),
+                    None => return,
+                }
+            };
+            let ask = if self.parallel {
+                Ask::Segment
+            } else {
+                Ask::Rest
+            };
+            let index = match self.slots.iter().position(|s| s.state == State::Pending) {
+                Some(index) => index,
+                None if self.parallel => match self.split() {
+                    Some(index) => index,
+                    None => return,
+                },
+                None => return,
+            };
+            self.spawn(index, ask, permit);
+        }
+    }
+
+    /// Gives the second half of the largest remaining range to a new slot.
+    fn split(&mut self) -> Option<usize> {
+        let candidates =
+            self.slots.iter().enumerate().filter(|(_, s)| {
+                s.state == State::Active && s.races.is_none() && s.raced_by.is_none()
+            });
+        let ranges =
+            candidates.filter_map(|(i, s)| s.range.end().map(|end| (i, s.range.next(), end)));
+        let (index, at) = plan::steal(ranges, self.task.limits.min_segment)?;
+        let old = &self.slots[index].range;
+        let end = old.end.swap(at, std::sync::atomic::Ordering::AcqRel);
+        self.slots
+            .push(Slot::new(Range::new(at, Some(end), 0), State::Pending));
+        Some(self.slots.len() - 1)
+    }
+
+    fn spawn(&mut self, index: usize, ask: Ask, permit: Option<super::limits::HostPermit>) {
+        let stop = self.generation.child_token();
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        slot.state = State::Active;
+        slot.stop = Some(stop.clone());
+        let work = Assignment {
+            index,
+            range: slot.range.clone(),
+            ask,
+            meta: self.meta.clone(),
+            permit,
+        };
+        let env = self.env.clone();
+        self.tasks
+            .spawn(async move { (index, connection::run(env, work, stop).await) });
+    }
+
+    async fn on_tick(&mut self) -> Result<(), FetchError> {
+        let (at, bytes) = self.last_tick;
+        let now_bytes = self.live.done();
+        let dt = at.elapsed().as_secs_f64().max(1e-3);
+        let rate = now_bytes.saturating_sub(bytes) as f64 / dt;
+        self.received += now_bytes.saturating_sub(bytes);
+        self.last_tick = (Instant::now(), now_bytes);
+        for slot in &mut self.slots {
+            let next = slot.range.next();
+            slot.rate = next.saturating_sub(slot.seen) as f64 / dt;
+            slot.seen = next;
+        }
+        if self.parallel && !self.probing {
+            let active = self
+                .slots
+                .iter()
+                .filter(|s| s.state == State::Active && s.races.is_none())
+                .count();
+            self.growth.update(rate, active);
+            self.fill();
+            self.race();
+        }
+        if self.last_checkpoint.elapsed() >= self.fetcher.checkpoint_every {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Races the tail of a connection much slower than the others, when nothing is left to
+    /// split and there is room for another connection.
+    fn race(&mut self) {
+        let active: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].state == State::Active && self.slots[i].races.is_none())
+            .collect();
+        if active.len() < 2 || active.len() >= self.growth.target {
+            return;
+        }
+        let mean = active.iter().map(|&i| self.slots[i].rate).sum::<f64>() / active.len() as f64;
+        let slow = active.into_iter().find(|&i| {
+            let slot = &self.slots[i];
+            let remaining = slot
+                .range
+                .end()
+                .map_or(0, |end| end.saturating_sub(slot.range.next()));
+            slot.raced_by.is_none()
+                && remaining > plan::IN_FLIGHT
+                && remaining <= 2 * self.task.limits.min_segment
+                && slot.rate * SLOW_FACTOR < mean
+        });
+        let Some(original) = slow else { return };
+        let Some(permit) = self.env.hosts.try_acquire(&self.env.host) else {
+            return;
+        };
+        let range = &self.slots[original].range;
+        let copy = Range::new(range.next(), range.end(), 0);
+        let mut slot = Slot::new(copy, State::Pending);
+        slot.races = Some(original);
+        self.slots.push(slot);
+        let index = self.slots.len() - 1;
+        self.slots[original].raced_by = Some(index);
+        tracing::debug!(url = %redact_url(&self.task.url), "racing a slow connection's tail");
+        self.spawn(index, Ask::Segment, Some(permit));
+    }
+
+    fn plan(&self, counts: &[u64]) -> Vec<Segment> {
+        plan_of(&self.slots, counts)
+    }
+
+    /// Fsyncs what is written and records it.
+    async fn checkpoint(&mut self) -> Result<(), FetchError> {
+        let counts = self.writer.sync().await?;
+        self.last_checkpoint = Instant::now();
+        if self.meta.total.is_some() || !self.slots.is_empty() {
+            self.journal.save(&self.plan(&counts)).await?;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint that also records a size learnt at the end of the body.
+    async fn checkpoint_with_meta(&mut self) -> Result<(), FetchError> {
+        let counts = self.writer.sync().await?;
+        self.last_checkpoint = Instant::now();
+        self.journal.restart(&self.meta, &self.plan(&counts)).await
+    }
+
+    /// Stops every connection and waits for them.
+    async fn halt(&mut self) {
+        self.generation.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.generation = self.stop.child_token();
+        for slot in &mut self.slots {
+            slot.stop = None;
+            slot.raced_by = None;
+            if slot.races.take().is_some() {
+                // A race's copy is not part of the plan; its original carries on.
+                slot.state = State::Abandoned;
+            } else if slot.state == State::Active {
+                slot.state = State::Pending;
+            }
+        }
+        self.probing = false;
+    }
+
+    /// Starts the file over: nothing of the old version stays.
+    async fn reset(&mut self) -> Result<(), FetchError> {
+        self.halt().await;
+        self.writer.restart(0).await?;
+        self.slots.clear();
+        self.meta = FileMeta::default();
+        self.parallel = false;
+        self.growth = Growth::new(self.task.limits.max_connections);
+        self.live.set(0, None);
+        Ok(())
+    }
+
+    /// The size, if every planned range is complete and they tile the file.
+    fn complete(&self) -> Option<u64> {
+        let total = self.meta.total?;
+        let mut ranges: Vec<(u64, u64)> = self
+            .slots
+            .iter()
+            .filter(|s| s.planned())
+            .map(|s| Some((s.range.start, s.range.end()?)).filter(|_| s.range.is_done()))
+            .collect::<Option<_>>()?;
+        ranges.sort_unstable();
+        let mut at = 0;
+        for (start, end) in ranges {
+            if start != at {
+                return None;
+            }
+            at = end;
+        }
+        (at == total).then_some(total)
+    }
+
+    /// Hands the writer's result back: the file, its size and (in-order) digest.
+    async fn finish(mut self, result: Result<u64, FetchError>) -> Result<Fetched, FetchError> {
+        self.halt().await;
+        let FileRun {
+            writer,
+            env,
+            slots,
+            live,
+            task,
+            ..
+        } = self;
+        // The writer ends once no connection holds a sink any more.
+        drop(env);
+        let total = match result {
+            Ok(total) => total,
+            Err(err) => {
+                writer.close().await;
+                if live.done() == 0 && !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                    discard_empty_part(&task.part).await;
+                }
+                return Err(err);
+            }
+        };
+        let finished = writer.finish().await?;
+        // Every planned range must be on disk in full: truncation is never "complete".
+        for segment in plan_of(&slots, &finished.written) {
+            let length = segment.end.map_or(0, |end| end - segment.start);
+            if segment.written < length {
+                let actual = finished.written.iter().sum();
+                return Err(FetchError::SizeMismatch {
+                    expected: total,
+                    actual,
+                });
+            }
+        }
+        let digest = finished.digest.filter(|(_, n)| *n == total).map(|(d, _)| d);
+        Ok(Fetched {
+            file: finished.file,
+            total,
+            digest,
+        })
+    }
+}
+
+/// The file's plan as the store keeps it, with written counts from the writer (clamped to
+/// each range: a connection may write a little past a range that was split under it).
+fn plan_of(slots: &[Slot], counts: &[u64]) -> Vec<Segment> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.planned())
+        .enumerate()
+        .map(|(position, (index, slot))| {
+            let end = slot.range.end();
+            let written = counts.get(index).copied().unwrap_or(0);
+            Segment {
+                index: u32::try_from(position).unwrap_or(u32::MAX),
+                start: slot.range.start,
+                end,
+                written: end.map_or(written, |e| written.min(e - slot.range.start)),
+            }
+        })
+        .collect()
+}
