@@ -2,6 +2,7 @@
 //! live progress, and records the outcome. Whatever happens — success, failure, cancel, pause,
 //! shutdown, a lost lease, a panic — it leaves the job in a state the store can resume from.
 
+mod commit;
 mod destination;
 mod files;
 mod journal;

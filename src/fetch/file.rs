@@ -145,6 +145,9 @@ struct FileRun<'a, J> {
     writer: Writer,
     events: mpsc::UnboundedReceiver<Event>,
     meta: FileMeta,
+    /// Whether the store has `meta` (a probe's findings wait for the first checkpoint, so a
+    /// small file done before then costs no store write for them).
+    meta_saved: bool,
     /// Whether the file is fetched over several ranges (decided by the probe).
     parallel: bool,
     probing: bool,
@@ -234,6 +237,7 @@ impl Fetcher {
             } else {
                 task.meta.clone()
             },
+            meta_saved: true,
             parallel,
             probing: false,
             slots,
@@ -406,7 +410,7 @@ impl<J: Journal> FileRun<'_, J> {
                         .is_some_and(|t| plan::splittable(t, self.task.limits.min_segment));
                 self.live.set_total(meta.total);
                 self.meta = meta;
-                self.journal.restart(&self.meta, &self.plan(&[])).await?;
+                self.meta_saved = false;
                 if self.parallel {
                     tracing::debug!(url = %redact_url(&self.task.url), "ranges work; fetching in parallel");
                 }
@@ -632,21 +636,28 @@ impl<J: Journal> FileRun<'_, J> {
         plan_of(&self.slots, counts)
     }
 
-    /// Fsyncs what is written and records it.
+    /// Fsyncs what is written and records it (with the validators, the first time after a
+    /// probe: they must be on record before any byte they vouch for is).
     async fn checkpoint(&mut self) -> Result<(), FetchError> {
+        if self.probing {
+            return Ok(());
+        }
         let counts = self.writer.sync().await?;
         self.last_checkpoint = Instant::now();
-        if self.meta.total.is_some() || !self.slots.is_empty() {
-            self.journal.save(&self.plan(&counts)).await?;
+        let plan = self.plan(&counts);
+        if self.meta_saved {
+            self.journal.save(&plan).await
+        } else {
+            self.journal.restart(&self.meta, &plan).await?;
+            self.meta_saved = true;
+            Ok(())
         }
-        Ok(())
     }
 
     /// A checkpoint that also records a size learnt at the end of the body.
     async fn checkpoint_with_meta(&mut self) -> Result<(), FetchError> {
-        let counts = self.writer.sync().await?;
-        self.last_checkpoint = Instant::now();
-        self.journal.restart(&self.meta, &self.plan(&counts)).await
+        self.meta_saved = false;
+        self.checkpoint().await
     }
 
     /// Stops every connection and waits for them.
@@ -670,6 +681,9 @@ impl<J: Journal> FileRun<'_, J> {
     /// Starts the file over: nothing of the old version stays.
     async fn reset(&mut self) -> Result<(), FetchError> {
         self.halt().await;
+        // Forget the old version's progress in the store before any byte of it goes.
+        self.journal.restart(&FileMeta::default(), &[]).await?;
+        self.meta_saved = true;
         self.writer.restart(0).await?;
         self.slots.clear();
         self.meta = FileMeta::default();

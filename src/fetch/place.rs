@@ -191,11 +191,19 @@ pub enum Placed {
     Skipped,
 }
 
-/// Verifies size and checksum, fsyncs, and gives the file its final name. On a checksum
-/// mismatch the `.part` is deleted: its bytes are wrong and must not be resumed.
+/// Verifies, fsyncs, places, and fsyncs the directory: [`verify`], [`place`], [`sync_dirs`].
 pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
-    let target = job.root.join(job.rel);
-    let part = part_path(&target);
+    let (root, rel, policy, stop) = (job.root, job.rel, job.policy, job.stop);
+    verify(job)?;
+    let placed = place(root, rel, policy, stop)?;
+    sync_dirs(root, [rel])?;
+    Ok(placed)
+}
+
+/// Checks size and checksum and fsyncs the data. On a checksum mismatch the `.part` is
+/// deleted: its bytes are wrong and must not be resumed.
+pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
+    let part = part_path(&job.root.join(job.rel));
     let size = job
         .file
         .metadata()
@@ -220,32 +228,53 @@ pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
             });
         }
     }
-    job.file.sync_all().map_err(|e| FetchError::io(&part, e))?;
-    drop(job.file);
-    if job.stop.is_cancelled() {
+    job.file.sync_all().map_err(|e| FetchError::io(&part, e))
+}
+
+/// Gives a verified `.part` its final name under the conflict policy. The directory still
+/// needs an fsync ([`sync_dirs`]) for the name to be durable.
+pub fn place(
+    root: &DownloadRoot,
+    rel: &str,
+    policy: OnConflict,
+    stop: &CancellationToken,
+) -> Result<Placed, FetchError> {
+    if stop.is_cancelled() {
         return Err(FetchError::Stopped);
     }
-    job.root
-        .confine(job.rel)
-        .map_err(|e| destination_error(job.rel, e))?;
-    let placed = match job.policy {
+    root.confine(rel).map_err(|e| destination_error(rel, e))?;
+    let target = root.join(rel);
+    let part = part_path(&target);
+    let placed = match policy {
         OnConflict::Overwrite => {
             std::fs::rename(&part, &target).map_err(|e| FetchError::io(&target, e))?;
-            Placed::At(job.rel.to_owned())
+            Placed::At(rel.to_owned())
         }
         OnConflict::Skip => match link_new(&part, &target)? {
-            true => Placed::At(job.rel.to_owned()),
+            true => Placed::At(rel.to_owned()),
             false => Placed::Skipped,
         },
-        OnConflict::Rename => place_renaming(job.root, job.rel, &part)?,
+        OnConflict::Rename => place_renaming(root, rel, &part)?,
     };
     let _ = std::fs::remove_file(&part);
-    if let Some(dir) = target.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| FetchError::io(dir, e))?;
-    }
     Ok(placed)
+}
+
+/// Fsyncs, once each, the directories of these root-relative paths.
+pub fn sync_dirs<'a>(
+    root: &DownloadRoot,
+    rels: impl IntoIterator<Item = &'a str>,
+) -> Result<(), FetchError> {
+    let dirs: std::collections::BTreeSet<PathBuf> = rels
+        .into_iter()
+        .filter_map(|rel| root.join(rel).parent().map(Path::to_path_buf))
+        .collect();
+    for dir in dirs {
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FetchError::io(&dir, e))?;
+    }
+    Ok(())
 }
 
 fn place_renaming(root: &DownloadRoot, rel: &str, part: &Path) -> Result<Placed, FetchError> {

@@ -228,6 +228,55 @@ impl Store {
         Ok(())
     }
 
+    /// Marks files as being verified and put in place, in one transaction: after a crash, a
+    /// file in this state whose `.part` is gone and whose final file is right was placed.
+    pub async fn mark_verifying(
+        &self,
+        job: JobId,
+        owner: &str,
+        files: &[(FileId, u64)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        for (file, total) in files {
+            sqlx::query(
+                "UPDATE files SET status = 'verifying', bytes_done = ?, bytes_total = ? WHERE id = ?",
+            )
+            .bind(to_i64(*total))
+            .bind(to_i64(*total))
+            .bind(file.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records files that reached their end (complete or skipped) in one transaction, with
+    /// where they ended up when that is not their planned path.
+    pub async fn complete_files(
+        &self,
+        job: JobId,
+        owner: &str,
+        files: &[Completion],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        for done in files {
+            sqlx::query(
+                "UPDATE files SET status = ?, bytes_done = ?, bytes_total = ?, \
+                 path = COALESCE(?, path) WHERE id = ?",
+            )
+            .bind(done.status.as_str())
+            .bind(to_i64(done.bytes))
+            .bind(to_i64(done.bytes))
+            .bind(&done.path)
+            .bind(done.file.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Destinations (relative to the root) of the job's unfinished files whose `.part` no
     /// other file owns: what cancelling or forgetting the job may remove.
     pub async fn partial_paths(&self, job: JobId) -> Result<Vec<String>, StoreError> {
@@ -280,6 +329,16 @@ async fn replace_segments(
         .await?;
     }
     Ok(())
+}
+
+/// A file that reached its end.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub file: FileId,
+    pub status: FileStatus,
+    pub bytes: u64,
+    /// The path it ended up at, when not the planned one.
+    pub path: Option<String>,
 }
 
 /// A change of one file's status.

@@ -3,39 +3,63 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use reqwest::header::HeaderMap;
+use tokio::sync::mpsc;
 
+use super::commit;
 use super::destination::{self, Destination};
 use super::journal::StoreJournal;
 use super::{Ctx, Stop};
 use crate::domain::{FileId, FileRecord, FileStatus, JobError};
-use crate::fetch::place::{self, Finish, Placed};
+use crate::fetch::place::{self, Finish};
 use crate::fetch::{FetchError, Fetched, FileLimits, FileTask, LiveFile, request_headers};
 use crate::store::{FileStatusUpdate, RunFile, StoreError};
 
-/// Runs every unfinished file. Returns the files that failed for good (path and error), or
-/// why the loop stopped early.
+/// Runs every unfinished file, several at a time (as many as the job's connection limit).
+/// Returns the files that failed for good (path and error), or why the loop stopped early.
 pub(super) async fn run_files(
     ctx: &Ctx<'_>,
     files: Vec<RunFile>,
     lives: &[Arc<LiveFile>],
     secrets: &(Vec<(String, String)>, Option<String>),
 ) -> Result<Vec<(String, JobError)>, Stop> {
-    let mut failed = Vec::new();
     let headers = request_headers(&secrets.0, secrets.1.as_deref());
-    for (file, live) in files.into_iter().zip(lives) {
-        if file.record.status.is_done() {
-            continue;
+    let headers = &headers;
+    let at_once = file_limits(ctx).max_connections.max(1);
+    let (commits, queue) = mpsc::channel(256);
+    let fetching = async move {
+        let mut pending = files
+            .into_iter()
+            .zip(lives)
+            .filter(|(f, _)| !f.record.status.is_done());
+        let mut running = FuturesUnordered::new();
+        let mut outcomes = Vec::new();
+        loop {
+            while running.len() < at_once {
+                let Some((file, live)) = pending.next() else {
+                    break;
+                };
+                running.push(fetch_tracked(ctx, file, live, headers, commits.clone()));
+            }
+            match running.next().await {
+                Some(outcome) => outcomes.push(outcome),
+                None => break,
+            }
         }
-        let (path, id) = (file.record.path.clone(), file.record.id);
-        let outcome = match &headers {
-            Ok(headers) => fetch_one(ctx, file, live, headers).await,
-            Err(err) => Err(FetchError::Store(err.to_string())),
-        };
+        // The last sender goes here, which ends the committer.
+        drop(commits);
+        outcomes
+    };
+    let (outcomes, ()) = tokio::join!(fetching, commit::run(ctx, queue));
+    let mut failed = Vec::new();
+    let mut stop = None;
+    for (path, id, outcome) in outcomes {
         match outcome {
             Ok(()) => {}
-            Err(FetchError::Stopped) => return Err(Stop::Stopped),
-            Err(FetchError::LeaseLost) => return Err(Stop::LeaseLost),
+            Err(FetchError::LeaseLost) => stop = Some(Stop::LeaseLost),
+            Err(FetchError::Stopped) => stop = stop.or(Some(Stop::Stopped)),
             Err(err) => {
                 tracing::warn!(file.id = %id, error.message = %err, "file {path} failed");
                 let error = err.to_job_error();
@@ -50,7 +74,26 @@ pub(super) async fn run_files(
             }
         }
     }
-    Ok(failed)
+    match stop {
+        Some(stop) => Err(stop),
+        None => Ok(failed),
+    }
+}
+
+/// One file's work, with what the loop needs to report it.
+async fn fetch_tracked(
+    ctx: &Ctx<'_>,
+    file: RunFile,
+    live: &Arc<LiveFile>,
+    headers: &Result<HeaderMap, FetchError>,
+    commits: mpsc::Sender<commit::Commit>,
+) -> (String, FileId, Result<(), FetchError>) {
+    let (path, id) = (file.record.path.clone(), file.record.id);
+    let outcome = match headers {
+        Ok(headers) => fetch_one(ctx, file, live, headers, &commits).await,
+        Err(err) => Err(FetchError::Store(err.to_string())),
+    };
+    (path, id, outcome)
 }
 
 /// A status change with its byte count (`bytes` sets both done and total).
@@ -87,6 +130,7 @@ async fn fetch_one(
     file: RunFile,
     live: &Arc<LiveFile>,
     headers: &HeaderMap,
+    commits: &mpsc::Sender<commit::Commit>,
 ) -> Result<(), FetchError> {
     let record = &file.record;
     let Some(destination) = destination::settle(ctx, file.clone(), live).await? else {
@@ -94,14 +138,8 @@ async fn fetch_one(
     };
     if destination.placed_before_crash(ctx, record).await? {
         tracing::info!(file.id = %record.id, "{} was put in place before a restart", destination.claim.rel);
-        return complete(
-            ctx,
-            record.id,
-            live,
-            FileStatus::Complete,
-            record.bytes_total.unwrap_or(0),
-        )
-        .await;
+        let total = record.bytes_total.unwrap_or(0);
+        return complete(ctx, record.id, live, FileStatus::Complete, total).await;
     }
     let inner = &ctx.engine.inner;
     let url =
@@ -125,7 +163,36 @@ async fn fetch_one(
         .fetcher
         .fetch_file(&task, &journal, live, &ctx.run.stop)
         .await?;
-    put_in_place(ctx, record, &destination, fetched, live).await
+    let total = fetched.total;
+    verify(ctx, record, &destination, fetched).await?;
+    commit::put_in_place(commits, record.id, &destination.claim.rel, total, live).await
+}
+
+/// Checks the size and checksum of a fetched file and fsyncs it, on the blocking pool.
+async fn verify(
+    ctx: &Ctx<'_>,
+    record: &FileRecord,
+    destination: &Destination<'_>,
+    fetched: Fetched,
+) -> Result<(), FetchError> {
+    let inner = &ctx.engine.inner;
+    let stop = ctx.run.stop.clone();
+    let (root, rel) = (inner.root.clone(), destination.claim.rel.clone());
+    let (expected, policy) = (record.sha256.clone(), ctx.job.on_conflict);
+    tokio::task::spawn_blocking(move || {
+        place::verify(Finish {
+            root: &root,
+            rel: &rel,
+            file: fetched.file,
+            total: fetched.total,
+            expected: expected.as_ref(),
+            digest: fetched.digest,
+            policy,
+            stop: &stop,
+        })
+    })
+    .await
+    .map_err(|e| FetchError::Store(format!("verification was interrupted: {e}")))?
 }
 
 /// The job's limits, or the daemon's where it sets none.
@@ -138,49 +205,6 @@ fn file_limits(ctx: &Ctx<'_>) -> FileLimits {
             .map_or(settings.max_connections_per_file, |n| n as usize),
         min_segment: limits.min_segment_size.unwrap_or(settings.min_segment_size),
     }
-}
-
-/// Verifies the fetched file and gives it its final name.
-async fn put_in_place(
-    ctx: &Ctx<'_>,
-    record: &FileRecord,
-    destination: &Destination<'_>,
-    fetched: Fetched,
-    live: &LiveFile,
-) -> Result<(), FetchError> {
-    let total = fetched.total;
-    set_status(ctx, record.id, &update(FileStatus::Verifying, Some(total))).await?;
-    let inner = &ctx.engine.inner;
-    let stop = ctx.run.stop.clone();
-    let (root, rel) = (inner.root.clone(), destination.claim.rel.clone());
-    let (expected, policy) = (record.sha256.clone(), ctx.job.on_conflict);
-    let placed = tokio::task::spawn_blocking(move || {
-        place::finish(Finish {
-            root: &root,
-            rel: &rel,
-            file: fetched.file,
-            total,
-            expected: expected.as_ref(),
-            digest: fetched.digest,
-            policy,
-            stop: &stop,
-        })
-    })
-    .await
-    .map_err(|e| FetchError::Store(format!("verification was interrupted: {e}")))??;
-    let status = match placed {
-        Placed::At(path) => {
-            if path != destination.claim.rel {
-                ctx.store()
-                    .record_path(ctx.job.id, ctx.lease(), record.id, &path)
-                    .await
-                    .map_err(store_error)?;
-            }
-            FileStatus::Complete
-        }
-        Placed::Skipped => FileStatus::Skipped,
-    };
-    complete(ctx, record.id, live, status, total).await
 }
 
 /// Records a file that needs nothing more.
