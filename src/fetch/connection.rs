@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, RANGE};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -349,7 +348,8 @@ impl Attempt<'_> {
         let _connection = ConnectionGuard::new(&env.live, &env.open);
         let _permit = self.permit;
         let (mut next, mut batch_at) = (from, from);
-        let mut batch = BytesMut::with_capacity(BATCH_BYTES);
+        // Chunks are handed over as received (no copy) and written with one vectored write.
+        let (mut batch, mut batched) = (Vec::new(), 0usize);
         let mut flushed = Instant::now();
         let result = loop {
             let chunk = tokio::select! {
@@ -367,11 +367,13 @@ impl Attempt<'_> {
                 // Another connection owns what follows (or the server sent too much).
                 bytes.truncate(usize::try_from(end.saturating_sub(next)).unwrap_or(0));
             }
-            next += bytes.len() as u64;
-            batch.extend_from_slice(&bytes);
+            let received = bytes.len() as u64;
+            next += received;
+            batched += bytes.len();
+            batch.push(bytes);
             range.next.store(next, Ordering::Release);
             let full = next >= end;
-            if full || batch.len() >= BATCH_BYTES || flushed.elapsed() >= BATCH_MAX_AGE {
+            if full || batched >= BATCH_BYTES || flushed.elapsed() >= BATCH_MAX_AGE {
                 // A slow disk fills the writer's queue; a stop must not wait for it.
                 tokio::select! {
                     biased;
@@ -380,32 +382,24 @@ impl Attempt<'_> {
                         range.next.store(batch_at, Ordering::Release);
                         break Err(FetchError::Stopped);
                     }
-                    written = env.sink.write(self.work.index, batch_at, batch.split().freeze()) => written?,
+                    written = env.sink.write(self.work.index, batch_at, std::mem::take(&mut batch)) => written?,
                 }
-                (batch_at, flushed) = (next, Instant::now());
+                (batch_at, flushed, batched) = (next, Instant::now(), 0);
             }
             if full {
                 break Ok(());
             }
-            tokio::join!(
-                env.global.consume(bytes.len() as u64),
-                env.job.consume(bytes.len() as u64)
-            );
+            tokio::join!(env.global.consume(received), env.job.consume(received));
         };
         // Bytes received before a failure are good: keep them. After a stop, keep them only
         // if the writer's queue has room now: a stop does not wait for a slow disk.
         if !batch.is_empty() {
             if matches!(result, Err(FetchError::Stopped)) {
-                if !env
-                    .sink
-                    .try_write(self.work.index, batch_at, batch.freeze())
-                {
+                if !env.sink.try_write(self.work.index, batch_at, batch) {
                     range.next.store(batch_at, Ordering::Release);
                 }
             } else {
-                env.sink
-                    .write(self.work.index, batch_at, batch.freeze())
-                    .await?;
+                env.sink.write(self.work.index, batch_at, batch).await?;
             }
         }
         result?;

@@ -114,11 +114,25 @@ impl Growth {
         }
         if self.target > 1 && rate < self.rate_before * GROWTH_GAIN {
             self.settled = true;
+            if rate < self.rate_before {
+                // The last doubling cost throughput (a saturated CPU or disk): undo it.
+                self.target /= 2;
+            }
+            tracing::debug!(
+                connections = self.target,
+                bytes_per_second = rate as u64,
+                "more connections do not pay"
+            );
             return;
         }
         self.rate_before = rate;
         self.target = (self.target * 2).min(self.max);
         self.changed_at = now;
+        tracing::debug!(
+            connections = self.target,
+            bytes_per_second = rate as u64,
+            "adding connections"
+        );
     }
 }
 
@@ -587,6 +601,7 @@ impl<J: Journal> FileRun<'_, J> {
                 .filter(|s| s.state == State::Active && s.races.is_none())
                 .count();
             self.growth.update(rate, active);
+            self.shed(active);
             self.fill();
             self.race();
         }
@@ -594,6 +609,23 @@ impl<J: Journal> FileRun<'_, J> {
             self.checkpoint().await?;
         }
         Ok(())
+    }
+
+    /// Stops the newest connections beyond the target; their ranges wait, as they are, for a
+    /// connection that frees up.
+    fn shed(&mut self, active: usize) {
+        let excess = active.saturating_sub(self.growth.target);
+        let newest = self
+            .slots
+            .iter_mut()
+            .rev()
+            .filter(|s| s.state == State::Active && s.races.is_none() && s.raced_by.is_none());
+        for slot in newest.take(excess) {
+            if let Some(stop) = slot.stop.take() {
+                stop.cancel();
+            }
+            slot.state = State::Pending;
+        }
     }
 
     /// Races the tail of a connection much slower than the others, when nothing is left to

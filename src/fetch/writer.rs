@@ -7,7 +7,7 @@
 //! order from byte 0 it hashes them as they go, so the checksum needs no second read.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::IoSlice;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::FetchError;
 
+/// Bytes written between two requests to the kernel to start writing the file back. Dirty
+/// pages then flow to the disk while the download runs, and the fsync at the end has little
+/// left to do.
+const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
+
 /// Chunks in flight between the network and the disk, per file. With the fetch loop's 256 KiB
 /// batches this bounds a file's buffered memory to about 4 MiB.
 const QUEUE_DEPTH: usize = 16;
@@ -26,7 +31,8 @@ enum Command {
     Write {
         segment: usize,
         offset: u64,
-        data: Bytes,
+        /// Chunks as the network delivered them, written with one vectored write.
+        data: Vec<Bytes>,
     },
     Sync(oneshot::Sender<std::io::Result<Vec<u64>>>),
     Restart {
@@ -66,6 +72,8 @@ struct State {
     /// Whether the caller wants a digest at all.
     hash: bool,
     hasher: Option<(sha2::Sha256, u64)>,
+    /// Bytes written since writeback was last started.
+    unflushed: u64,
     live: Arc<AtomicU64>,
     failure: Arc<Mutex<Option<std::io::Error>>>,
 }
@@ -90,6 +98,7 @@ impl Writer {
             written,
             hash,
             hasher: (hash && fresh).then(|| (sha2::Sha256::new(), 0)),
+            unflushed: 0,
             live,
             failure: failure.clone(),
         };
@@ -158,7 +167,12 @@ impl Sink {
     }
 
     /// Queues bytes for `offset`; waits only when the queue is full (backpressure).
-    pub async fn write(&self, segment: usize, offset: u64, data: Bytes) -> Result<(), FetchError> {
+    pub async fn write(
+        &self,
+        segment: usize,
+        offset: u64,
+        data: Vec<Bytes>,
+    ) -> Result<(), FetchError> {
         let command = Command::Write {
             segment,
             offset,
@@ -168,7 +182,7 @@ impl Sink {
     }
 
     /// Queues bytes only if the queue has room at once; false when it has none.
-    pub fn try_write(&self, segment: usize, offset: u64, data: Bytes) -> bool {
+    pub fn try_write(&self, segment: usize, offset: u64, data: Vec<Bytes>) -> bool {
         let command = Command::Write {
             segment,
             offset,
@@ -219,26 +233,54 @@ fn run(mut state: State, mut rx: mpsc::Receiver<Command>) {
 }
 
 impl State {
-    fn write(&mut self, segment: usize, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(data, offset)?;
+    fn write(&mut self, segment: usize, offset: u64, data: &[Bytes]) -> std::io::Result<()> {
+        write_all_vectored_at(&self.file, data, offset)?;
+        let len: u64 = data.iter().map(|chunk| chunk.len() as u64).sum();
         if self.written.len() <= segment {
             // A segment split off while the file downloads.
             self.written.resize(segment + 1, 0);
         }
-        self.written[segment] += data.len() as u64;
-        self.live.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.written[segment] += len;
+        self.live.fetch_add(len, Ordering::Relaxed);
+        self.unflushed += len;
+        if self.unflushed >= WRITEBACK_EVERY {
+            self.unflushed = 0;
+            // Only a hint. On Linux, DONTNEED starts writeback of the dirty pages without
+            // waiting for it (and drops pages already written back, which a download does not
+            // read again); a failure changes nothing.
+            let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
+        }
         // Hash only while writes continue exactly where the hash left off.
         let in_order = matches!(&self.hasher, Some((_, upto)) if *upto == offset);
         if in_order {
             if let Some((hasher, upto)) = &mut self.hasher {
-                hasher.update(data);
-                *upto += data.len() as u64;
+                for chunk in data {
+                    hasher.update(chunk);
+                }
+                *upto += len;
             }
         } else {
             self.hasher = None;
         }
         Ok(())
     }
+}
+
+/// Writes every chunk at `offset` onwards, with as few system calls as the kernel allows.
+fn write_all_vectored_at(file: &File, data: &[Bytes], mut offset: u64) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = data.iter().map(|chunk| IoSlice::new(chunk)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        // At most IOV_MAX (1024) slices per call.
+        let take = rest.len().min(1024);
+        let written = rustix::io::pwritev(file, &rest[..take], offset)?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -265,12 +307,12 @@ mod tests {
         let writer = Writer::spawn(file, path.clone(), vec![0], true, live.clone());
         writer
             .sink()
-            .write(0, 0, Bytes::from_static(b"hello "))
+            .write(0, 0, vec![Bytes::from_static(b"hello ")])
             .await
             .unwrap();
         writer
             .sink()
-            .write(0, 6, Bytes::from_static(b"world"))
+            .write(0, 6, vec![Bytes::from_static(b"world")])
             .await
             .unwrap();
         assert_eq!(writer.sync().await.unwrap(), vec![11]);
@@ -289,7 +331,7 @@ mod tests {
         let writer = Writer::spawn(file, path, vec![6], true, Arc::default());
         writer
             .sink()
-            .write(0, 6, Bytes::from_static(b"world"))
+            .write(0, 6, vec![Bytes::from_static(b"world")])
             .await
             .unwrap();
         let done = writer.finish().await.unwrap();
@@ -304,12 +346,12 @@ mod tests {
         let writer = Writer::spawn(file, path, vec![0, 0], true, Arc::default());
         writer
             .sink()
-            .write(1, 5, Bytes::from_static(b"world"))
+            .write(1, 5, vec![Bytes::from_static(b"world")])
             .await
             .unwrap();
         writer
             .sink()
-            .write(0, 0, Bytes::from_static(b"hello"))
+            .write(0, 0, vec![Bytes::from_static(b"hello")])
             .await
             .unwrap();
         let done = writer.finish().await.unwrap();
@@ -324,13 +366,13 @@ mod tests {
         let writer = Writer::spawn(file, path.clone(), vec![0], true, Arc::default());
         writer
             .sink()
-            .write(0, 0, Bytes::from_static(b"stale"))
+            .write(0, 0, vec![Bytes::from_static(b"stale")])
             .await
             .unwrap();
         writer.restart(1).await.unwrap();
         writer
             .sink()
-            .write(0, 0, Bytes::from_static(b"new"))
+            .write(0, 0, vec![Bytes::from_static(b"new")])
             .await
             .unwrap();
         let done = writer.finish().await.unwrap();

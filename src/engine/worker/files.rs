@@ -164,7 +164,9 @@ async fn fetch_one(
         .fetch_file(&task, &journal, live, &ctx.run.stop)
         .await?;
     let total = fetched.total;
+    let verifying = std::time::Instant::now();
     verify(ctx, record, &destination, fetched).await?;
+    tracing::debug!(file.id = %record.id, duration_ms = verifying.elapsed().as_millis() as u64, "verified");
     commit::put_in_place(commits, record.id, &destination.claim.rel, total, live).await
 }
 
