@@ -189,14 +189,19 @@ async fn transition(
     action: Transition,
     changes: JobChanges,
 ) -> Result<Option<JobView>, ApiError> {
+    // Announce the change before anything can act on it: `job.queued` precedes the
+    // `job.started` a resume leads to, even if the dispatcher is awake already.
+    let claims = match action {
+        Transition::Resume => Some(state.engine.hold_claims().await),
+        _ => None,
+    };
     let (before, job) = state.store.transition(id, action, changes).await?;
-    // Announce the change before the engine acts on it, so `job.queued` precedes the
-    // `job.started` a resume leads to.
     if let Some(job) = job.as_ref().filter(|job| job.status != before) {
         tracing::info!(job.id = %id, "job {id}: {before} -> {}", job.status);
         let event = JobEvent::about(EventKind::for_status(job.status), job);
         state.events.publish(event);
     }
+    drop(claims);
     state.engine.after_transition(id, before, action).await;
     if job.is_none() {
         return Ok(None);

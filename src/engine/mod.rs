@@ -189,6 +189,12 @@ impl Engine {
         self.inner.registry.get(id)
     }
 
+    /// Keeps the dispatcher from claiming while held: a resume is recorded and announced
+    /// (`job.queued`) before a worker can start the job and announce that (`job.started`).
+    pub async fn hold_claims(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.claim_gate.lock().await
+    }
+
     /// Changes the rate limit of a job running here (it is also in the store for later runs).
     pub fn set_job_rate(&self, id: JobId, rate: Option<u64>) {
         if let Some(run) = self.inner.registry.get(id) {

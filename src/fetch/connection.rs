@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, RANGE};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 
 /// Longest time received bytes wait in a batch before they are handed to the writer.
 const BATCH_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// Under a rate limit, received bytes go on in slices of at most this, each paid for first.
+const PAID_SLICE: usize = 16 * 1024;
 
 /// A byte range of the file as connections and the coordinator share it.
 #[derive(Debug)]
@@ -351,16 +355,13 @@ impl Attempt<'_> {
         // Chunks are handed over as received (no copy) and written with one vectored write.
         let (mut batch, mut batched) = (Vec::new(), 0usize);
         let mut flushed = Instant::now();
+        // Received and not yet paid for (a read can bring hundreds of KiB at once).
+        let mut unpaid = Bytes::new();
         let result = loop {
-            let chunk = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => break Err(FetchError::Stopped),
-                chunk = response.chunk() => chunk,
-            };
-            let mut bytes = match chunk {
+            let mut bytes = match paid_chunk(env, self.stop, &mut response, &mut unpaid).await {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => break Ok(()),
-                Err(e) => break Err(network_error(&e, &env.url)),
+                Err(e) => break Err(e),
             };
             let end = range.end.load(Ordering::Acquire);
             if next + bytes.len() as u64 > end {
@@ -389,7 +390,6 @@ impl Attempt<'_> {
             if full {
                 break Ok(());
             }
-            tokio::join!(env.global.consume(received), env.job.consume(received));
         };
         // Bytes received before a failure are good: keep them. After a stop, keep them only
         // if the writer's queue has room now: a stop does not wait for a slow disk.
@@ -415,6 +415,39 @@ impl Attempt<'_> {
                 Ok(Outcome::Done { size: Some(next) })
             }
         }
+    }
+}
+
+/// The next bytes of the body, once the rate limits allow them: bytes go on to the writer
+/// only when paid for, in slices, so that neither large reads nor many connections (each
+/// with a read in hand) get ahead of the limits; and a stop does not wait for the throttle.
+/// `unpaid` holds what was read and not yet paid for. `None` at the end of the body.
+async fn paid_chunk(
+    env: &Env,
+    stop: &CancellationToken,
+    response: &mut reqwest::Response,
+    unpaid: &mut Bytes,
+) -> Result<Option<Bytes>, FetchError> {
+    if unpaid.is_empty() {
+        let chunk = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(FetchError::Stopped),
+            chunk = response.chunk() => chunk,
+        };
+        *unpaid = match chunk {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(network_error(&e, &env.url)),
+        };
+    }
+    let limited = env.global.rate().is_some() || env.job.rate().is_some();
+    let take = if limited { PAID_SLICE } else { usize::MAX };
+    let bytes = unpaid.split_to(unpaid.len().min(take));
+    let len = bytes.len() as u64;
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Err(FetchError::Stopped),
+        _ = async { tokio::join!(env.global.consume(len), env.job.consume(len)) } => Ok(Some(bytes)),
     }
 }
 

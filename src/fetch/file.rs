@@ -29,6 +29,10 @@ use crate::telemetry::redact_url;
 /// How often the coordinator looks at throughput, racing and checkpoints.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Throughput is judged over windows this long: long enough that batched progress counters
+/// do not read as noise, short enough to reach 16 connections in well under a second.
+const WINDOW: Duration = Duration::from_millis(100);
+
 /// Clean restarts without a byte received in between, before giving up.
 const MAX_RESTARTS: u32 = 3;
 
@@ -85,34 +89,44 @@ impl Slot {
 struct Growth {
     target: usize,
     max: usize,
-    changed_at: Instant,
+    /// When the current window began, and the bytes done then.
+    window: (Instant, u64),
+    /// The rate before the last doubling.
     rate_before: f64,
     settled: bool,
 }
 
 impl Growth {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, done: u64) -> Self {
         Self {
             target: 1,
             max: max.max(1),
-            changed_at: Instant::now(),
+            window: (Instant::now(), done),
             rate_before: 0.0,
             settled: false,
         }
     }
 
-    /// Given the rate over the last tick with `active` connections, the target for the next.
-    fn update(&mut self, rate: f64, active: usize) {
-        let now = Instant::now();
-        // Let a change settle for a tick before judging it, and judge only at full strength.
-        if self.settled
-            || self.target >= self.max
-            || active < self.target
-            || now - self.changed_at < 2 * TICK
-        {
+    /// Judges the window that just ended, if one did, with `active` connections at work and
+    /// `limit` (the tightest bandwidth limit) in force, and sets the target for the next.
+    fn update(&mut self, done: u64, active: usize, limit: Option<u64>) {
+        let (started, before) = self.window;
+        let elapsed = started.elapsed();
+        if elapsed < WINDOW {
             return;
         }
-        if self.target > 1 && rate < self.rate_before * GROWTH_GAIN {
+        self.window = (Instant::now(), done);
+        let rate = done.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+        // Judge only at full strength, and only once.
+        if self.settled || self.target >= self.max || active < self.target {
+            return;
+        }
+        // Under our own bandwidth limit more connections cannot help.
+        if limit.is_some_and(|limit| rate >= 0.9 * limit as f64) {
+            self.settled = true;
+            return;
+        }
+        if self.target > 1 && rate <= self.rate_before * GROWTH_GAIN {
             self.settled = true;
             if rate < self.rate_before {
                 // The last doubling cost throughput (a saturated CPU or disk): undo it.
@@ -127,7 +141,6 @@ impl Growth {
         }
         self.rate_before = rate;
         self.target = (self.target * 2).min(self.max);
-        self.changed_at = now;
         tracing::debug!(
             connections = self.target,
             bytes_per_second = rate as u64,
@@ -164,6 +177,9 @@ struct FileRun<'a, J> {
     meta_saved: bool,
     /// Whether the file is fetched over several ranges (decided by the probe).
     parallel: bool,
+    /// The file started over: from then on it goes down one stream, so that a server that
+    /// answers guarded ranges with the whole file cannot make it start over again and again.
+    restarted: bool,
     probing: bool,
     slots: Vec<Slot>,
     tasks: JoinSet<(usize, Outcome)>,
@@ -253,11 +269,12 @@ impl Fetcher {
             },
             meta_saved: true,
             parallel,
+            restarted: false,
             probing: false,
             slots,
             tasks: JoinSet::new(),
             generation: stop.child_token(),
-            growth: Growth::new(task.limits.max_connections),
+            growth: Growth::new(task.limits.max_connections, live.done()),
             last_checkpoint: Instant::now(),
             last_tick: (Instant::now(), live.done()),
             received: 0,
@@ -355,6 +372,7 @@ impl<J: Journal> FileRun<'_, J> {
                     }
                     tracing::info!(url = %redact_url(&self.task.url), reason, "starting the file over");
                     self.reset().await?;
+                    self.restarted = true;
                 }
             }
         }
@@ -416,7 +434,8 @@ impl<J: Journal> FileRun<'_, J> {
             Event::Retrying { error, delay } => self.journal.retrying(&error, delay),
             Event::Probed { meta, ranged } => {
                 self.probing = false;
-                self.parallel = ranged
+                self.parallel = !self.restarted
+                    && ranged
                     && if_range_value(&meta).is_some()
                     && self.task.limits.max_connections > 1
                     && meta
@@ -480,6 +499,10 @@ impl<J: Journal> FileRun<'_, J> {
         let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
+        if slot.state == State::Abandoned {
+            // A race's loser that finished anyway: its bytes duplicate the winner's.
+            return;
+        }
         slot.state = State::Done;
         slot.stop = None;
         if let Some(original) = slot.races.take() {
@@ -586,7 +609,6 @@ impl<J: Journal> FileRun<'_, J> {
         let (at, bytes) = self.last_tick;
         let now_bytes = self.live.done();
         let dt = at.elapsed().as_secs_f64().max(1e-3);
-        let rate = now_bytes.saturating_sub(bytes) as f64 / dt;
         self.received += now_bytes.saturating_sub(bytes);
         self.last_tick = (Instant::now(), now_bytes);
         for slot in &mut self.slots {
@@ -600,8 +622,12 @@ impl<J: Journal> FileRun<'_, J> {
                 .iter()
                 .filter(|s| s.state == State::Active && s.races.is_none())
                 .count();
-            self.growth.update(rate, active);
-            self.shed(active);
+            let limit = [self.env.global.rate(), self.env.job.rate()]
+                .into_iter()
+                .flatten()
+                .min();
+            self.growth.update(now_bytes, active, limit);
+            self.shed();
             self.fill();
             self.race();
         }
@@ -612,19 +638,31 @@ impl<J: Journal> FileRun<'_, J> {
     }
 
     /// Stops the newest connections beyond the target; their ranges wait, as they are, for a
-    /// connection that frees up.
-    fn shed(&mut self, active: usize) {
-        let excess = active.saturating_sub(self.growth.target);
-        let newest = self
+    /// connection that frees up. A stopped slot stays active until its task has ended (its
+    /// outcome makes it pending), so no second task can start on the same range meanwhile.
+    fn shed(&mut self) {
+        let running = |s: &Slot| {
+            s.state == State::Active
+                && s.stop.is_some()
+                && s.races.is_none()
+                && s.raced_by.is_none()
+        };
+        let excess = self
+            .slots
+            .iter()
+            .filter(|s| running(s))
+            .count()
+            .saturating_sub(self.growth.target);
+        for slot in self
             .slots
             .iter_mut()
             .rev()
-            .filter(|s| s.state == State::Active && s.races.is_none() && s.raced_by.is_none());
-        for slot in newest.take(excess) {
+            .filter(|s| running(s))
+            .take(excess)
+        {
             if let Some(stop) = slot.stop.take() {
                 stop.cancel();
             }
-            slot.state = State::Pending;
         }
     }
 
@@ -720,7 +758,8 @@ impl<J: Journal> FileRun<'_, J> {
         self.slots.clear();
         self.meta = FileMeta::default();
         self.parallel = false;
-        self.growth = Growth::new(self.task.limits.max_connections);
+        self.growth = Growth::new(self.task.limits.max_connections, 0);
+        self.last_tick = (Instant::now(), 0);
         self.live.set(0, None);
         Ok(())
     }

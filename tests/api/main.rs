@@ -26,6 +26,7 @@ mod helpers;
 mod lifecycle;
 mod ops;
 mod origin_checks;
+mod parallel;
 mod resume;
 mod smoke;
 mod support;

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,11 @@ pub struct Faults {
     /// responses (0 means every response).
     pub drop_after: Option<u64>,
     pub drop_times: u32,
+    /// Send a range response this many bytes shorter than its `Content-Range` says, ending
+    /// the body cleanly (its `Content-Length` matches what is sent), on the next
+    /// `short_times` 206 responses (0 means every one).
+    pub short_by: Option<u64>,
+    pub short_times: u32,
     /// Statuses to answer, in order, before serving normally: `(status, Retry-After)`.
     pub statuses: VecDeque<(u16, Option<String>)>,
     /// Answer every request with 200 and the whole body, ignoring `Range`.
@@ -66,6 +71,9 @@ pub struct Faults {
     /// After sending this many body bytes, wait until [`Origin::release`] is called for the
     /// path, then go on (a stall the test ends). Each response counts its own bytes.
     pub hold_after: Option<u64>,
+    /// Take every `If-Range` for stale and answer with 200 and the whole body (as a load
+    /// balancer does whose servers give the same file different ETags).
+    pub stale_if_range: bool,
     /// Serve the asked range even when `If-Range` no longer matches (a server that ignores
     /// `If-Range`, so a client must check the validators of a 206 itself).
     pub ignore_if_range: bool,
@@ -83,6 +91,8 @@ pub struct Seen {
     pub status: u16,
     /// Body bytes this response was going to send (before any fault cut it short).
     pub planned_bytes: u64,
+    /// Where the body was set to break off (`drop_after`), if it was.
+    pub cut_at: Option<u64>,
     /// Every request header.
     pub headers: HeaderMap,
     /// When the request arrived.
@@ -113,6 +123,22 @@ struct Resource {
     faults: Faults,
     /// Opened by [`Origin::release`]; responses held by `hold_after` wait for it.
     gate: tokio::sync::watch::Sender<bool>,
+    /// Bumped by [`Origin::cut_open`]: responses started before break off.
+    cuts: Arc<AtomicU64>,
+    /// Faults that replace `faults` after this many more requests
+    /// ([`Origin::set_faults_after`]).
+    next_faults: Option<(u32, Faults)>,
+}
+
+impl Resource {
+    /// Counts a request towards a pending change of faults, making it once it is due.
+    fn advance(&mut self) {
+        match self.next_faults.take() {
+            Some((0, faults)) => self.faults = faults,
+            Some((after, faults)) => self.next_faults = Some((after - 1, faults)),
+            None => {}
+        }
+    }
 }
 
 #[derive(Default)]
@@ -123,6 +149,11 @@ struct Shared {
     sent: Mutex<HashMap<String, u64>>,
     /// Response bodies still alive (being sent) per path.
     open: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// The most response bodies alive at once, per path.
+    max_open: Mutex<HashMap<String, usize>>,
+    /// Response bodies alive over every path, and the most at once.
+    open_all: Arc<AtomicUsize>,
+    max_open_all: AtomicUsize,
 }
 
 /// A running origin. Stops when dropped.
@@ -168,9 +199,14 @@ impl Origin {
         let path = &key(path);
         let mut resources = self.shared.resources.lock().unwrap();
         let version = resources.get(path).map_or(1, |r| r.version + 1);
-        let (faults, gate) = match resources.remove(path) {
-            Some(old) => (old.faults, old.gate),
-            None => (Faults::default(), tokio::sync::watch::Sender::new(false)),
+        let (faults, gate, cuts, next_faults) = match resources.remove(path) {
+            Some(old) => (old.faults, old.gate, old.cuts, old.next_faults),
+            None => (
+                Faults::default(),
+                tokio::sync::watch::Sender::new(false),
+                Arc::default(),
+                None,
+            ),
         };
         let etag = format!("\"{}-v{version}\"", &sha256_hex(&body)[..16]);
         let last_modified = httpdate::fmt_http_date(
@@ -185,8 +221,44 @@ impl Origin {
                 version,
                 faults,
                 gate,
+                cuts,
+                next_faults,
             },
         );
+    }
+
+    /// Serves the next `requests` requests for `path` with its faults as they are, and every
+    /// later one with `faults` (to let, say, the first request through and hit the second).
+    pub fn set_faults_after(&self, path: &str, requests: u32, faults: Faults) {
+        let mut resources = self.shared.resources.lock().unwrap();
+        let resource = resources
+            .get_mut(&key(path))
+            .expect("put the resource first");
+        resource.next_faults = Some((requests, faults));
+    }
+
+    /// Breaks off every response for `path` in flight now (as a dropped connection, at its
+    /// next chunk); later responses are not affected.
+    pub fn cut_open(&self, path: &str) {
+        let resources = self.shared.resources.lock().unwrap();
+        let resource = resources.get(&key(path)).expect("put the resource first");
+        resource.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The most response bodies for `path` that were being sent at the same time.
+    pub fn max_open_responses(&self, path: &str) -> usize {
+        self.shared
+            .max_open
+            .lock()
+            .unwrap()
+            .get(&key(path))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The most response bodies (over every path) that were being sent at the same time.
+    pub fn max_open_all(&self) -> usize {
+        self.shared.max_open_all.load(Ordering::SeqCst)
     }
 
     /// Sets how `path` misbehaves (closing its gate again: see [`Faults::hold_after`]).
@@ -318,6 +390,7 @@ async fn serve(
         authorization: text(header::AUTHORIZATION),
         status: 200,
         planned_bytes: 0,
+        cut_at: None,
         headers: headers.clone(),
         at: Instant::now(),
     };
@@ -325,13 +398,17 @@ async fn serve(
         let mut resources = shared.resources.lock().unwrap();
         match resources.get_mut(&path) {
             None => Err(StatusCode::NOT_FOUND.into_response()),
-            Some(resource) => prepare(resource, &seen),
+            Some(resource) => {
+                resource.advance();
+                prepare(resource, &seen)
+            }
         }
     };
     let response = match prepared {
         Err(response) => response,
         Ok(plan) => {
             seen.planned_bytes = plan.body.len() as u64;
+            seen.cut_at = plan.faults.drop_after.filter(|_| plan.drop_now);
             respond(plan, shared.clone(), path.clone())
         }
     };
@@ -347,6 +424,8 @@ struct Plan {
     faults: Faults,
     drop_now: bool,
     gate: tokio::sync::watch::Receiver<bool>,
+    /// The resource's cut counter, and its value when this response started.
+    cuts: (Arc<AtomicU64>, u64),
 }
 
 fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
@@ -373,23 +452,18 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         headers.push((header::LAST_MODIFIED, resource.last_modified.clone()));
     }
     let validator_matches = faults.ignore_if_range
-        || seen
-            .if_range
-            .as_ref()
-            .is_none_or(|v| *v == resource.etag || *v == resource.last_modified);
+        || seen.if_range.as_ref().is_none_or(|v| {
+            !faults.stale_if_range && (*v == resource.etag || *v == resource.last_modified)
+        });
     let range = seen
         .range
         .as_deref()
         .filter(|_| !faults.ignore_range && validator_matches)
         .and_then(|r| parse_range(r, len));
-    let drop_now = faults.drop_after.is_some()
-        && (faults.drop_times == 0 || {
-            resource.faults.drop_times -= 1;
-            if resource.faults.drop_times == 0 {
-                resource.faults.drop_after = None;
-            }
-            true
-        });
+    let drop_now = applies(
+        &mut resource.faults.drop_after,
+        &mut resource.faults.drop_times,
+    );
     let (status, body) = match range {
         Some(Err(())) => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -410,10 +484,16 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
                 header::CONTENT_RANGE,
                 format!("bytes {start}-{end}/{total}"),
             ));
-            (
-                StatusCode::PARTIAL_CONTENT,
-                resource.body.slice(start as usize..=end as usize),
-            )
+            let mut body = resource.body.slice(start as usize..=end as usize);
+            if let Some(short) = faults.short_by
+                && applies(
+                    &mut resource.faults.short_by,
+                    &mut resource.faults.short_times,
+                )
+            {
+                body.truncate(body.len().saturating_sub(short as usize));
+            }
+            (StatusCode::PARTIAL_CONTENT, body)
         }
         None => (StatusCode::OK, resource.body.clone()),
     };
@@ -424,11 +504,27 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         faults,
         drop_now,
         gate: resource.gate.subscribe(),
+        cuts: (resource.cuts.clone(), resource.cuts.load(Ordering::SeqCst)),
     })
 }
 
-/// Counts a response body as open while alive.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Whether a fault set for `times` more responses (0: every one) applies to this one; counts
+/// it down, and clears it after its last.
+fn applies(fault: &mut Option<u64>, times: &mut u32) -> bool {
+    if fault.is_none() {
+        return false;
+    }
+    if *times > 0 {
+        *times -= 1;
+        if *times == 0 {
+            *fault = None;
+        }
+    }
+    true
+}
+
+/// Counts a response body as open while alive (for its path and over all paths).
+struct OpenGuard(Arc<AtomicUsize>, Arc<AtomicUsize>);
 
 impl OpenGuard {
     fn new(shared: &Shared, path: &str) -> Self {
@@ -439,14 +535,20 @@ impl OpenGuard {
             .entry(path.to_owned())
             .or_default()
             .clone();
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
+        let now = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let all = shared.open_all.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut max = shared.max_open.lock().unwrap();
+        let max = max.entry(path.to_owned()).or_default();
+        *max = (*max).max(now);
+        shared.max_open_all.fetch_max(all, Ordering::SeqCst);
+        Self(count, shared.open_all.clone())
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -458,6 +560,7 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         faults,
         drop_now,
         gate,
+        cuts: (cuts, cut_gen),
     } = plan;
     let total = body.len();
     let chunk = 16 * 1024;
@@ -476,13 +579,15 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         let path = path.clone();
         let mut gate = gate.clone();
         let open = open.clone();
+        let cuts = cuts.clone();
         async move {
             let _open = open;
+            let cut_off = || cuts.load(Ordering::SeqCst) != cut_gen;
             if hold.is_some_and(|h| offset >= h) {
                 // Released (true) or the origin dropped (error): go on either way.
                 let _ = gate.wait_for(|released| *released).await;
             }
-            if cut.is_some_and(|c| offset >= c) {
+            if cut.is_some_and(|c| offset >= c) || cut_off() {
                 // Let hyper flush what it buffered first: an error in the same poll would
                 // close the connection with the head and the earlier chunks still unsent.
                 tokio::time::sleep(Duration::from_millis(10)).await;
