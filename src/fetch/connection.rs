@@ -204,7 +204,11 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     async fn run(self) -> Result<Outcome, FetchError> {
         let from = self.work.range.next();
-        let Some(headers) = self.range_headers(from) else {
+        // The range may shrink while the request is out (its second half given to another
+        // connection): the response must match what was asked, and streaming stops at the
+        // range's end as it is then.
+        let asked_end = self.work.range.end();
+        let Some(headers) = self.range_headers(from, asked_end) else {
             return Ok(Outcome::Restart("no validator to resume safely"));
         };
         let env = self.env;
@@ -222,7 +226,7 @@ impl Attempt<'_> {
         };
         match (self.work.ask, response.status().as_u16()) {
             (Ask::Probe, 206 | 200) => self.probed(response).await,
-            (_, 206) => match self.mismatch(&response, from) {
+            (_, 206) => match self.mismatch(&response, from, asked_end) {
                 Some(reason) => Ok(Outcome::Restart(reason)),
                 None => self.stream(response, from).await,
             },
@@ -262,9 +266,9 @@ impl Attempt<'_> {
     }
 
     /// `Range` (and `If-Range`) for this request; `None` when resuming is unsafe.
-    fn range_headers(&self, from: u64) -> Option<HeaderMap> {
+    fn range_headers(&self, from: u64, end: Option<u64>) -> Option<HeaderMap> {
         let mut headers = HeaderMap::new();
-        let spec = match (self.work.ask, self.work.range.end()) {
+        let spec = match (self.work.ask, end) {
             (Ask::Probe, _) => "bytes=0-".to_owned(),
             (Ask::Segment, Some(end)) => format!("bytes={from}-{}", end - 1),
             (Ask::Segment | Ask::Rest | Ask::Whole, _) => format!("bytes={from}-"),
@@ -309,7 +313,12 @@ impl Attempt<'_> {
     }
 
     /// Why a 206 cannot continue our range, if it cannot.
-    fn mismatch(&self, response: &reqwest::Response, from: u64) -> Option<&'static str> {
+    fn mismatch(
+        &self,
+        response: &reqwest::Response,
+        from: u64,
+        asked_end: Option<u64>,
+    ) -> Option<&'static str> {
         let Some(range) = content_range(response) else {
             return Some("a 206 without a usable Content-Range");
         };
@@ -317,7 +326,7 @@ impl Attempt<'_> {
         if range.start != from {
             return Some("the server sent a different range than asked");
         }
-        if let (Ask::Segment, Some(end)) = (self.work.ask, self.work.range.end())
+        if let (Ask::Segment, Some(end)) = (self.work.ask, asked_end)
             && range.end_inclusive + 1 != end
         {
             return Some("the server sent a different range than asked");

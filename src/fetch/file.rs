@@ -39,6 +39,14 @@ const MAX_RESTARTS: u32 = 3;
 /// A doubling of connections must raise throughput by this factor to be kept growing.
 const GROWTH_GAIN: f64 = 1.15;
 
+/// One connection slower than this (bytes per second) on a file worth splitting suggests a
+/// per-connection limit: the engine goes to its ceiling at once and undoes it if that does not
+/// pay.
+const SLOW_CONNECTION: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// A doubling that raised throughput by this factor suggests more connections keep paying.
+const STEEP_GAIN: f64 = 1.7;
+
 /// Racing: a connection this many times slower than the others' average, near the end.
 const SLOW_FACTOR: f64 = 3.0;
 
@@ -91,8 +99,9 @@ struct Growth {
     max: usize,
     /// When the current window began, and the bytes done then.
     window: (Instant, u64),
-    /// The rate before the last doubling.
+    /// The rate before the last increase, and the target it was reached with.
     rate_before: f64,
+    previous: usize,
     settled: bool,
 }
 
@@ -103,6 +112,7 @@ impl Growth {
             max: max.max(1),
             window: (Instant::now(), done),
             rate_before: 0.0,
+            previous: 1,
             settled: false,
         }
     }
@@ -112,7 +122,9 @@ impl Growth {
     fn update(&mut self, done: u64, active: usize, limit: Option<u64>) {
         let (started, before) = self.window;
         let elapsed = started.elapsed();
-        if elapsed < WINDOW {
+        // The first judgement comes sooner: one connection's rate is read quickly.
+        let window = if self.target == 1 { WINDOW / 2 } else { WINDOW };
+        if elapsed < window {
             return;
         }
         self.window = (Instant::now(), done);
@@ -129,8 +141,8 @@ impl Growth {
         if self.target > 1 && rate <= self.rate_before * GROWTH_GAIN {
             self.settled = true;
             if rate < self.rate_before {
-                // The last doubling cost throughput (a saturated CPU or disk): undo it.
-                self.target /= 2;
+                // The last increase cost throughput (a saturated CPU or disk): undo it.
+                self.target = self.previous;
             }
             tracing::debug!(
                 connections = self.target,
@@ -139,8 +151,18 @@ impl Growth {
             );
             return;
         }
-        self.rate_before = rate;
-        self.target = (self.target * 2).min(self.max);
+        // A single connection well below what a local link carries, or a doubling that nearly
+        // doubled the rate, shows a per-connection limit (a throttling server, a long fat
+        // pipe): grow much faster from there. A step that does not pay is undone next window.
+        let next = if self.target == 1 && rate < SLOW_CONNECTION {
+            self.max
+        } else if self.target > 1 && rate >= self.rate_before * STEEP_GAIN {
+            self.target * 4
+        } else {
+            self.target * 2
+        };
+        (self.previous, self.rate_before) = (self.target, rate);
+        self.target = next.min(self.max);
         tracing::debug!(
             connections = self.target,
             bytes_per_second = rate as u64,

@@ -21,7 +21,7 @@ use super::FetchError;
 /// Bytes written between two requests to the kernel to start writing the file back. Dirty
 /// pages then flow to the disk while the download runs, and the fsync at the end has little
 /// left to do.
-const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
+const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 
 /// Chunks in flight between the network and the disk, per file. With the fetch loop's 256 KiB
 /// batches this bounds a file's buffered memory to about 4 MiB.
