@@ -246,19 +246,23 @@ async fn a_200_to_a_range_is_not_written_and_the_file_starts_over() {
     assert_file(&app.file("norange.bin"), &body);
 
     let seen = origin.requests("norange.bin");
-    assert!(
-        bounds(&seen[1]).is_some_and(|(first, _)| first > 0),
-        "{seen:#?}"
-    );
-    assert_eq!(
-        seen[1].status, 200,
-        "the range was answered with the whole file"
-    );
-    // The 200 was not written at the range's offset: the file started over from a fresh probe,
-    // and went down one stream, since ranges no longer work.
-    assert!(is_probe(&seen[2]), "{seen:#?}");
-    assert_eq!(seen.len(), 3, "{seen:#?}");
-    assert_eq!(seen[2].status, 200);
+    // Every range asked after the probe (several connections may have gone out together) was
+    // answered with the whole file; none of that was written: the file started over from a
+    // fresh probe, the last request, and went down one stream since ranges no longer work.
+    let (last, ranges) = seen[1..].split_last().expect("more than the probe");
+    assert!(!ranges.is_empty(), "{seen:#?}");
+    for range in ranges {
+        assert!(
+            bounds(range).is_some_and(|(first, _)| first > 0),
+            "{seen:#?}"
+        );
+        assert_eq!(
+            range.status, 200,
+            "the range was answered with the whole file"
+        );
+    }
+    assert!(is_probe(last), "{seen:#?}");
+    assert_eq!(last.status, 200);
 }
 
 /// Waits until `id` has at least two connections and `bytes` bytes.
@@ -435,11 +439,19 @@ async fn a_503_with_retry_after_holds_new_connections_back() {
     let seen = origin.requests("busy.bin");
     assert_eq!(seen[1].status, 503, "{seen:#?}");
     assert!(seen.len() > 2, "{seen:#?}");
-    for later in &seen[2..] {
-        let waited = later.at - seen[1].at;
+    // Connections the engine opened together with the refused one were on their way already;
+    // every request sent after the 503 arrived waits for its Retry-After.
+    let in_flight = Duration::from_millis(100);
+    let later: Vec<_> = seen[2..]
+        .iter()
+        .filter(|s| s.at - seen[1].at > in_flight)
+        .collect();
+    assert!(!later.is_empty(), "{seen:#?}");
+    for request in later {
+        let waited = request.at - seen[1].at;
         assert!(
             waited >= Duration::from_secs(1),
-            "a request {waited:?} after the 503: {later:?}"
+            "a request {waited:?} after the 503: {request:?}"
         );
     }
     let retrying = events.kind(&id, "job.retrying");
@@ -837,6 +849,12 @@ async fn a_server_that_refuses_every_guarded_range_gets_the_file_down_one_stream
     // It tried ranges once, started over, and then did not split the file again.
     let seen = origin.requests("lb.bin");
     let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [206, 200, 206], "{seen:#?}");
-    assert!(is_probe(&seen[2]));
+    let (first, rest) = statuses.split_first().expect("a probe");
+    let (last, refused) = rest.split_last().expect("more than the probe");
+    assert_eq!((*first, *last), (206, 206), "{seen:#?}");
+    assert!(
+        !refused.is_empty() && refused.iter().all(|s| *s == 200),
+        "{seen:#?}"
+    );
+    assert!(is_probe(seen.last().unwrap()));
 }
