@@ -254,6 +254,8 @@ class Bench:
         os.makedirs(self.out)
         self.runs = 0
         self.table = []
+        self.keep_outputs = False
+        self.kept = []
 
     def fresh_dir(self, tool):
         self.runs += 1
@@ -277,15 +279,24 @@ class Bench:
         if any(s != "completed" for s in statuses):
             raise RuntimeError(f"haul jobs ended {set(statuses)}")
         verify(out)
-        shutil.rmtree(out)
+        self.finished(out)
         return result
 
     def peer_run(self, tool, argv_for, verify):
         out = self.fresh_dir(tool)
         result = run_process(argv_for(out), out)
         verify(out)
-        shutil.rmtree(out)
+        self.finished(out)
         return result
+
+    def finished(self, out):
+        """Big files go at once; many small ones are kept until the case ends: deleting 2 000
+        files and creating 2 000 more at once makes ext4's inode allocator slow and would
+        falsify the next run."""
+        if self.keep_outputs:
+            self.kept.append(out)
+        else:
+            shutil.rmtree(out)
 
     def measure(self, case, tools, size):
         """Alternates runs of every tool; records medians."""
@@ -433,7 +444,14 @@ class Bench:
                 "wget2", "-q", "--max-threads=16", "-P", out, "-i", lists(out)], verify)),
         ]
         log(f"==> case 4: {SMALL_COUNT} files of {SMALL_SIZE // 1024} KiB")
-        self.measure(4, tools, SMALL_COUNT * SMALL_SIZE)
+        self.keep_outputs = True
+        try:
+            self.measure(4, tools, SMALL_COUNT * SMALL_SIZE)
+        finally:
+            self.keep_outputs = False
+            for out in self.kept:
+                shutil.rmtree(out, ignore_errors=True)
+            self.kept.clear()
 
     def idle_rss(self, jobs):
         """RSS of a daemon holding `jobs` queued jobs (case 5): one slot, held by a download

@@ -130,6 +130,8 @@ pub struct Assignment {
     pub meta: FileMeta,
     /// A slot on the host, if the coordinator took one for it.
     pub permit: Option<HostPermit>,
+    /// The response to the first request, when it was made before the connection started.
+    pub first: Option<reqwest::Response>,
 }
 
 /// Runs an assignment to its end, retrying transient failures from its own offset.
@@ -212,17 +214,22 @@ impl Attempt<'_> {
             return Ok(Outcome::Restart("no validator to resume safely"));
         };
         let env = self.env;
-        let sent = get_following(
-            &env.client,
-            &env.url,
-            &env.secret,
-            &headers,
-            env.max_redirects,
-        );
-        let response = tokio::select! {
-            biased;
-            () = self.stop.cancelled() => return Err(FetchError::Stopped),
-            sent = sent => sent?,
+        let response = match self.work.first.take() {
+            Some(response) => response,
+            None => {
+                let sent = get_following(
+                    &env.client,
+                    &env.url,
+                    &env.secret,
+                    &headers,
+                    env.max_redirects,
+                );
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => return Err(FetchError::Stopped),
+                    sent = sent => sent?,
+                }
+            }
         };
         match (self.work.ask, response.status().as_u16()) {
             (Ask::Probe, 206 | 200) => self.probed(response).await,

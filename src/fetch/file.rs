@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::{self, Ask, Assignment, Env, Event, Outcome, Range};
 use super::http::if_range_value;
 use super::writer::Writer;
-use super::{FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan};
+use super::{FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan, small};
 use crate::domain::Segment;
 use crate::store::FileMeta;
 use crate::telemetry::redact_url;
@@ -202,6 +202,8 @@ struct FileRun<'a, J> {
     /// The file started over: from then on it goes down one stream, so that a server that
     /// answers guarded ranges with the whole file cannot make it start over again and again.
     restarted: bool,
+    /// The first response of a fresh file, made before the coordinator started.
+    first: Option<(reqwest::Response, super::limits::HostPermit)>,
     probing: bool,
     slots: Vec<Slot>,
     tasks: JoinSet<(usize, Outcome)>,
@@ -224,6 +226,21 @@ impl Fetcher {
         live: &Arc<LiveFile>,
         stop: &CancellationToken,
     ) -> Result<Fetched, FetchError> {
+        // A fresh file's first request is made up front: a small file is done right there.
+        let mut first = None;
+        if task.segments.is_empty() {
+            match small::first_request(self, task, live, stop).await {
+                Ok(small::First::Done(fetched)) => return Ok(fetched),
+                Ok(small::First::Response(response, permit)) => first = Some((response, permit)),
+                Ok(small::First::Nothing) => {}
+                Err(err) => {
+                    if !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                        discard_empty_part(&task.part).await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
         let (file, on_disk) = open_part(task.part.clone()).await?;
         let saved = usable_plan(&task.segments, &task.meta, on_disk);
         let written: Vec<u64> = saved.iter().map(|s| s.written).collect();
@@ -235,6 +252,10 @@ impl Fetcher {
             task.hash,
             live.bytes_done.clone(),
         );
+        if fresh && on_disk > 0 {
+            // Bytes of an earlier attempt nothing vouches for: the file starts from empty.
+            writer.restart(0).await?;
+        }
         live.set(
             saved.iter().map(|s| s.written).sum(),
             if fresh { None } else { task.meta.total },
@@ -292,6 +313,7 @@ impl Fetcher {
             meta_saved: true,
             parallel,
             restarted: false,
+            first,
             probing: false,
             slots,
             tasks: JoinSet::new(),
@@ -448,7 +470,10 @@ impl<J: Journal> FileRun<'_, J> {
         let range = Range::new(0, None, 0);
         self.slots.push(Slot::new(range, State::Pending));
         self.probing = true;
-        self.spawn(0, Ask::Probe, None);
+        match self.first.take() {
+            Some((response, permit)) => self.spawn_with(0, Ask::Probe, Some(permit), Some(response)),
+            None => self.spawn(0, Ask::Probe, None),
+        }
     }
 
     async fn on_event(&mut self, event: Event) -> Result<(), FetchError> {
@@ -609,6 +634,16 @@ impl<J: Journal> FileRun<'_, J> {
     }
 
     fn spawn(&mut self, index: usize, ask: Ask, permit: Option<super::limits::HostPermit>) {
+        self.spawn_with(index, ask, permit, None);
+    }
+
+    fn spawn_with(
+        &mut self,
+        index: usize,
+        ask: Ask,
+        permit: Option<super::limits::HostPermit>,
+        first: Option<reqwest::Response>,
+    ) {
         let stop = self.generation.child_token();
         let Some(slot) = self.slots.get_mut(index) else {
             return;
@@ -621,6 +656,7 @@ impl<J: Journal> FileRun<'_, J> {
             ask,
             meta: self.meta.clone(),
             permit,
+            first,
         };
         let env = self.env.clone();
         self.tasks

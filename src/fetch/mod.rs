@@ -15,6 +15,7 @@ pub mod limits;
 pub mod place;
 pub mod plan;
 mod retry;
+mod small;
 mod writer;
 
 use std::future::Future;

@@ -107,26 +107,41 @@ impl Store {
         file: FileId,
         path: &str,
     ) -> Result<(), StoreError> {
+        match self.claim_paths(job, owner, &[(file, path.to_owned())]).await?[..] {
+            [true] => Ok(()),
+            _ => Err(StoreError::PathTaken(path.to_owned())),
+        }
+    }
+
+    /// [`Store::claim_path`] for many files in one transaction: for each, whether it got its
+    /// destination.
+    pub async fn claim_paths(
+        &self,
+        job: JobId,
+        owner: &str,
+        claims: &[(FileId, String)],
+    ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.begin_owned_write(job, owner).await?;
-        let key = file.to_string();
-        let claimed = sqlx::query(concat!(
-            "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
-             SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
-             WHERE o.path = ? AND o.id <> ? AND ",
-            owns_destination!("o", "oj"),
-            ")"
-        ))
-        .bind(path)
-        .bind(&key)
-        .bind(path)
-        .bind(&key)
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
-            return Err(StoreError::PathTaken(path.to_owned()));
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (file, path) in claims {
+            let key = file.to_string();
+            let done = sqlx::query(concat!(
+                "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
+                 SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
+                 WHERE o.path = ? AND o.id <> ? AND ",
+                owns_destination!("o", "oj"),
+                ")"
+            ))
+            .bind(path)
+            .bind(&key)
+            .bind(path)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+            claimed.push(done.rows_affected() == 1);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(claimed)
     }
 
     /// Records where a file ended up (a cached file, or an alternative name taken at the

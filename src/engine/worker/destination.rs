@@ -45,8 +45,18 @@ pub(super) async fn settle<'a>(
     ctx: &'a Ctx<'a>,
     file: RunFile,
     live: &LiveFile,
+    claimed: Option<String>,
 ) -> Result<Option<Destination<'a>>, FetchError> {
     let record = &file.record;
+    if let Some(rel) = claimed {
+        // Claimed with others of its job a moment ago (registry, store and `.part`).
+        return Ok(Some(Destination {
+            claim: PathClaim { ctx, rel },
+            meta: FileMeta::default(),
+            segments: Vec::new(),
+            verifying: false,
+        }));
+    }
     let mut taken = HashSet::new();
     if record.path_claimed {
         match reclaim(ctx, record).await? {
@@ -242,5 +252,106 @@ impl Destination<'_> {
         })
         .await
         .map_err(|e| FetchError::Store(format!("checking the destination was interrupted: {e}")))?
+    }
+}
+
+/// Destinations claimed in batches, ahead of their downloads: for a job of many files, one
+/// pass on the blocking pool plans them, one store transaction claims them and one more pass
+/// creates their `.part` files, instead of a round of each per file. What is not handed out
+/// is released when this is dropped.
+pub(super) struct Batch<'a> {
+    ctx: &'a Ctx<'a>,
+    claimed: std::sync::Mutex<std::collections::HashMap<crate::domain::FileId, String>>,
+}
+
+/// Files a batch can claim: not claimed yet, and with no checksum (an existing file might be
+/// theirs already, which only the one-file path checks).
+pub(super) fn batchable(record: &FileRecord) -> bool {
+    !record.path_claimed && record.sha256.is_none() && !record.status.is_done()
+}
+
+impl<'a> Batch<'a> {
+    pub(super) fn new(ctx: &'a Ctx<'a>) -> Self {
+        Self { ctx, claimed: std::sync::Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<crate::domain::FileId, String>> {
+        self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The destination claimed for `file`, if any (handed out once).
+    pub(super) fn take(&self, file: crate::domain::FileId) -> Option<String> {
+        self.lock().remove(&file)
+    }
+
+    /// Whether `file` was claimed and not handed out yet.
+    pub(super) fn has(&self, file: crate::domain::FileId) -> bool {
+        self.lock().contains_key(&file)
+    }
+
+    /// Claims destinations for these files where nothing is in the way. Files left out (or a
+    /// failure of the whole batch) fall back to the one-file path.
+    pub(super) async fn claim(&self, records: &[&FileRecord]) -> Result<(), FetchError> {
+        let ctx = self.ctx;
+        let planned = self.plan(records).await?;
+        let registry = &ctx.engine.inner.registry;
+        let planned: Vec<_> = planned.into_iter().filter(|(_, rel)| registry.claim_path(rel)).collect();
+        let release = |rels: &mut dyn Iterator<Item = &String>| rels.for_each(|rel| registry.release_path(rel));
+        let stored = match ctx.store().claim_paths(ctx.job.id, ctx.lease(), &planned).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                release(&mut planned.iter().map(|(_, rel)| rel));
+                return Err(store_error(err));
+            }
+        };
+        let (ours, theirs): (Vec<_>, Vec<_>) = planned.into_iter().zip(stored).partition(|(_, ok)| *ok);
+        release(&mut theirs.iter().map(|((_, rel), _)| rel));
+        let root = ctx.engine.inner.root.clone();
+        let rels: Vec<String> = ours.iter().map(|((_, rel), _)| rel.clone()).collect();
+        let created = tokio::task::spawn_blocking(move || {
+            rels.iter().map(|rel| matches!(place::create_part(&root, rel), Ok(true))).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| FetchError::Store(format!("creating partial files was interrupted: {e}")))?;
+        let mut claimed = self.lock();
+        for (((file, rel), _), made) in ours.into_iter().zip(created) {
+            if made {
+                claimed.insert(file, rel);
+            } else {
+                registry.release_path(&rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the conflict policy for each file; keeps those that download to a free name.
+    async fn plan(&self, records: &[&FileRecord]) -> Result<Vec<(crate::domain::FileId, String)>, FetchError> {
+        let ctx = self.ctx;
+        let root = ctx.engine.inner.root.clone();
+        let (policy, stop, engine) = (ctx.job.on_conflict, ctx.run.stop.clone(), ctx.engine.clone());
+        let wanted: Vec<_> = records.iter().map(|r| (r.id, r.path.clone())).collect();
+        tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .filter_map(|(file, rel)| {
+                    let busy = |p: &str| engine.inner.registry.path_busy(p);
+                    match place::prepare(&root, &rel, policy, None, &stop, &busy) {
+                        Ok(Prepared::Download { path }) => Some((file, path)),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| FetchError::Store(format!("planning destinations was interrupted: {e}")))
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let registry = &self.ctx.engine.inner.registry;
+        for rel in self.lock().values() {
+            registry.release_path(rel);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The file loop of a job: for each file, settle its destination, fetch it, verify it and put
 //! it in place, recording each step in the store.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -17,6 +18,9 @@ use crate::fetch::place::{self, Finish};
 use crate::fetch::{FetchError, Fetched, FileLimits, FileTask, LiveFile, request_headers};
 use crate::store::{FileStatusUpdate, RunFile, StoreError};
 
+/// Files whose destinations are claimed together.
+const CLAIM_BATCH: usize = 64;
+
 /// Runs every unfinished file, several at a time (as many as the job's connection limit).
 /// Returns the files that failed for good (path and error), or why the loop stopped early.
 pub(super) async fn run_files(
@@ -29,19 +33,31 @@ pub(super) async fn run_files(
     let headers = &headers;
     let at_once = file_limits(ctx).max_connections.max(1);
     let (commits, queue) = mpsc::channel(256);
+    let batch = destination::Batch::new(ctx);
+    let batch = &batch;
     let fetching = async move {
-        let mut pending = files
+        let mut pending: VecDeque<_> = files
             .into_iter()
             .zip(lives)
-            .filter(|(f, _)| !f.record.status.is_done());
+            .filter(|(f, _)| !f.record.status.is_done())
+            .collect();
         let mut running = FuturesUnordered::new();
         let mut outcomes = Vec::new();
         loop {
             while running.len() < at_once {
-                let Some((file, live)) = pending.next() else {
+                let Some((file, live)) = pending.pop_front() else {
                     break;
                 };
-                running.push(fetch_tracked(ctx, file, live, headers, commits.clone()));
+                if destination::batchable(&file.record) && !batch.has(file.record.id) {
+                    let records: Vec<&FileRecord> = std::iter::once(&file.record)
+                        .chain(pending.iter().map(|(f, _)| &f.record).filter(|r| destination::batchable(r)))
+                        .take(CLAIM_BATCH)
+                        .collect();
+                    // A batch that fails leaves its files to the one-file path.
+                    let _ = batch.claim(&records).await;
+                }
+                let claimed = batch.take(file.record.id);
+                running.push(fetch_tracked(ctx, file, live, headers, commits.clone(), claimed));
             }
             match running.next().await {
                 Some(outcome) => outcomes.push(outcome),
@@ -87,10 +103,11 @@ async fn fetch_tracked(
     live: &Arc<LiveFile>,
     headers: &Result<HeaderMap, FetchError>,
     commits: mpsc::Sender<commit::Commit>,
+    claimed: Option<String>,
 ) -> (String, FileId, Result<(), FetchError>) {
     let (path, id) = (file.record.path.clone(), file.record.id);
     let outcome = match headers {
-        Ok(headers) => fetch_one(ctx, file, live, headers, &commits).await,
+        Ok(headers) => fetch_one(ctx, file, live, headers, &commits, claimed).await,
         Err(err) => Err(FetchError::Store(err.to_string())),
     };
     (path, id, outcome)
@@ -131,9 +148,10 @@ async fn fetch_one(
     live: &Arc<LiveFile>,
     headers: &HeaderMap,
     commits: &mpsc::Sender<commit::Commit>,
+    claimed: Option<String>,
 ) -> Result<(), FetchError> {
     let record = &file.record;
-    let Some(destination) = destination::settle(ctx, file.clone(), live).await? else {
+    let Some(destination) = destination::settle(ctx, file.clone(), live, claimed).await? else {
         return Ok(());
     };
     if destination.placed_before_crash(ctx, record).await? {

@@ -1,0 +1,138 @@
+//! Small files in one go. A fresh file's first request is made here: when the answer says the
+//! whole file is small, its body is read into memory, hashed, and written in one step on
+//! the blocking pool — no writer thread, no connection task, no checkpoint. Anything
+//! else (a large file, an error status, a failure on the way) goes to the coordinator, with
+//! the response when there is one, so nothing is asked twice.
+
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, HeaderValue, RANGE};
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{get_following, parse_content_range};
+use super::limits::HostPermit;
+use super::{FetchError, Fetched, Fetcher, FileTask, LiveFile};
+
+/// Files up to this size are fetched in memory in one request.
+pub const SMALL_FILE: u64 = 256 * 1024;
+
+/// What the first request of a fresh file gave.
+pub enum First {
+    /// A small file, complete and fsynced in its `.part`.
+    Done(Fetched),
+    /// Anything else: the response, for the coordinator to carry on with, and its host slot.
+    Response(reqwest::Response, HostPermit),
+    /// Nothing usable (the request failed): the coordinator starts from scratch, with retries.
+    Nothing,
+}
+
+/// Makes the first request of a fresh file and finishes it at once if it is small.
+pub async fn first_request(
+    fetcher: &Fetcher,
+    task: &FileTask,
+    live: &LiveFile,
+    stop: &CancellationToken,
+) -> Result<First, FetchError> {
+    let host = task.url.host_str().unwrap_or_default();
+    let permit = tokio::select! {
+        biased;
+        () = stop.cancelled() => return Err(FetchError::Stopped),
+        permit = fetcher.hosts.acquire(host) => permit,
+    };
+    let mut range = HeaderMap::new();
+    range.insert(RANGE, HeaderValue::from_static("bytes=0-"));
+    let sent = get_following(&fetcher.client, &task.url, &task.headers, &range, fetcher.max_redirects);
+    let response = tokio::select! {
+        biased;
+        () = stop.cancelled() => return Err(FetchError::Stopped),
+        sent = sent => match sent {
+            Ok(response) => response,
+            // Worth another try: the coordinator makes it, with its backoff.
+            Err(error) if error.is_retryable() => return Ok(First::Nothing),
+            Err(error) => return Err(error),
+        },
+    };
+    let Some(size) = whole_and_small(&response) else {
+        return Ok(First::Response(response, permit));
+    };
+    let Some(body) = read_all(fetcher, task, response, size, stop).await? else {
+        return Ok(First::Nothing);
+    };
+    drop(permit);
+    let digest = task.hash.then(|| sha2::Sha256::digest(&body).into());
+    let part = task.part.clone();
+    let file = tokio::task::spawn_blocking(move || write_part(&part, &body))
+        .await
+        .map_err(|e| FetchError::Io { path: String::new(), source: std::io::Error::other(e) })??;
+    live.set(size, Some(size));
+    Ok(First::Done(Fetched { file, total: size, digest }))
+}
+
+/// The size of a response that is the whole file and small: a 200 with a length, or a 206
+/// for all of it.
+fn whole_and_small(response: &reqwest::Response) -> Option<u64> {
+    let size = match response.status().as_u16() {
+        200 => response.content_length()?,
+        206 => {
+            let value = response.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+            let range = parse_content_range(value)?;
+            let total = range.total?;
+            (range.start == 0 && range.end_inclusive + 1 == total).then_some(total)?
+        }
+        _ => return None,
+    };
+    (size <= SMALL_FILE).then_some(size)
+}
+
+/// The whole body, exactly `size` bytes; `None` if it broke off (the coordinator retries).
+async fn read_all(
+    fetcher: &Fetcher,
+    task: &FileTask,
+    mut response: reqwest::Response,
+    size: u64,
+    stop: &CancellationToken,
+) -> Result<Option<Bytes>, FetchError> {
+    let mut body = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(FetchError::Stopped),
+            chunk = response.chunk() => chunk,
+        };
+        match chunk {
+            Ok(Some(bytes)) => {
+                let len = bytes.len() as u64;
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Err(FetchError::Stopped),
+                    _ = async { tokio::join!(fetcher.throttle.consume(len), task.throttle.consume(len)) } => {}
+                }
+                body.extend_from_slice(&bytes);
+            }
+            Ok(None) => break,
+            Err(_) => return Ok(None),
+        }
+        if body.len() as u64 > size {
+            return Ok(None);
+        }
+    }
+    Ok((body.len() as u64 == size).then(|| body.freeze()))
+}
+
+/// Writes the whole file into its `.part` (created when the destination was claimed).
+/// Verification fsyncs it, as for every file.
+fn write_part(part: &std::path::Path, body: &[u8]) -> Result<std::fs::File, FetchError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(part)
+        .map_err(|e| FetchError::io(part, e))?;
+    file.write_all_at(body, 0).map_err(|e| FetchError::io(part, e))?;
+    file.set_len(body.len() as u64).map_err(|e| FetchError::io(part, e))?;
+    Ok(file)
+}
