@@ -153,13 +153,14 @@ http {{
 class Haul:
     """The haul daemon, driven over its API."""
 
-    def __init__(self, binary, work, root, max_jobs=16):
+    def __init__(self, binary, work, root, max_jobs=16, per_host=16):
         self.data = os.path.join(work, "haul-data")
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAUL_")}
         env["RUST_LOG"] = "warn"
+        env["HAUL_MAX_CONNECTIONS_PER_HOST"] = str(per_host)
         self.log = open(os.path.join(work, "haul.log"), "w")
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data,
@@ -408,7 +409,8 @@ class Bench:
                 digest = make_file(os.path.join(self.www, "small", name), SMALL_SIZE)
                 self.small.append((name, digest))
         self.nginx = Nginx(self.work, self.www)
-        self.haul = Haul(self.args.haul, self.work, self.out)
+        self.haul = Haul(self.args.haul, self.work, self.out,
+                         per_host=max(16, self.args.max_connections))
         if 2 in cases:
             self.check_throttle()
 

@@ -203,7 +203,7 @@ struct FileRun<'a, J> {
     /// answers guarded ranges with the whole file cannot make it start over again and again.
     restarted: bool,
     /// The first response of a fresh file, made before the coordinator started.
-    first: Option<(reqwest::Response, super::limits::HostPermit)>,
+    first: Option<FirstResponse>,
     probing: bool,
     slots: Vec<Slot>,
     tasks: JoinSet<(usize, Outcome)>,
@@ -214,6 +214,35 @@ struct FileRun<'a, J> {
     /// Bytes received over all generations, to tell a flaky server from a broken one.
     received: u64,
 }
+
+/// Slots for a saved plan, finished segments already done.
+fn saved_slots(saved: &[Segment]) -> Vec<Slot> {
+    saved
+        .iter()
+        .map(|s| {
+            let range = Range::new(s.start, s.end, s.written);
+            let state = if range.is_done() {
+                State::Done
+            } else {
+                State::Pending
+            };
+            Slot::new(range, state)
+        })
+        .collect()
+}
+
+/// A saved plan came from a ranged probe if the file is large: try ranges again (a server
+/// that stopped honouring them answers with a 200, and the file starts over).
+fn resumes_parallel(task: &FileTask, saved_segments: usize) -> bool {
+    task.limits.max_connections > 1
+        && task
+            .meta
+            .total
+            .is_some_and(|t| saved_segments > 1 || plan::splittable(t, task.limits.min_segment))
+}
+
+/// The first response of a fresh file and the host permit it holds.
+type FirstResponse = (reqwest::Response, super::limits::HostPermit);
 
 impl Fetcher {
     /// Fetches `task` into its `.part` (resuming saved progress when it is safe), retrying
@@ -227,20 +256,15 @@ impl Fetcher {
         stop: &CancellationToken,
     ) -> Result<Fetched, FetchError> {
         // A fresh file's first request is made up front: a small file is done right there.
-        let mut first = None;
-        if task.segments.is_empty() {
-            match small::first_request(self, task, live, stop).await {
-                Ok(small::First::Done(fetched)) => return Ok(fetched),
-                Ok(small::First::Response(response, permit)) => first = Some((response, permit)),
-                Ok(small::First::Nothing) => {}
-                Err(err) => {
-                    if !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
-                        discard_empty_part(&task.part).await;
-                    }
-                    return Err(err);
-                }
+        let first = if task.segments.is_empty() {
+            match self.first_request(task, live, stop).await? {
+                small::First::Done(fetched) => return Ok(fetched),
+                small::First::Response(response, permit) => Some((response, permit)),
+                small::First::Nothing => None,
             }
-        }
+        } else {
+            None
+        };
         let (file, on_disk) = open_part(task.part.clone()).await?;
         let saved = usable_plan(&task.segments, &task.meta, on_disk);
         let written: Vec<u64> = saved.iter().map(|s| s.written).collect();
@@ -276,26 +300,8 @@ impl Fetcher {
             sink: writer.sink(),
             events: events_tx,
         });
-        let slots = saved
-            .iter()
-            .map(|s| {
-                let range = Range::new(s.start, s.end, s.written);
-                let state = if range.is_done() {
-                    State::Done
-                } else {
-                    State::Pending
-                };
-                Slot::new(range, state)
-            })
-            .collect::<Vec<_>>();
-        // A saved plan came from a ranged probe if the file is large: try ranges again (a
-        // server that stopped honouring them answers with a 200, and the file starts over).
-        let parallel = !fresh
-            && task.limits.max_connections > 1
-            && task
-                .meta
-                .total
-                .is_some_and(|t| slots.len() > 1 || plan::splittable(t, task.limits.min_segment));
+        let slots = saved_slots(&saved);
+        let parallel = !fresh && resumes_parallel(task, slots.len());
         let mut run = FileRun {
             fetcher: self,
             task,
@@ -325,6 +331,25 @@ impl Fetcher {
         };
         let result = run.drive().await;
         run.finish(result).await
+    }
+
+    /// Makes a fresh file's first request: either the whole (small) file, or the response
+    /// for the probe to continue with; a failure removes the empty `.part` it created.
+    async fn first_request(
+        &self,
+        task: &FileTask,
+        live: &Arc<LiveFile>,
+        stop: &CancellationToken,
+    ) -> Result<small::First, FetchError> {
+        match small::first_request(self, task, live, stop).await {
+            Ok(first) => Ok(first),
+            Err(err) => {
+                if !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                    discard_empty_part(&task.part).await;
+                }
+                Err(err)
+            }
+        }
     }
 }
 
@@ -471,7 +496,9 @@ impl<J: Journal> FileRun<'_, J> {
         self.slots.push(Slot::new(range, State::Pending));
         self.probing = true;
         match self.first.take() {
-            Some((response, permit)) => self.spawn_with(0, Ask::Probe, Some(permit), Some(response)),
+            Some((response, permit)) => {
+                self.spawn_with(0, Ask::Probe, Some(permit), Some(response))
+            }
             None => self.spawn(0, Ask::Probe, None),
         }
     }

@@ -43,7 +43,13 @@ pub async fn first_request(
     };
     let mut range = HeaderMap::new();
     range.insert(RANGE, HeaderValue::from_static("bytes=0-"));
-    let sent = get_following(&fetcher.client, &task.url, &task.headers, &range, fetcher.max_redirects);
+    let sent = get_following(
+        &fetcher.client,
+        &task.url,
+        &task.headers,
+        &range,
+        fetcher.max_redirects,
+    );
     let response = tokio::select! {
         biased;
         () = stop.cancelled() => return Err(FetchError::Stopped),
@@ -65,9 +71,16 @@ pub async fn first_request(
     let part = task.part.clone();
     let file = tokio::task::spawn_blocking(move || write_part(&part, &body))
         .await
-        .map_err(|e| FetchError::Io { path: String::new(), source: std::io::Error::other(e) })??;
+        .map_err(|e| FetchError::Io {
+            path: String::new(),
+            source: std::io::Error::other(e),
+        })??;
     live.set(size, Some(size));
-    Ok(First::Done(Fetched { file, total: size, digest }))
+    Ok(First::Done(Fetched {
+        file,
+        total: size,
+        digest,
+    }))
 }
 
 /// The size of a response that is the whole file and small: a 200 with a length, or a 206
@@ -76,7 +89,11 @@ fn whole_and_small(response: &reqwest::Response) -> Option<u64> {
     let size = match response.status().as_u16() {
         200 => response.content_length()?,
         206 => {
-            let value = response.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+            let value = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)?
+                .to_str()
+                .ok()?;
             let range = parse_content_range(value)?;
             let total = range.total?;
             (range.start == 0 && range.end_inclusive + 1 == total).then_some(total)?
@@ -132,7 +149,9 @@ fn write_part(part: &std::path::Path, body: &[u8]) -> Result<std::fs::File, Fetc
         .custom_flags(libc::O_NOFOLLOW)
         .open(part)
         .map_err(|e| FetchError::io(part, e))?;
-    file.write_all_at(body, 0).map_err(|e| FetchError::io(part, e))?;
-    file.set_len(body.len() as u64).map_err(|e| FetchError::io(part, e))?;
+    file.write_all_at(body, 0)
+        .map_err(|e| FetchError::io(part, e))?;
+    file.set_len(body.len() as u64)
+        .map_err(|e| FetchError::io(part, e))?;
     Ok(file)
 }

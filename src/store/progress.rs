@@ -107,7 +107,10 @@ impl Store {
         file: FileId,
         path: &str,
     ) -> Result<(), StoreError> {
-        match self.claim_paths(job, owner, &[(file, path.to_owned())]).await?[..] {
+        match self
+            .claim_paths(job, owner, &[(file, path.to_owned())])
+            .await?[..]
+        {
             [true] => Ok(()),
             _ => Err(StoreError::PathTaken(path.to_owned())),
         }

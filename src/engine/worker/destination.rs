@@ -272,11 +272,18 @@ pub(super) fn batchable(record: &FileRecord) -> bool {
 
 impl<'a> Batch<'a> {
     pub(super) fn new(ctx: &'a Ctx<'a>) -> Self {
-        Self { ctx, claimed: std::sync::Mutex::default() }
+        Self {
+            ctx,
+            claimed: std::sync::Mutex::default(),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<crate::domain::FileId, String>> {
-        self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<crate::domain::FileId, String>> {
+        self.claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The destination claimed for `file`, if any (handed out once).
@@ -295,21 +302,33 @@ impl<'a> Batch<'a> {
         let ctx = self.ctx;
         let planned = self.plan(records).await?;
         let registry = &ctx.engine.inner.registry;
-        let planned: Vec<_> = planned.into_iter().filter(|(_, rel)| registry.claim_path(rel)).collect();
-        let release = |rels: &mut dyn Iterator<Item = &String>| rels.for_each(|rel| registry.release_path(rel));
-        let stored = match ctx.store().claim_paths(ctx.job.id, ctx.lease(), &planned).await {
+        let planned: Vec<_> = planned
+            .into_iter()
+            .filter(|(_, rel)| registry.claim_path(rel))
+            .collect();
+        let release = |rels: &mut dyn Iterator<Item = &String>| {
+            rels.for_each(|rel| registry.release_path(rel))
+        };
+        let stored = match ctx
+            .store()
+            .claim_paths(ctx.job.id, ctx.lease(), &planned)
+            .await
+        {
             Ok(stored) => stored,
             Err(err) => {
                 release(&mut planned.iter().map(|(_, rel)| rel));
                 return Err(store_error(err));
             }
         };
-        let (ours, theirs): (Vec<_>, Vec<_>) = planned.into_iter().zip(stored).partition(|(_, ok)| *ok);
+        let (ours, theirs): (Vec<_>, Vec<_>) =
+            planned.into_iter().zip(stored).partition(|(_, ok)| *ok);
         release(&mut theirs.iter().map(|((_, rel), _)| rel));
         let root = ctx.engine.inner.root.clone();
         let rels: Vec<String> = ours.iter().map(|((_, rel), _)| rel.clone()).collect();
         let created = tokio::task::spawn_blocking(move || {
-            rels.iter().map(|rel| matches!(place::create_part(&root, rel), Ok(true))).collect::<Vec<_>>()
+            rels.iter()
+                .map(|rel| matches!(place::create_part(&root, rel), Ok(true)))
+                .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| FetchError::Store(format!("creating partial files was interrupted: {e}")))?;
@@ -325,10 +344,17 @@ impl<'a> Batch<'a> {
     }
 
     /// Runs the conflict policy for each file; keeps those that download to a free name.
-    async fn plan(&self, records: &[&FileRecord]) -> Result<Vec<(crate::domain::FileId, String)>, FetchError> {
+    async fn plan(
+        &self,
+        records: &[&FileRecord],
+    ) -> Result<Vec<(crate::domain::FileId, String)>, FetchError> {
         let ctx = self.ctx;
         let root = ctx.engine.inner.root.clone();
-        let (policy, stop, engine) = (ctx.job.on_conflict, ctx.run.stop.clone(), ctx.engine.clone());
+        let (policy, stop, engine) = (
+            ctx.job.on_conflict,
+            ctx.run.stop.clone(),
+            ctx.engine.clone(),
+        );
         let wanted: Vec<_> = records.iter().map(|r| (r.id, r.path.clone())).collect();
         tokio::task::spawn_blocking(move || {
             wanted

@@ -50,14 +50,26 @@ pub(super) async fn run_files(
                 };
                 if destination::batchable(&file.record) && !batch.has(file.record.id) {
                     let records: Vec<&FileRecord> = std::iter::once(&file.record)
-                        .chain(pending.iter().map(|(f, _)| &f.record).filter(|r| destination::batchable(r)))
+                        .chain(
+                            pending
+                                .iter()
+                                .map(|(f, _)| &f.record)
+                                .filter(|r| destination::batchable(r)),
+                        )
                         .take(CLAIM_BATCH)
                         .collect();
                     // A batch that fails leaves its files to the one-file path.
                     let _ = batch.claim(&records).await;
                 }
                 let claimed = batch.take(file.record.id);
-                running.push(fetch_tracked(ctx, file, live, headers, commits.clone(), claimed));
+                running.push(fetch_tracked(
+                    ctx,
+                    file,
+                    live,
+                    headers,
+                    commits.clone(),
+                    claimed,
+                ));
             }
             match running.next().await {
                 Some(outcome) => outcomes.push(outcome),
