@@ -16,6 +16,9 @@
 )]
 mod origin;
 
+#[path = "../common/plan.rs"]
+mod plan;
+
 mod auth;
 mod contract;
 mod download;

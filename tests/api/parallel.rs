@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::contract::{assert_problem, request, send};
 use crate::helpers::{TestApp, test_settings};
 use crate::origin::{Faults, Origin, Seen, content, sha256_hex};
+use crate::plan::{assert_plan, assert_resumed_range_by_range, saved_segments};
 use crate::support::{Events, assert_absent, assert_file, eventually, id_of};
 
 /// The smallest segment the API allows, so files of a few MB split into many.
@@ -46,13 +47,6 @@ fn spec(origin: &Origin, path: &str, extra: Value) -> Value {
         spec.extend(extra.clone());
     }
     spec
-}
-
-/// `[first, end)` of a bounded `Range: bytes=N-M`; `None` for `bytes=N-` or no range.
-fn bounds(seen: &Seen) -> Option<(u64, u64)> {
-    let spec = seen.range.as_deref()?.strip_prefix("bytes=")?;
-    let (first, last) = spec.split_once('-')?;
-    Some((first.parse().ok()?, last.parse::<u64>().ok()? + 1))
 }
 
 fn finished(job: &Value) -> bool {
@@ -117,7 +111,9 @@ async fn a_large_file_goes_down_several_ranges_at_once() {
     assert_eq!(seen[0].status, 206);
     let mut starts = BTreeSet::new();
     for later in &seen[1..] {
-        let (first, end) = bounds(later).unwrap_or_else(|| panic!("not bounded: {later:?}"));
+        let (first, end) = later
+            .bounds()
+            .unwrap_or_else(|| panic!("not bounded: {later:?}"));
         assert!(first > 0 && end <= 3_000_000, "{later:?}");
         assert_eq!(later.if_range.as_deref(), Some(etag.as_str()), "{later:?}");
         assert_eq!(later.status, 206);
@@ -201,7 +197,7 @@ async fn a_dropped_range_resumes_from_its_own_offset() {
     let etag = origin.etag("drop.bin");
     let at = seen.iter().position(|s| s.cut_at.is_some()).unwrap();
     assert_eq!(at, 1, "{seen:#?}");
-    let (first, end) = bounds(&seen[1]).expect("a bounded range broke off");
+    let (first, end) = seen[1].bounds().expect("a bounded range broke off");
     assert!(first > 0);
     let resumed: Vec<&Seen> = seen[2..]
         .iter()
@@ -212,7 +208,7 @@ async fn a_dropped_range_resumes_from_its_own_offset() {
         1,
         "the range continues where it broke off: {seen:#?}"
     );
-    let (_, resumed_end) = bounds(resumed[0]).unwrap();
+    let (_, resumed_end) = resumed[0].bounds().unwrap();
     assert!(resumed_end <= end, "within the range: {:?}", resumed[0]);
     assert_eq!(resumed[0].if_range.as_deref(), Some(etag.as_str()));
     assert_eq!(resumed[0].status, 206);
@@ -253,7 +249,7 @@ async fn a_200_to_a_range_is_not_written_and_the_file_starts_over() {
     assert!(!ranges.is_empty(), "{seen:#?}");
     for range in ranges {
         assert!(
-            bounds(range).is_some_and(|(first, _)| first > 0),
+            range.bounds().is_some_and(|(first, _)| first > 0),
             "{seen:#?}"
         );
         assert_eq!(
@@ -357,7 +353,7 @@ async fn a_body_shorter_than_its_content_range_is_continued_not_completed() {
     app.wait_for(&id_of(&job), "completed").await;
     assert_file(&app.file("short.bin"), &body);
     let seen = origin.requests("short.bin");
-    let (first, end) = bounds(&seen[1]).expect("a bounded range");
+    let (first, end) = seen[1].bounds().expect("a bounded range");
     assert_eq!(seen[1].planned_bytes, end - first - 100_000, "{seen:#?}");
     let got = first + seen[1].planned_bytes;
     let rest = seen[2..]
@@ -365,7 +361,7 @@ async fn a_body_shorter_than_its_content_range_is_continued_not_completed() {
         .find(|s| s.range_start() == got)
         .unwrap_or_else(|| panic!("the short range is not continued at {got}: {seen:#?}"));
     assert!(
-        bounds(rest).is_some_and(|(_, e)| e <= end),
+        rest.bounds().is_some_and(|(_, e)| e <= end),
         "within the range: {rest:?}"
     );
 }
@@ -639,70 +635,6 @@ async fn invalid_limits_are_refused_and_change_nothing() {
     origin.release("held.bin");
 }
 
-/// The segments the store holds for the job's first file, sorted by start.
-async fn saved_segments(dir: &tempfile::TempDir, id: &str) -> Vec<haul::domain::Segment> {
-    let store = haul::store::Store::open(&dir.path().join("data").join("haul.db"))
-        .await
-        .unwrap();
-    let files = store.files_for_run(id.parse().unwrap()).await.unwrap();
-    store.close().await;
-    let mut segments = files[0].segments.clone();
-    segments.sort_by_key(|s| s.start);
-    segments
-}
-
-/// Checks a saved plan: it tiles the file, several ranges have bytes, some are unfinished.
-fn assert_plan(segments: &[haul::domain::Segment], total: u64, done: u64) {
-    let mut at = 0;
-    for segment in segments {
-        assert_eq!(segment.start, at, "{segments:#?}");
-        at = segment.end.unwrap();
-        assert!(segment.written <= at - segment.start, "{segments:#?}");
-    }
-    assert_eq!(at, total, "{segments:#?}");
-    assert_eq!(segments.iter().map(|s| s.written).sum::<u64>(), done);
-    let started = segments.iter().filter(|s| s.written > 0).count();
-    assert!(started >= 2, "several ranges have bytes: {segments:#?}");
-    assert!(done < total);
-}
-
-/// After a resume from `segments`, the requests from `before` on ask only for bytes past each
-/// range's checkpoint, guarded by the validator, and every unfinished range continues at its
-/// checkpoint.
-fn assert_resumed_range_by_range(
-    origin: &Origin,
-    path: &str,
-    segments: &[haul::domain::Segment],
-    before: usize,
-) {
-    let etag = origin.etag(path);
-    let seen = origin.requests(path);
-    let after = &seen[before..];
-    assert!(!after.is_empty());
-    for later in after {
-        assert_eq!(later.if_range.as_deref(), Some(etag.as_str()), "{later:?}");
-        assert_eq!(later.status, 206, "{later:?}");
-        let (first, end) = bounds(later).unwrap_or_else(|| panic!("not bounded: {later:?}"));
-        let range = segments
-            .iter()
-            .find(|s| s.start <= first && first < s.end.unwrap())
-            .unwrap();
-        assert!(
-            first >= range.start + range.written && end <= range.end.unwrap(),
-            "{later:?} asks for bytes before the checkpoint of {range:?}"
-        );
-    }
-    for range in segments {
-        let next = range.start + range.written;
-        if next < range.end.unwrap() {
-            assert!(
-                after.iter().any(|s| s.range_start() == next),
-                "{range:?} did not continue at its checkpoint: {after:#?}"
-            );
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_paused_download_resumes_range_by_range() {
     let origin = Origin::start().await;
@@ -725,7 +657,7 @@ async fn a_paused_download_resumes_range_by_range() {
         origin.open_responses("pause.bin") == 0
     })
     .await;
-    let segments = saved_segments(&app.dir, &id).await;
+    let segments = saved_segments(&app.dir.path().join("data"), &id).await;
     assert_plan(&segments, 3_000_000, bytes_done(&paused));
     let (before, sent) = (
         origin.requests("pause.bin").len(),
@@ -768,7 +700,7 @@ async fn a_restarted_daemon_resumes_range_by_range() {
         origin.open_responses("restart.bin") == 0
     })
     .await;
-    let segments = saved_segments(&dir, &id).await;
+    let segments = saved_segments(&dir.path().join("data"), &id).await;
     let done = segments.iter().map(|s| s.written).sum();
     assert_plan(&segments, 3_000_000, done);
     let (before, sent) = (

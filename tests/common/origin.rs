@@ -113,6 +113,13 @@ impl Seen {
             .and_then(|r| r.split('-').next())
             .map_or(0, |n| n.parse().expect("a numeric range start"))
     }
+
+    /// `[first, end)` of a bounded `Range: bytes=N-M`; `None` for `bytes=N-` or no range.
+    pub fn bounds(&self) -> Option<(u64, u64)> {
+        let spec = self.range.as_deref()?.strip_prefix("bytes=")?;
+        let (first, last) = spec.split_once('-')?;
+        Some((first.parse().ok()?, last.parse::<u64>().ok()? + 1))
+    }
 }
 
 struct Resource {

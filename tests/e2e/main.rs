@@ -15,6 +15,9 @@
 )]
 mod origin;
 
+#[path = "../common/plan.rs"]
+mod plan;
+
 mod cli;
 mod client;
 mod daemon;

@@ -7,12 +7,13 @@ use serde_json::json;
 
 use crate::daemon::{CHECKPOINT_MS, Daemon, Launch};
 use crate::origin::{Faults, Origin, Seen, content, sha256_hex};
+use crate::plan::{assert_plan, assert_resumed_range_by_range, saved_segments};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 /// Bytes the daemon gathers before one write; a checkpoint follows a write, so the bytes of the
-/// batch being gathered are never checkpointed (mirrors `BATCH_BYTES` in `src/fetch/stream.rs`).
+/// batch being gathered are never checkpointed (mirrors `BATCH_BYTES` in `src/fetch/connection.rs`).
 const DAEMON_BATCH: u64 = 256 * KIB;
 
 /// Bytes the origin may count as sent that were still in socket buffers when the daemon
@@ -111,6 +112,61 @@ async fn after_kill_9_a_download_resumes_from_its_last_checkpoint() {
     assert!(
         sent < SIZE + one_interval,
         "the origin sent {sent} bytes for a {SIZE}-byte file: checkpointed bytes were fetched again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_a_parallel_download_resumes_range_by_range() {
+    const SIZE: u64 = 4 * MIB;
+    const CONNECTIONS: u64 = 4;
+    /// Bytes per second of each response, so four connections move about 1 MB/s.
+    const RATE: u64 = 250_000;
+    let origin = Origin::start().await;
+    let body = throttled(&origin, "split.bin", 4, SIZE, RATE);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(Launch::in_dir(dir.path())).await;
+    let id = daemon
+        .add(json!({
+            "url": origin.url("split.bin"),
+            "sha256": sha256_hex(&body),
+            "max_connections": CONNECTIONS,
+            "min_segment_size": 65_536,
+        }))
+        .await;
+    let seen = daemon
+        .wait_until(&id, "2 MiB over several ranges", |job| {
+            bytes_done(job) >= 2 * MIB && job["files"][0]["connections"].as_u64() >= Some(2)
+        })
+        .await;
+    daemon.kill9().await;
+    let requests_before = origin.requests("split.bin").len();
+    let sent_before = origin.bytes_sent("split.bin");
+
+    // What the store kept: a plan tiling the file, several ranges with checkpointed bytes,
+    // missing at most the last checkpoint interval of every connection.
+    let segments = saved_segments(&dir.path().join("data"), &id).await;
+    let saved: u64 = segments.iter().map(|s| s.written).sum();
+    assert_plan(&segments, SIZE, saved);
+    let one_interval = CONNECTIONS * RATE * (CHECKPOINT_MS + 100) / 1000 + CONNECTIONS * IN_FLIGHT;
+    assert!(
+        saved + one_interval >= bytes_done(&seen),
+        "{saved} bytes checkpointed, but {} were on disk before the kill",
+        bytes_done(&seen)
+    );
+
+    daemon.restart().await;
+    let job = daemon.wait_for(&id, "completed").await;
+    assert_eq!(job["files"][0]["sha256"], sha256_hex(&body));
+    let on_disk = std::fs::read(dir.path().join("downloads/split.bin")).unwrap();
+    assert_eq!(sha256_hex(&on_disk), sha256_hex(&body));
+    assert!(!dir.path().join("downloads/split.bin.part").exists());
+    // Each unfinished range continued at its own checkpoint: no checkpointed byte came twice.
+    assert_resumed_range_by_range(&origin, "split.bin", &segments, requests_before);
+    let again = origin.bytes_sent("split.bin") - sent_before;
+    assert!(
+        again <= SIZE - saved + 128 * KIB,
+        "{again} bytes sent after the restart for {} missing",
+        SIZE - saved
     );
 }
 
