@@ -50,6 +50,17 @@ const STEEP_GAIN: f64 = 1.7;
 /// Racing: a connection this many times slower than the others' average, near the end.
 const SLOW_FACTOR: f64 = 3.0;
 
+/// A connection is judged for racing only after running this long (a new one is still
+/// connecting and gathering its first batch).
+const RACE_AFTER: Duration = Duration::from_millis(300);
+
+/// A tail shorter than this is left to finish (or to time out) rather than fetched twice.
+const RACE_MIN: u64 = 64 * 1024;
+
+/// Weight of the newest tick in a connection's smoothed rate: progress comes in batches, so
+/// one tick alone can read zero for a connection that is fine.
+const RATE_SMOOTHING: f64 = 0.3;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Not being fetched (saved progress to resume).
@@ -68,7 +79,9 @@ struct Slot {
     /// Another slot races this one's tail.
     raced_by: Option<usize>,
     stop: Option<CancellationToken>,
-    /// `next` at the last tick, and the rate since.
+    /// When its connection started.
+    since: Option<Instant>,
+    /// `next` at the last tick, and the smoothed rate (bytes per second).
     seen: u64,
     rate: f64,
 }
@@ -82,9 +95,17 @@ impl Slot {
             races: None,
             raced_by: None,
             stop: None,
+            since: None,
             seen,
             rate: 0.0,
         }
+    }
+
+    /// Running long enough for its rate to say something.
+    fn judged(&self) -> bool {
+        self.state == State::Active
+            && self.races.is_none()
+            && self.since.is_some_and(|t| t.elapsed() >= RACE_AFTER)
     }
 
     /// Part of the file's plan (a race's copy is not, until it wins).
@@ -213,6 +234,8 @@ struct FileRun<'a, J> {
     last_tick: (Instant, u64),
     /// Bytes received over all generations, to tell a flaky server from a broken one.
     received: u64,
+    /// A connection's rate while several ran: what a tail connection left alone is held to.
+    typical_rate: f64,
 }
 
 /// Slots for a saved plan, finished segments already done.
@@ -328,6 +351,7 @@ impl Fetcher {
             last_checkpoint: Instant::now(),
             last_tick: (Instant::now(), live.done()),
             received: 0,
+            typical_rate: 0.0,
         };
         let result = run.drive().await;
         run.finish(result).await
@@ -677,6 +701,7 @@ impl<J: Journal> FileRun<'_, J> {
         };
         slot.state = State::Active;
         slot.stop = Some(stop.clone());
+        slot.since = Some(Instant::now());
         let work = Assignment {
             index,
             range: slot.range.clone(),
@@ -698,7 +723,8 @@ impl<J: Journal> FileRun<'_, J> {
         self.last_tick = (Instant::now(), now_bytes);
         for slot in &mut self.slots {
             let next = slot.range.next();
-            slot.rate = next.saturating_sub(slot.seen) as f64 / dt;
+            let now = next.saturating_sub(slot.seen) as f64 / dt;
+            slot.rate += RATE_SMOOTHING * (now - slot.rate);
             slot.seen = next;
         }
         if self.parallel && !self.probing {
@@ -754,23 +780,30 @@ impl<J: Journal> FileRun<'_, J> {
     /// Races the tail of a connection much slower than the others, when nothing is left to
     /// split and there is room for another connection.
     fn race(&mut self) {
-        let active: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].state == State::Active && self.slots[i].races.is_none())
+        let judged: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].judged())
             .collect();
-        if active.len() < 2 || active.len() >= self.growth.target {
+        if judged.len() >= 2 {
+            self.typical_rate =
+                judged.iter().map(|&i| self.slots[i].rate).sum::<f64>() / judged.len() as f64;
+        }
+        let active = self
+            .slots
+            .iter()
+            .filter(|s| s.state == State::Active && s.races.is_none())
+            .count();
+        // Only a connection with no other work to do races (no range is left to split).
+        if active >= self.growth.target {
             return;
         }
-        let mean = active.iter().map(|&i| self.slots[i].rate).sum::<f64>() / active.len() as f64;
-        let slow = active.into_iter().find(|&i| {
+        let min_segment = self.task.limits.min_segment;
+        let slow = judged.into_iter().find(|&i| {
             let slot = &self.slots[i];
-            let remaining = slot
-                .range
-                .end()
-                .map_or(0, |end| end.saturating_sub(slot.range.next()));
+            let (next, end) = (slot.range.next(), slot.range.end().unwrap_or(0));
             slot.raced_by.is_none()
-                && remaining > plan::IN_FLIGHT
-                && remaining <= 2 * self.task.limits.min_segment
-                && slot.rate * SLOW_FACTOR < mean
+                && end.saturating_sub(next) >= RACE_MIN
+                && plan::split_point(next, end, min_segment).is_none()
+                && slot.rate * SLOW_FACTOR < self.typical_rate
         });
         let Some(original) = slow else { return };
         let Some(permit) = self.env.hosts.try_acquire(&self.env.host) else {

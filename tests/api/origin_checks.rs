@@ -262,6 +262,43 @@ async fn a_stall_stops_sending_and_a_hold_waits_for_release() {
 }
 
 #[tokio::test]
+async fn a_stall_once_hangs_only_the_first_response_to_reach_its_byte() {
+    let faults = Faults {
+        stall_once_at: Some(60_000),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(100_000, faults).await;
+    let http = reqwest::Client::builder()
+        .read_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // A range that ends before the byte is not hung, and does not use the stall up.
+    let before = http
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=0-49999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_all(before).await, (body[..50_000].to_vec(), true));
+    let hung = http
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=40000-")
+        .send()
+        .await
+        .unwrap();
+    let (got, clean) = read_all(hung).await;
+    assert!(!clean, "the first response to reach the byte hangs there");
+    assert_eq!(got, body[40_000..60_000].to_vec());
+    let later = http
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=50000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_all(later).await, (body[50_000..].to_vec(), true));
+}
+
+#[tokio::test]
 async fn open_responses_end_when_the_client_goes_away() {
     let faults = Faults {
         rate: Some(500_000),

@@ -415,6 +415,65 @@ async fn the_host_budget_holds_across_two_jobs() {
 }
 
 #[tokio::test]
+async fn a_connection_that_hangs_near_the_end_is_raced_and_the_loser_cancelled() {
+    const SIZE: usize = 6 * 1024 * 1024;
+    const HANG_AT: u64 = SIZE as u64 - 768 * 1024;
+    let origin = Origin::start().await;
+    let body = content(611, SIZE);
+    origin.put("tail.bin", body.clone());
+    origin.set_faults(
+        "tail.bin",
+        Faults {
+            stall_once_at: Some(HANG_AT),
+            ..throttled()
+        },
+    );
+    // A stall timeout far beyond the test's deadline: only a race can finish the file in time.
+    let app = TestApp::spawn_with(|s| s.stall_timeout_secs = 600).await;
+    let id = id_of(
+        &app.create_job(json!({
+            "url": origin.url("tail.bin"),
+            "sha256": sha256_hex(&body),
+            "max_connections": 4,
+            "min_segment_size": 1024 * 1024,
+        }))
+        .await,
+    );
+    let job = app.wait_for(&id, "completed").await;
+    assert_file(&app.file("tail.bin"), &body);
+    assert_eq!(job["attempt"], 1);
+
+    // Two requests asked for the hung byte: the one that hung, then the race of its tail.
+    let seen = origin.requests("tail.bin");
+    let covering: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| {
+            let (first, end) = s.bounds().unwrap_or((0, SIZE as u64));
+            first <= HANG_AT && HANG_AT < end
+        })
+        .collect();
+    let [.., hung, race] = covering[..] else {
+        panic!("the hung range was never raced: {seen:#?}");
+    };
+    let (hung_first, hung_end) = hung.bounds().unwrap_or((0, SIZE as u64));
+    let (race_first, race_end) = race.bounds().expect("a race asks for a bounded range");
+    assert!(
+        hung_first < race_first && race_end <= hung_end,
+        "the race takes over the hung range's tail: {hung:?} then {race:?}"
+    );
+    // The loser is cancelled: nothing is left hanging on the origin.
+    eventually("the hung response to be dropped", || {
+        origin.open_responses("tail.bin") == 0
+    })
+    .await;
+    let sent = origin.bytes_sent("tail.bin");
+    assert!(
+        sent < SIZE as u64 + 1024 * 1024,
+        "{sent} bytes sent for {SIZE}: more than the raced tail was fetched twice"
+    );
+}
+
+#[tokio::test]
 async fn a_503_with_retry_after_holds_new_connections_back() {
     let origin = Origin::start().await;
     let body = serve(&origin, "busy.bin", 614, 2_500_000);

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct Faults {
     /// Serve the asked range even when `If-Range` no longer matches (a server that ignores
     /// `If-Range`, so a client must check the validators of a 206 itself).
     pub ignore_if_range: bool,
+    /// The first response that gets to this byte of the file stops sending there for good
+    /// (a connection that hangs mid-file); later responses pass it.
+    pub stall_once_at: Option<u64>,
     /// Answer `302 Found` with this `Location` (absolute or relative) instead of the body.
     pub redirect_to: Option<String>,
 }
@@ -132,6 +135,8 @@ struct Resource {
     gate: tokio::sync::watch::Sender<bool>,
     /// Bumped by [`Origin::cut_open`]: responses started before break off.
     cuts: Arc<AtomicU64>,
+    /// Whether [`Faults::stall_once_at`] is still to hang a response (taken by the first).
+    stall_armed: Arc<AtomicBool>,
     /// Faults that replace `faults` after this many more requests
     /// ([`Origin::set_faults_after`]).
     next_faults: Option<(u32, Faults)>,
@@ -206,12 +211,19 @@ impl Origin {
         let path = &key(path);
         let mut resources = self.shared.resources.lock().unwrap();
         let version = resources.get(path).map_or(1, |r| r.version + 1);
-        let (faults, gate, cuts, next_faults) = match resources.remove(path) {
-            Some(old) => (old.faults, old.gate, old.cuts, old.next_faults),
+        let (faults, gate, cuts, stall_armed, next_faults) = match resources.remove(path) {
+            Some(old) => (
+                old.faults,
+                old.gate,
+                old.cuts,
+                old.stall_armed,
+                old.next_faults,
+            ),
             None => (
                 Faults::default(),
                 tokio::sync::watch::Sender::new(false),
                 Arc::default(),
+                Arc::new(AtomicBool::new(true)),
                 None,
             ),
         };
@@ -229,6 +241,7 @@ impl Origin {
                 faults,
                 gate,
                 cuts,
+                stall_armed,
                 next_faults,
             },
         );
@@ -276,6 +289,7 @@ impl Origin {
             .expect("put the resource first");
         resource.faults = faults;
         resource.gate.send_replace(false);
+        resource.stall_armed.store(true, Ordering::SeqCst);
     }
 
     /// Lets responses held by [`Faults::hold_after`] go on, and stops holding new ones.
@@ -433,22 +447,30 @@ struct Plan {
     gate: tokio::sync::watch::Receiver<bool>,
     /// The resource's cut counter, and its value when this response started.
     cuts: (Arc<AtomicU64>, u64),
+    /// Where in this body [`Faults::stall_once_at`] falls, and whether it is still armed.
+    stall_once: Option<(usize, Arc<AtomicBool>)>,
 }
 
-fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
+/// A redirect or an error status the faults answer with instead of the body, if any.
+fn canned(resource: &mut Resource) -> Option<Response> {
     if let Some(location) = &resource.faults.redirect_to {
         let mut response = StatusCode::FOUND.into_response();
         let location = HeaderValue::from_str(location).unwrap();
         response.headers_mut().insert(header::LOCATION, location);
-        return Err(response);
+        return Some(response);
     }
-    if let Some((status, retry_after)) = resource.faults.statuses.pop_front() {
-        let mut response = StatusCode::from_u16(status).unwrap().into_response();
-        if let Some(value) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_str(&value).unwrap());
-        }
+    let (status, retry_after) = resource.faults.statuses.pop_front()?;
+    let mut response = StatusCode::from_u16(status).unwrap().into_response();
+    if let Some(value) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_str(&value).unwrap());
+    }
+    Some(response)
+}
+
+fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
+    if let Some(response) = canned(resource) {
         return Err(response);
     }
     let len = resource.body.len() as u64;
@@ -471,6 +493,7 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         &mut resource.faults.drop_after,
         &mut resource.faults.drop_times,
     );
+    let mut first_byte = 0;
     let (status, body) = match range {
         Some(Err(())) => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -491,6 +514,7 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
                 header::CONTENT_RANGE,
                 format!("bytes {start}-{end}/{total}"),
             ));
+            first_byte = start;
             let mut body = resource.body.slice(start as usize..=end as usize);
             if let Some(short) = faults.short_by
                 && applies(
@@ -504,6 +528,10 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         }
         None => (StatusCode::OK, resource.body.clone()),
     };
+    let stall_once = faults
+        .stall_once_at
+        .and_then(|at| at.checked_sub(first_byte))
+        .map(|at| (at as usize, resource.stall_armed.clone()));
     Ok(Plan {
         status,
         headers,
@@ -512,6 +540,7 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         drop_now,
         gate: resource.gate.subscribe(),
         cuts: (resource.cuts.clone(), resource.cuts.load(Ordering::SeqCst)),
+        stall_once,
     })
 }
 
@@ -559,6 +588,16 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Where the chunk from `offset` ends: 16 KiB on at most, and never past a point where a fault
+/// acts (those at or before `offset` have acted already).
+fn chunk_end(offset: usize, total: usize, stops: [Option<usize>; 4]) -> usize {
+    stops
+        .into_iter()
+        .flatten()
+        .filter(|&stop| stop > offset)
+        .fold((offset + 16 * 1024).min(total), usize::min)
+}
+
 fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
     let Plan {
         status,
@@ -568,9 +607,9 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         drop_now,
         gate,
         cuts: (cuts, cut_gen),
+        stall_once,
     } = plan;
     let total = body.len();
-    let chunk = 16 * 1024;
     let cut = if drop_now {
         faults.drop_after.map(|n| n as usize)
     } else {
@@ -587,6 +626,7 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         let mut gate = gate.clone();
         let open = open.clone();
         let cuts = cuts.clone();
+        let stall_once = stall_once.clone();
         async move {
             let _open = open;
             let cut_off = || cuts.load(Ordering::SeqCst) != cut_gen;
@@ -603,19 +643,14 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
             if offset >= total {
                 return None;
             }
-            if stall.is_some_and(|s| offset >= s) {
+            let stalls_once = stall_once
+                .as_ref()
+                .is_some_and(|(at, armed)| offset == *at && armed.swap(false, Ordering::SeqCst));
+            if stall.is_some_and(|s| offset >= s) || stalls_once {
                 std::future::pending::<()>().await;
             }
-            let mut end = (offset + chunk).min(total);
-            if let Some(c) = cut {
-                end = end.min(c.max(offset + 1));
-            }
-            if let Some(s) = stall {
-                end = end.min(s.max(offset + 1));
-            }
-            if let Some(h) = hold.filter(|h| offset < *h) {
-                end = end.min(h);
-            }
+            let once = stall_once.as_ref().map(|(at, _)| *at);
+            let end = chunk_end(offset, total, [cut, stall, hold, once]);
             if let Some(rate) = rate {
                 tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64))
                     .await;
