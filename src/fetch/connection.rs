@@ -165,6 +165,10 @@ pub async fn run(env: Arc<Env>, mut work: Assignment, stop: CancellationToken) -
             Err(error) if !error.is_retryable() => return Outcome::Failed(error),
             Err(error) => error,
         };
+        // A failure that comes with a stop (a pause cutting the response) is no retry.
+        if stop.is_cancelled() {
+            return Outcome::Stopped;
+        }
         if let FetchError::Status {
             status: 429 | 503,
             retry_after,

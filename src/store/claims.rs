@@ -1,5 +1,10 @@
 //! Claims: which daemon runs which job. A claim is a lease (owner + expiry) renewed by a
 //! heartbeat, never a lock held for the length of a download.
+//!
+//! Each of these writes is one statement, so it runs as its own transaction: SQLite starts a
+//! writing statement's transaction with the write lock taken (as `BEGIN IMMEDIATE` does), so
+//! the busy timeout applies and no snapshot can go stale between read and write. An explicit
+//! transaction would only add two round trips to the connection's thread.
 
 use std::time::Duration;
 
@@ -20,7 +25,6 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<JobId>, StoreError> {
-        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let id: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
@@ -32,9 +36,8 @@ impl Store {
         .bind(expiry(lease))
         .bind(now)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        tx.commit().await?;
         id.as_deref().map(parse_job_id).transpose()
     }
 
@@ -46,23 +49,20 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<JobStatus, StoreError> {
-        let mut tx = self.begin_write().await?;
         let status: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? RETURNING status",
         )
         .bind(expiry(lease))
         .bind(id.to_string())
         .bind(owner)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        tx.commit().await?;
         parse_status(&status.ok_or(StoreError::LeaseLost(id))?)
     }
 
     /// Gives the job up: a running job goes back to the queue (shutdown); a job a user paused
     /// or cancelled keeps that status. Either way the lease is cleared.
     pub async fn release(&self, id: JobId, owner: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE jobs SET status = CASE status WHEN 'running' THEN 'queued' ELSE status END, \
              lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
@@ -71,9 +71,8 @@ impl Store {
         .bind(now_ms())
         .bind(id.to_string())
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -86,7 +85,6 @@ impl Store {
         status: JobStatus,
         error: Option<&JobError>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, error_type = ?, \
@@ -101,15 +99,13 @@ impl Store {
         .bind(error.and_then(|e| e.http_status))
         .bind(id.to_string())
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Puts back jobs whose lease expired (their worker or daemon died). Returns their ids.
     pub async fn requeue_expired(&self) -> Result<Vec<JobId>, StoreError> {
-        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
@@ -117,24 +113,21 @@ impl Store {
         )
         .bind(now)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
         ids.iter().map(|id| parse_job_id(id)).collect()
     }
 
     /// Puts back every running job. Only for start-up, when this daemon holds the data
     /// directory's lock and so no other process can be running them.
     pub async fn requeue_all_running(&self) -> Result<Vec<JobId>, StoreError> {
-        let mut tx = self.begin_write().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
              updated_at = ? WHERE status = 'running' RETURNING id",
         )
         .bind(now_ms())
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
         ids.iter().map(|id| parse_job_id(id)).collect()
     }
 
