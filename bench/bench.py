@@ -159,7 +159,7 @@ class Haul:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAUL_")}
-        env["RUST_LOG"] = "warn"
+        env["RUST_LOG"] = os.environ.get("HAUL_BENCH_LOG", "warn")
         env["HAUL_MAX_CONNECTIONS_PER_HOST"] = str(per_host)
         self.log = open(os.path.join(work, "haul.log"), "w")
         self.proc = subprocess.Popen(
@@ -503,32 +503,44 @@ class Bench:
 
     def idle_rss(self, jobs):
         """RSS of a daemon holding `jobs` queued jobs (case 5): one slot, held by a download
-        that trickles one byte a second, so every submitted job stays queued."""
+        that trickles one byte a second, so every submitted job stays queued. Measured as the
+        queue grows (a tenth, half, all of it) and after a restart on the full queue."""
         log(f"==> case 5: RSS with {jobs} queued jobs")
         work = tempfile.mkdtemp(prefix="idle-", dir=self.work)
-        daemon = Haul(self.args.haul, work, os.path.join(work, "dl"), max_jobs=1)
+        root = os.path.join(work, "dl")
+        daemon = Haul(self.args.haul, work, root, max_jobs=1)
+        body = {"url": f"{self.nginx.url}/full/never.bin", "dest": "q/"}
+        workers = 8
+
+        def submit_many(count):
+            for _ in range(count):
+                daemon.request("POST", "/v1/jobs", body)
+
         try:
             daemon.submit({"url": f"{self.nginx.url}/stall/mid.bin"})
-            before = daemon.rss("VmRSS")
-            body = {"url": f"{self.nginx.url}/full/never.bin", "dest": "q/"}
-            workers = 8
-
-            def submit_many(count):
-                for _ in range(count):
-                    daemon.request("POST", "/v1/jobs", body)
-
-            threads = [threading.Thread(target=submit_many, args=(jobs // workers,))
-                       for _ in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            steps = [f"{daemon.rss('VmRSS') / MIB:.1f} MiB with 0"]
+            submitted = 0
+            for target in (jobs // 10, jobs // 2, jobs):
+                count = (target - submitted) // workers
+                threads = [threading.Thread(target=submit_many, args=(count,))
+                           for _ in range(workers)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                submitted += count * workers
+                queued = daemon.get("/v1/stats")["jobs"]["queued"]
+                steps.append(f"{daemon.rss('VmRSS') / MIB:.1f} MiB with {queued}")
+            daemon.stop()
+            # A fresh daemon on the full queue: what the queue itself costs in memory.
+            daemon = Haul(self.args.haul, work, root, max_jobs=1)
             queued = daemon.get("/v1/stats")["jobs"]["queued"]
-            after = daemon.rss("VmRSS")
+            restarted = daemon.rss("VmRSS")
             self.table.append({
                 "case": 5, "tool": "haul idle", "median_s": None, "ratio": None,
-                "cpu_s_per_gib": None, "peak_rss_mib": after / MIB,
-                "note": f"{queued} jobs queued; {before / MIB:.1f} MiB before submitting them"})
+                "cpu_s_per_gib": None, "peak_rss_mib": restarted / MIB,
+                "note": f"restarted with {queued} queued; while submitting: "
+                        + ", ".join(steps)})
         finally:
             daemon.stop()
 

@@ -40,7 +40,8 @@ pub struct Range {
     /// Exclusive; `u64::MAX` while the file's length is unknown. Shrinks when the coordinator
     /// gives the second half to another connection.
     pub end: AtomicU64,
-    /// The next byte to receive: everything before it went to the writer.
+    /// The next byte to receive: everything before it was received (and is with the writer,
+    /// or in the batch about to go to it).
     pub next: AtomicU64,
 }
 

@@ -27,7 +27,7 @@ use crate::store::FileMeta;
 use crate::telemetry::redact_url;
 
 /// How often the coordinator looks at throughput, racing and checkpoints.
-const TICK: Duration = Duration::from_millis(50);
+const TICK: Duration = Duration::from_millis(20);
 
 /// Throughput is judged over windows this long: long enough that batched progress counters
 /// do not read as noise, short enough to reach 16 connections in well under a second.
@@ -59,7 +59,7 @@ const RACE_MIN: u64 = 64 * 1024;
 
 /// Weight of the newest tick in a connection's smoothed rate: progress comes in batches, so
 /// one tick alone can read zero for a connection that is fine.
-const RATE_SMOOTHING: f64 = 0.3;
+const RATE_SMOOTHING: f64 = 0.15;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -143,8 +143,9 @@ impl Growth {
     fn update(&mut self, done: u64, active: usize, limit: Option<u64>) {
         let (started, before) = self.window;
         let elapsed = started.elapsed();
-        // The first judgement comes sooner: one connection's rate is read quickly.
-        let window = if self.target == 1 { WINDOW / 2 } else { WINDOW };
+        // The first judgement comes sooner: one connection's rate is read quickly, and a
+        // throttled file should not spend long on one connection.
+        let window = if self.target == 1 { WINDOW / 5 } else { WINDOW };
         if elapsed < window {
             return;
         }
@@ -238,6 +239,15 @@ struct FileRun<'a, J> {
     typical_rate: f64,
 }
 
+/// Bytes the slots' connections have received so far (counted as they arrive, before they
+/// are batched for the writer, so a short window still reads a rate).
+fn received(slots: &[Slot]) -> u64 {
+    slots
+        .iter()
+        .map(|s| s.range.next().saturating_sub(s.range.start))
+        .sum()
+}
+
 /// Slots for a saved plan, finished segments already done.
 fn saved_slots(saved: &[Segment]) -> Vec<Slot> {
     saved
@@ -324,6 +334,7 @@ impl Fetcher {
             events: events_tx,
         });
         let slots = saved_slots(&saved);
+        let received_so_far = received(&slots);
         let parallel = !fresh && resumes_parallel(task, slots.len());
         let mut run = FileRun {
             fetcher: self,
@@ -347,7 +358,7 @@ impl Fetcher {
             slots,
             tasks: JoinSet::new(),
             generation: stop.child_token(),
-            growth: Growth::new(task.limits.max_connections, live.done()),
+            growth: Growth::new(task.limits.max_connections, received_so_far),
             last_checkpoint: Instant::now(),
             last_tick: (Instant::now(), live.done()),
             received: 0,
@@ -737,7 +748,7 @@ impl<J: Journal> FileRun<'_, J> {
                 .into_iter()
                 .flatten()
                 .min();
-            self.growth.update(now_bytes, active, limit);
+            self.growth.update(received(&self.slots), active, limit);
             self.shed();
             self.fill();
             self.race();
