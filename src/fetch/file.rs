@@ -29,9 +29,13 @@ use crate::telemetry::redact_url;
 /// How often the coordinator looks at throughput, racing and checkpoints.
 const TICK: Duration = Duration::from_millis(20);
 
-/// Throughput is judged over windows this long: long enough that batched progress counters
-/// do not read as noise, short enough to reach 16 connections in well under a second.
+/// Throughput is judged over windows this long: long enough that bursty arrivals do not read
+/// as noise, short enough to reach 16 connections in well under a second.
 const WINDOW: Duration = Duration::from_millis(100);
+
+/// The first connection is judged sooner: one connection's rate is read quickly, and a
+/// throttled file should not spend long on one connection.
+const FIRST_WINDOW: Duration = Duration::from_millis(10);
 
 /// Clean restarts without a byte received in between, before giving up.
 const MAX_RESTARTS: u32 = 3;
@@ -57,8 +61,8 @@ const RACE_AFTER: Duration = Duration::from_millis(300);
 /// A tail shorter than this is left to finish (or to time out) rather than fetched twice.
 const RACE_MIN: u64 = 64 * 1024;
 
-/// Weight of the newest tick in a connection's smoothed rate: progress comes in batches, so
-/// one tick alone can read zero for a connection that is fine.
+/// Weight of the newest tick in a connection's smoothed rate: bytes arrive in bursts, so one
+/// short tick alone can read zero for a connection that is fine.
 const RATE_SMOOTHING: f64 = 0.15;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +147,11 @@ impl Growth {
     fn update(&mut self, done: u64, active: usize, limit: Option<u64>) {
         let (started, before) = self.window;
         let elapsed = started.elapsed();
-        // The first judgement comes sooner: one connection's rate is read quickly, and a
-        // throttled file should not spend long on one connection.
-        let window = if self.target == 1 { WINDOW / 5 } else { WINDOW };
+        let window = if self.target == 1 {
+            FIRST_WINDOW
+        } else {
+            WINDOW
+        };
         if elapsed < window {
             return;
         }
@@ -484,7 +490,8 @@ impl<J: Journal> FileRun<'_, J> {
 
     /// Watches the connections until the file is complete, a restart is due, or it fails.
     async fn supervise(&mut self) -> Result<End, FetchError> {
-        let mut tick = tokio::time::interval(TICK);
+        // The first tick comes after half a tick: the first connection is judged that soon.
+        let mut tick = tokio::time::interval_at((Instant::now() + TICK / 2).into(), TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.tasks.is_empty()
