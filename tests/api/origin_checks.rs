@@ -31,6 +31,23 @@ async fn origin_with(len: usize, faults: Faults) -> (Origin, bytes::Bytes) {
     (origin, body)
 }
 
+/// A client that gives up on a body after 300 ms without bytes (to see a stall).
+fn impatient() -> reqwest::Client {
+    reqwest::Client::builder()
+        .read_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
+/// `GET /f.bin` with `Range: <range>`.
+async fn get_range(http: &reqwest::Client, origin: &Origin, range: &str) -> reqwest::Response {
+    http.get(origin.url("f.bin"))
+        .header(RANGE, range)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn it_serves_whole_bodies_ranges_and_validators() {
     let (origin, body) = origin_with(100_000, Faults::default()).await;
@@ -175,12 +192,7 @@ async fn ignored_ranges_missing_validators_and_ignored_if_range() {
     };
     let (origin, body) = origin_with(30_000, faults).await;
     let http = reqwest::Client::new();
-    let response = http
-        .get(origin.url("f.bin"))
-        .header(RANGE, "bytes=10-")
-        .send()
-        .await
-        .unwrap();
+    let response = get_range(&http, &origin, "bytes=10-").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().get(ETAG).is_none());
     assert!(response.headers().get(LAST_MODIFIED).is_none());
@@ -226,10 +238,7 @@ async fn a_stall_stops_sending_and_a_hold_waits_for_release() {
         ..Faults::default()
     };
     let (origin, body) = origin_with(100_000, faults).await;
-    let http = reqwest::Client::builder()
-        .read_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let http = impatient();
     let stalled = http.get(origin.url("f.bin")).send().await.unwrap();
     let (got, clean) = read_all(stalled).await;
     assert!(!clean, "a stalled body times out");
@@ -268,33 +277,15 @@ async fn a_stall_once_hangs_only_the_first_response_to_reach_its_byte() {
         ..Faults::default()
     };
     let (origin, body) = origin_with(100_000, faults).await;
-    let http = reqwest::Client::builder()
-        .read_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let http = impatient();
     // A range that ends before the byte is not hung, and does not use the stall up.
-    let before = http
-        .get(origin.url("f.bin"))
-        .header(RANGE, "bytes=0-49999")
-        .send()
-        .await
-        .unwrap();
+    let before = get_range(&http, &origin, "bytes=0-49999").await;
     assert_eq!(read_all(before).await, (body[..50_000].to_vec(), true));
-    let hung = http
-        .get(origin.url("f.bin"))
-        .header(RANGE, "bytes=40000-")
-        .send()
-        .await
-        .unwrap();
+    let hung = get_range(&http, &origin, "bytes=40000-").await;
     let (got, clean) = read_all(hung).await;
     assert!(!clean, "the first response to reach the byte hangs there");
     assert_eq!(got, body[40_000..60_000].to_vec());
-    let later = http
-        .get(origin.url("f.bin"))
-        .header(RANGE, "bytes=50000-")
-        .send()
-        .await
-        .unwrap();
+    let later = get_range(&http, &origin, "bytes=50000-").await;
     assert_eq!(read_all(later).await, (body[50_000..].to_vec(), true));
 }
 
