@@ -5,11 +5,56 @@
 //! claim (a requeue after its lease expired, a resume picked up by another run) cannot clobber
 //! the new owner's progress.
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Sqlite, SqliteExecutor, Transaction};
 
 use super::rows::{SegmentRow, to_i64};
 use super::{Store, StoreError};
 use crate::domain::{FileId, FileRecord, FileStatus, JobError, JobId, Segment};
+
+/// The guard of a statement that runs on its own: it changes nothing unless the job's lease is
+/// held (binds the job and the owner, after the statement's own parameters).
+macro_rules! leased {
+    () => {
+        " AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND lease_owner = ?)"
+    };
+}
+
+/// Claims a destination for a file unless another unfinished file owns it.
+macro_rules! claim_path_sql {
+    ($guard:expr) => {
+        concat!(
+            "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
+             SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
+             WHERE o.path = ? AND o.id <> ? AND ",
+            owns_destination!("o", "oj"),
+            ")",
+            $guard
+        )
+    };
+}
+
+/// Marks a file as being verified, with its size.
+macro_rules! verifying_sql {
+    ($guard:expr) => {
+        concat!(
+            "UPDATE files SET status = 'verifying', bytes_done = ?, bytes_total = ? WHERE id = ?",
+            $guard
+        )
+    };
+}
+
+/// Records a file's end, and where it ended up when that is not its planned path.
+macro_rules! complete_sql {
+    ($guard:expr) => {
+        concat!(
+            "UPDATE files SET status = ?, bytes_done = ?, bytes_total = ?, \
+             path = COALESCE(?, path) WHERE id = ?",
+            $guard
+        )
+    };
+}
 
 /// A file as a worker needs it: its record plus its saved segments.
 #[derive(Debug, Clone)]
@@ -124,23 +169,26 @@ impl Store {
         owner: &str,
         claims: &[(FileId, String)],
     ) -> Result<Vec<bool>, StoreError> {
+        if let [(file, path)] = claims {
+            let key = file.to_string();
+            let query = sqlx::query(claim_path_sql!(leased!()))
+                .bind(path)
+                .bind(key.clone())
+                .bind(path)
+                .bind(key);
+            return Ok(vec![self.leased_once(job, owner, query).await?]);
+        }
         let mut tx = self.begin_owned_write(job, owner).await?;
         let mut claimed = Vec::with_capacity(claims.len());
         for (file, path) in claims {
             let key = file.to_string();
-            let done = sqlx::query(concat!(
-                "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
-                 SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
-                 WHERE o.path = ? AND o.id <> ? AND ",
-                owns_destination!("o", "oj"),
-                ")"
-            ))
-            .bind(path)
-            .bind(&key)
-            .bind(path)
-            .bind(&key)
-            .execute(&mut *tx)
-            .await?;
+            let done = sqlx::query(claim_path_sql!(""))
+                .bind(path)
+                .bind(&key)
+                .bind(path)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
             claimed.push(done.rows_affected() == 1);
         }
         tx.commit().await?;
@@ -254,16 +302,22 @@ impl Store {
         owner: &str,
         files: &[(FileId, u64)],
     ) -> Result<(), StoreError> {
+        if let [(file, total)] = files {
+            let query = sqlx::query(verifying_sql!(leased!()))
+                .bind(to_i64(*total))
+                .bind(to_i64(*total))
+                .bind(file.to_string());
+            self.leased_once(job, owner, query).await?;
+            return Ok(());
+        }
         let mut tx = self.begin_owned_write(job, owner).await?;
         for (file, total) in files {
-            sqlx::query(
-                "UPDATE files SET status = 'verifying', bytes_done = ?, bytes_total = ? WHERE id = ?",
-            )
-            .bind(to_i64(*total))
-            .bind(to_i64(*total))
-            .bind(file.to_string())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(verifying_sql!(""))
+                .bind(to_i64(*total))
+                .bind(to_i64(*total))
+                .bind(file.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -277,19 +331,26 @@ impl Store {
         owner: &str,
         files: &[Completion],
     ) -> Result<(), StoreError> {
+        if let [done] = files {
+            let query = sqlx::query(complete_sql!(leased!()))
+                .bind(done.status.as_str())
+                .bind(to_i64(done.bytes))
+                .bind(to_i64(done.bytes))
+                .bind(&done.path)
+                .bind(done.file.to_string());
+            self.leased_once(job, owner, query).await?;
+            return Ok(());
+        }
         let mut tx = self.begin_owned_write(job, owner).await?;
         for done in files {
-            sqlx::query(
-                "UPDATE files SET status = ?, bytes_done = ?, bytes_total = ?, \
-                 path = COALESCE(?, path) WHERE id = ?",
-            )
-            .bind(done.status.as_str())
-            .bind(to_i64(done.bytes))
-            .bind(to_i64(done.bytes))
-            .bind(&done.path)
-            .bind(done.file.to_string())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(complete_sql!(""))
+                .bind(done.status.as_str())
+                .bind(to_i64(done.bytes))
+                .bind(to_i64(done.bytes))
+                .bind(&done.path)
+                .bind(done.file.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -311,15 +372,48 @@ impl Store {
         owner: &str,
     ) -> Result<Transaction<'static, Sqlite>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let holder: Option<Option<String>> =
-            sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
-                .bind(job.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if holder.flatten().as_deref() != Some(owner) {
-            return Err(StoreError::LeaseLost(job));
-        }
+        check_lease(&mut *tx, job, owner).await?;
         Ok(tx)
+    }
+
+    /// Runs one statement guarded by [`leased!`] on its own: a single statement is its own
+    /// transaction, so the lease check and the change are one atomic step, in one round trip
+    /// instead of four. Returns whether it changed a row; `LeaseLost` when it did not because
+    /// `owner` no longer holds the lease.
+    async fn leased_once<'q>(
+        &self,
+        job: JobId,
+        owner: &'q str,
+        query: Query<'q, Sqlite, SqliteArguments>,
+    ) -> Result<bool, StoreError> {
+        let done = query
+            .bind(job.to_string())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        check_lease(&self.pool, job, owner).await?;
+        Ok(false)
+    }
+}
+
+/// Fails with `LeaseLost` unless `owner` holds the job's lease.
+async fn check_lease(
+    executor: impl SqliteExecutor<'_>,
+    job: JobId,
+    owner: &str,
+) -> Result<(), StoreError> {
+    let holder: Option<Option<String>> =
+        sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = ?")
+            .bind(job.to_string())
+            .fetch_optional(executor)
+            .await?;
+    if holder.flatten().as_deref() == Some(owner) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(job))
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::domain::paths::DownloadRoot;
 use crate::domain::{
-    FileStatus, JobChanges, JobError, JobRequest, NewJob, OnConflict, Priority, Segment,
+    FileId, FileStatus, JobChanges, JobError, JobRequest, NewJob, OnConflict, Priority, Segment,
 };
 
 const OWNER: &str = "owner-a";
@@ -540,4 +540,78 @@ async fn a_destination_has_one_owner_until_its_job_lets_go() {
         .record_path(b, OWNER, fb, "same (1).bin")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
+    let (dir, store) = store().await;
+    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
+    let files = (0..3)
+        .map(|i| crate::domain::FileRequest {
+            url: format!("http://h/f{i}"),
+            path: None,
+            sha256: None,
+        })
+        .collect();
+    let new = JobRequest {
+        files: Some(files),
+        ..Default::default()
+    }
+    .parse(&root, 10)
+    .unwrap();
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let ids: Vec<FileId> = new.files.iter().map(|f| f.id).collect();
+    let claims: Vec<(FileId, String)> = ids.iter().map(|f| (*f, format!("{f}.bin"))).collect();
+    let done = |file: FileId| Completion {
+        file,
+        status: FileStatus::Complete,
+        bytes: 7,
+        path: None,
+    };
+    // One file (a statement on its own) and several (a transaction) are guarded alike.
+    for batch in [&claims[..1], &claims[1..]] {
+        let files: Vec<(FileId, u64)> = batch.iter().map(|(f, _)| (*f, 7)).collect();
+        let completions: Vec<Completion> = batch.iter().map(|(f, _)| done(*f)).collect();
+        assert!(matches!(
+            store.claim_paths(id, "intruder", batch).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        assert!(matches!(
+            store.mark_verifying(id, "intruder", &files).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        assert!(matches!(
+            store.complete_files(id, "intruder", &completions).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        let untouched = store.get_job(id).await.unwrap().files;
+        for (file, _) in batch {
+            let record = untouched.iter().find(|r| r.id == *file).unwrap();
+            assert_eq!(
+                (record.status, record.path_claimed),
+                (FileStatus::Queued, false)
+            );
+        }
+
+        let claimed = store.claim_paths(id, OWNER, batch).await.unwrap();
+        assert_eq!(claimed, vec![true; batch.len()]);
+        store.mark_verifying(id, OWNER, &files).await.unwrap();
+        let verifying = store.get_job(id).await.unwrap().files;
+        for (file, path) in batch {
+            let record = verifying.iter().find(|r| r.id == *file).unwrap();
+            assert_eq!(record.status, FileStatus::Verifying);
+            assert_eq!(
+                (record.path.as_str(), record.path_claimed),
+                (path.as_str(), true)
+            );
+        }
+        store.complete_files(id, OWNER, &completions).await.unwrap();
+    }
+    let job = store.get_job(id).await.unwrap();
+    assert!(
+        job.files
+            .iter()
+            .all(|r| r.status == FileStatus::Complete && r.bytes_done == 7)
+    );
 }
