@@ -91,15 +91,12 @@ pub async fn run(
 
 async fn run_job(engine: &Engine, id: JobId, run: &Run) {
     let store = &engine.inner.store;
-    let loaded = async {
-        Ok::<_, StoreError>((
-            store.get_job(id).await?,
-            store.files_for_run(id).await?,
-            store.job_secrets(id).await?,
-        ))
-    };
-    let (job, files, secrets) = match loaded.await {
-        Ok(loaded) => loaded,
+    let (job, files, secrets) = match store.load_run(id).await {
+        Ok(loaded) => (
+            loaded.job,
+            loaded.files,
+            (loaded.headers, loaded.access_token),
+        ),
         Err(err) => {
             tracing::warn!(error.message = %err, "cannot load job {id}; releasing it");
             if let Err(err) = store.release(id, &run.lease).await {

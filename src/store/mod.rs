@@ -21,7 +21,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use crate::domain::{JobId, JobStatus, Transition};
 
 pub use jobs::{CancelledJobs, ListQuery, Page};
-pub use progress::{Completion, FileCheckpoint, FileMeta, FileStatusUpdate, RunFile};
+pub use progress::{Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -9,9 +9,9 @@ use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqliteExecutor, Transaction};
 
-use super::rows::{SegmentRow, to_i64};
+use super::rows::{JobRow, SegmentRow, to_i64};
 use super::{Store, StoreError};
-use crate::domain::{FileId, FileRecord, FileStatus, JobError, JobId, Segment};
+use crate::domain::{FileId, FileRecord, FileStatus, Job, JobError, JobId, Segment};
 
 /// The guard of a statement that runs on its own: it changes nothing unless the job's lease is
 /// held (binds the job and the owner, after the statement's own parameters).
@@ -54,6 +54,23 @@ macro_rules! complete_sql {
             $guard
         )
     };
+}
+
+/// A job as a worker loads it: the job, its files with their segments, and its secrets.
+#[derive(Debug, Clone)]
+pub struct LoadedRun {
+    pub job: Job,
+    pub files: Vec<RunFile>,
+    pub headers: Vec<(String, String)>,
+    pub access_token: Option<String>,
+}
+
+/// A job row with the job's access token.
+#[derive(sqlx::FromRow)]
+struct RunJobRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    secret_token: Option<String>,
 }
 
 /// A file as a worker needs it: its record plus its saved segments.
@@ -110,9 +127,41 @@ impl Store {
         Ok((headers, token))
     }
 
+    /// Everything a worker needs to run a job, in three queries: the job with its secrets, its
+    /// files, and their segments.
+    pub async fn load_run(&self, id: JobId) -> Result<LoadedRun, StoreError> {
+        let row: RunJobRow = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            ", j.access_token AS secret_token FROM jobs j WHERE j.id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+        let headers = row.job.headers()?;
+        let records = self.files_of(id).await?;
+        let job = row.job.into_job(records.clone())?;
+        Ok(LoadedRun {
+            job,
+            files: self.with_segments(id, records).await?,
+            headers,
+            access_token: row.secret_token,
+        })
+    }
+
     /// The job's files with their segments, in order.
     pub async fn files_for_run(&self, id: JobId) -> Result<Vec<RunFile>, StoreError> {
         let files = self.files_of(id).await?;
+        self.with_segments(id, files).await
+    }
+
+    /// Pairs the job's files with their saved segments.
+    async fn with_segments(
+        &self,
+        id: JobId,
+        files: Vec<FileRecord>,
+    ) -> Result<Vec<RunFile>, StoreError> {
         // One query for every segment of the job, rather than one per file.
         let rows: Vec<(String, SegmentRow)> = sqlx::query_as(
             "SELECT s.file_id, s.idx, s.range_start, s.range_end, s.written FROM segments s \

@@ -168,9 +168,13 @@ pub(super) fn parse_status(s: &str) -> Result<JobStatus, StoreError> {
 }
 
 impl JobRow {
+    /// The job's extra request headers, values included (secrets: for workers only).
+    pub(super) fn headers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        serde_json::from_str(&self.headers).map_err(|e| corrupt("headers", e))
+    }
+
     pub(super) fn into_job(self, files: Vec<FileRecord>) -> Result<Job, StoreError> {
-        let headers: Vec<(String, String)> =
-            serde_json::from_str(&self.headers).map_err(|e| corrupt("headers", e))?;
+        let headers = self.headers()?;
         Ok(Job {
             id: parse_job_id(&self.id)?,
             status: parse_status(&self.status)?,

@@ -615,3 +615,32 @@ async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
             .all(|r| r.status == FileStatus::Complete && r.bytes_done == 7)
     );
 }
+
+#[tokio::test]
+async fn a_run_loads_the_job_its_files_and_its_secrets_at_once() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let mut segment = Segment::whole(Some(100));
+    segment.written = 30;
+    let meta = FileMeta {
+        total: Some(100),
+        ..Default::default()
+    };
+    store
+        .reset_file(id, OWNER, new.files[0].id, &meta, &[segment])
+        .await
+        .unwrap();
+    let loaded = store.load_run(id).await.unwrap();
+    assert_eq!(loaded.job, store.get_job(id).await.unwrap());
+    let files = store.files_for_run(id).await.unwrap();
+    assert_eq!(loaded.files.len(), 1);
+    assert_eq!(loaded.files[0].record, files[0].record);
+    assert_eq!(loaded.files[0].segments, vec![segment]);
+    assert_eq!(loaded.access_token.as_deref(), Some("TOKEN"));
+    assert_eq!(
+        (loaded.headers, loaded.access_token),
+        store.job_secrets(id).await.unwrap()
+    );
+}
