@@ -120,6 +120,22 @@ impl JobEvent {
 }
 
 impl JobEvent {
+    /// The event of a job that reached `status` (completed, failed…) with these byte totals.
+    pub fn ended(
+        job_id: JobId,
+        status: JobStatus,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+        error: Option<JobError>,
+    ) -> Self {
+        Self {
+            kind: EventKind::for_status(status),
+            status,
+            error,
+            ..Self::progress(job_id, bytes_done, bytes_total)
+        }
+    }
+
     /// A `job.progress` event of a running job.
     pub fn progress(job_id: JobId, bytes_done: u64, bytes_total: Option<u64>) -> Self {
         Self {

@@ -231,19 +231,21 @@ async fn finish(
 ) {
     let inner = &engine.inner;
     match inner.store.finish_job(id, &run.lease, status, error).await {
-        Ok(true) => {
+        Ok(Some(totals)) => {
             match error {
                 None => tracing::info!("job {id} {status}"),
                 Some(e) => tracing::warn!(error.message = %e.message, "job {id} {status}"),
             }
-            if let Ok(job) = inner.store.get_job(id).await {
-                inner
-                    .events
-                    .publish(JobEvent::about(EventKind::for_status(status), &job));
-            }
+            inner.events.publish(JobEvent::ended(
+                id,
+                status,
+                totals.bytes_done,
+                totals.bytes_total,
+                error.cloned(),
+            ));
         }
         // A user paused or cancelled it first: their decision wins.
-        Ok(false) => stopped(engine, id, run).await,
+        Ok(None) => stopped(engine, id, run).await,
         Err(err) => tracing::error!(
             error.message = %err,
             error.cause_chain = ?err,

@@ -8,10 +8,17 @@
 
 use std::time::Duration;
 
-use super::rows::{parse_job_id, parse_status};
+use super::rows::{parse_job_id, parse_status, to_u64};
 use super::{Store, StoreError};
 use crate::domain::time::now_ms;
 use crate::domain::{JobError, JobId, JobStatus};
+
+/// A job's bytes done and total size (unknown while a file's size is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteTotals {
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+}
 
 fn expiry(lease: Duration) -> i64 {
     now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
@@ -76,21 +83,23 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a running job with a final status, if `owner` still holds it. Returns false when
-    /// a user changed the status first (their decision wins) or the lease was lost.
+    /// Ends a running job with a final status, if `owner` still holds it, and returns its
+    /// byte totals then (for the event that announces it). `None` when a user changed the
+    /// status first (their decision wins) or the lease was lost.
     pub async fn finish_job(
         &self,
         id: JobId,
         owner: &str,
         status: JobStatus,
         error: Option<&JobError>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ByteTotals>, StoreError> {
         let now = now_ms();
-        let done = sqlx::query(
+        let totals: Option<(i64, Option<i64>)> = sqlx::query_as(concat!(
             "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, error_type = ?, \
              error_message = ?, error_http_status = ?, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND lease_owner = ? AND status = 'running'",
-        )
+             WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING ",
+            byte_totals!("jobs.id")
+        ))
         .bind(status.as_str())
         .bind(now)
         .bind(now)
@@ -99,9 +108,16 @@ impl Store {
         .bind(error.and_then(|e| e.http_status))
         .bind(id.to_string())
         .bind(owner)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        totals
+            .map(|(done, total)| {
+                Ok(ByteTotals {
+                    bytes_done: to_u64("bytes_done", done)?,
+                    bytes_total: total.map(|t| to_u64("bytes_total", t)).transpose()?,
+                })
+            })
+            .transpose()
     }
 
     /// Puts back jobs whose lease expired (their worker or daemon died). Returns their ids.

@@ -20,6 +20,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::domain::{JobId, JobStatus, Transition};
 
+pub use claims::ByteTotals;
 pub use jobs::{CancelledJobs, ListQuery, Page};
 pub use progress::{Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile};
 

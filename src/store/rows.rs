@@ -13,15 +13,31 @@ use crate::domain::{
 /// A macro rather than a const so that queries built from it stay `&'static str`.
 macro_rules! job_columns {
     () => {
+        concat!(
         "j.seq, j.id, j.status, j.priority, j.description, j.dest, \
          j.on_conflict, j.headers, j.access_token IS NOT NULL AS has_access_token, j.created_at, \
          j.updated_at, j.started_at, j.finished_at, j.error_type, j.error_message, \
          j.error_http_status, j.attempt, j.max_connections, j.min_segment_size, \
          j.max_bytes_per_second, \
-         (SELECT COUNT(*) FROM files f WHERE f.job_id = j.id) AS file_count, \
-         (SELECT COALESCE(SUM(f.bytes_done), 0) FROM files f WHERE f.job_id = j.id) AS bytes_done, \
-         (SELECT CASE WHEN COUNT(f.bytes_total) = COUNT(*) THEN SUM(f.bytes_total) END \
-            FROM files f WHERE f.job_id = j.id) AS bytes_total"
+         (SELECT COUNT(*) FROM files f WHERE f.job_id = j.id) AS file_count, ",
+        byte_totals!("j.id")
+        )
+    };
+}
+
+/// A job's bytes done and its total size (NULL while a file's size is unknown), over its
+/// files; `$job` names the job's id column.
+macro_rules! byte_totals {
+    ($job:literal) => {
+        concat!(
+            "(SELECT COALESCE(SUM(f.bytes_done), 0) FROM files f WHERE f.job_id = ",
+            $job,
+            ") AS bytes_done, \
+             (SELECT CASE WHEN COUNT(f.bytes_total) = COUNT(*) THEN SUM(f.bytes_total) END \
+             FROM files f WHERE f.job_id = ",
+            $job,
+            ") AS bytes_total"
+        )
     };
 }
 

@@ -184,11 +184,12 @@ async fn a_users_decision_wins_over_the_workers_finish() {
         (before, job.unwrap().status),
         (JobStatus::Running, JobStatus::Cancelled)
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .finish_job(id, OWNER, JobStatus::Completed, None)
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
     // Renewing tells the worker the job was cancelled, while the lease is still its own.
     assert_eq!(
@@ -212,14 +213,31 @@ async fn finishing_records_status_and_error() {
         message: "HTTP 404".into(),
         http_status: Some(404),
     };
-    assert!(
-        store
-            .finish_job(id, OWNER, JobStatus::Failed, Some(&error))
-            .await
-            .unwrap()
-    );
+    let meta = FileMeta {
+        total: Some(100),
+        ..Default::default()
+    };
+    let mut segment = Segment::whole(Some(100));
+    segment.written = 40;
+    store
+        .reset_file(id, OWNER, new.files[0].id, &meta, &[segment])
+        .await
+        .unwrap();
+    let totals = store
+        .finish_job(id, OWNER, JobStatus::Failed, Some(&error))
+        .await
+        .unwrap();
     let job = store.get_job(id).await.unwrap();
     assert_eq!((job.status, job.error), (JobStatus::Failed, Some(error)));
+    // The totals it returns are the job's, as a read afterwards sees them.
+    assert_eq!(
+        totals,
+        Some(ByteTotals {
+            bytes_done: job.bytes_done,
+            bytes_total: Some(100),
+        })
+    );
+    assert_eq!((job.bytes_done, job.bytes_total), (40, Some(100)));
     // Resuming a failed job retries it and clears the error.
     let (_, job) = store
         .transition(id, Transition::Resume, JobChanges::default())
