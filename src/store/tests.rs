@@ -30,6 +30,24 @@ fn new_job(dir: &tempfile::TempDir, url: &str, priority: i64, description: &str)
     request.parse(&root, 10).unwrap()
 }
 
+/// A job of `count` files `http://h/f0`, `http://h/f1`, …
+fn job_of_files(dir: &tempfile::TempDir, count: usize) -> NewJob {
+    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
+    let files = (0..count)
+        .map(|i| crate::domain::FileRequest {
+            url: format!("http://h/f{i}"),
+            path: None,
+            sha256: None,
+        })
+        .collect();
+    JobRequest {
+        files: Some(files),
+        ..Default::default()
+    }
+    .parse(&root, count)
+    .unwrap()
+}
+
 #[tokio::test]
 async fn insert_and_read_back_a_job_without_its_secrets() {
     let (dir, store) = store().await;
@@ -89,20 +107,7 @@ async fn the_queue_limit_refuses_new_jobs() {
 #[tokio::test]
 async fn many_files_are_inserted_in_chunks() {
     let (dir, store) = store().await;
-    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
-    let files = (0..2500)
-        .map(|i| crate::domain::FileRequest {
-            url: format!("http://h/f{i}"),
-            path: None,
-            sha256: None,
-        })
-        .collect();
-    let new = JobRequest {
-        files: Some(files),
-        ..Default::default()
-    }
-    .parse(&root, 5000)
-    .unwrap();
+    let new = job_of_files(&dir, 2500);
     let job = store.insert_job(&new, 10).await.unwrap();
     assert_eq!(job.file_count, 2500);
     assert_eq!(job.files[2499].index, 2499);
@@ -563,20 +568,7 @@ async fn a_destination_has_one_owner_until_its_job_lets_go() {
 #[tokio::test]
 async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
     let (dir, store) = store().await;
-    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
-    let files = (0..3)
-        .map(|i| crate::domain::FileRequest {
-            url: format!("http://h/f{i}"),
-            path: None,
-            sha256: None,
-        })
-        .collect();
-    let new = JobRequest {
-        files: Some(files),
-        ..Default::default()
-    }
-    .parse(&root, 10)
-    .unwrap();
+    let new = job_of_files(&dir, 3);
     store.insert_job(&new, 10).await.unwrap();
     let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
     let ids: Vec<FileId> = new.files.iter().map(|f| f.id).collect();
