@@ -32,10 +32,14 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<JobId>, StoreError> {
+        // `now` is taken before the statement waits for the write lock, so a job committed
+        // meanwhile may be younger: its times never run backwards (here, and in the single
+        // statements below).
         let now = now_ms();
         let id: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
-             attempt = attempt + 1, started_at = COALESCE(started_at, ?), updated_at = ? \
+             attempt = attempt + 1, started_at = COALESCE(started_at, MAX(?, created_at)), \
+             updated_at = MAX(?, updated_at) \
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1) \
              RETURNING id",
         )
@@ -72,7 +76,7 @@ impl Store {
     pub async fn release(&self, id: JobId, owner: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE jobs SET status = CASE status WHEN 'running' THEN 'queued' ELSE status END, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = MAX(?, updated_at) \
              WHERE id = ? AND lease_owner = ?",
         )
         .bind(now_ms())
@@ -95,7 +99,8 @@ impl Store {
     ) -> Result<Option<ByteTotals>, StoreError> {
         let now = now_ms();
         let totals: Option<(i64, Option<i64>)> = sqlx::query_as(concat!(
-            "UPDATE jobs SET status = ?, finished_at = ?, updated_at = ?, error_type = ?, \
+            "UPDATE jobs SET status = ?, finished_at = MAX(?, started_at), \
+             updated_at = MAX(?, updated_at), error_type = ?, \
              error_message = ?, error_http_status = ?, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING ",
             byte_totals!("jobs.id")

@@ -654,3 +654,30 @@ async fn a_run_loads_the_job_its_files_and_its_secrets_at_once() {
         store.job_secrets(id).await.unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_claim_that_waited_for_the_lock_never_dates_a_job_back() {
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    // As if the job was committed by a clock a little ahead of the claim's `now`.
+    sqlx::query("UPDATE jobs SET created_at = created_at + 10000, updated_at = updated_at + 10000")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let claimed = store.get_job(id).await.unwrap();
+    let started = claimed.started_at.unwrap();
+    assert!(claimed.created_at <= started, "{claimed:?}");
+    assert!(claimed.updated_at >= started, "{claimed:?}");
+    store
+        .finish_job(id, OWNER, JobStatus::Completed, None)
+        .await
+        .unwrap();
+    let done = store.get_job(id).await.unwrap();
+    let finished = done.finished_at.unwrap();
+    assert!(
+        started <= finished && finished <= done.updated_at,
+        "{done:?}"
+    );
+}
