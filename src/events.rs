@@ -194,9 +194,12 @@ impl EventBus {
             .subscribe()
     }
 
-    /// The sequence number of the last event published.
-    pub fn last_seq(&self) -> u64 {
-        self.seq.load(Ordering::Relaxed)
+    /// A receiver of every event published from now on, and the sequence number of the last
+    /// event published before it: every event it receives has a higher one.
+    pub fn subscribe_after(&self) -> (broadcast::Receiver<Arc<JobEvent>>, u64) {
+        // `publish` stamps and sends under the same lock: nothing falls between the two.
+        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        (sender.subscribe(), self.seq.load(Ordering::Relaxed))
     }
 }
 
@@ -231,5 +234,17 @@ mod tests {
         assert_eq!((second.kind, second.seq), (EventKind::Started, 2));
         let json = serde_json::to_value(&*first).unwrap();
         assert_eq!(json["type"], "job.queued");
+    }
+
+    #[tokio::test]
+    async fn a_subscription_knows_the_last_event_before_it() {
+        let bus = EventBus::new();
+        bus.publish(event(EventKind::Queued));
+        bus.publish(event(EventKind::Started));
+        let (mut rx, before) = bus.subscribe_after();
+        assert_eq!(before, 2);
+        bus.publish(event(EventKind::Completed));
+        let next = rx.recv().await.unwrap();
+        assert_eq!((next.kind, next.seq), (EventKind::Completed, 3));
     }
 }

@@ -110,14 +110,16 @@ pub async fn stream_job_events(
     State(state): State<AppState>,
     JobIdPath(id): JobIdPath,
 ) -> Result<Response, ApiError> {
-    // Subscribe before reading the snapshot, so nothing between the two is missed.
-    let receiver = state.events.subscribe();
+    // Subscribe before reading the snapshot, so nothing between the two is missed; the
+    // snapshot carries the last sequence number before the subscription, so every event that
+    // follows it has a higher one (though the snapshot may already show its effect).
+    let (receiver, seq) = state.events.subscribe_after();
     let job = state.store.get_job(id).await?;
     let mut snapshot = JobEvent::about(EventKind::Snapshot, &job);
     if let Some(run) = state.engine.live(id).filter(|_| !job.status.is_finished()) {
         (snapshot.bytes_done, snapshot.bytes_total) = run.live.totals();
     }
-    snapshot.seq = state.events.last_seq();
+    snapshot.seq = seq;
     if job.status.is_finished() {
         return Ok(respond(stream::iter([Ok(sse_event(&snapshot))]).boxed()));
     }
