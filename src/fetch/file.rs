@@ -435,18 +435,8 @@ async fn discard_empty_part(part: &std::path::Path) {
 
 /// Opens (creating) the `.part` without truncating it; returns it with its current length.
 async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), FetchError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let opened = tokio::task::spawn_blocking(move || {
-        // The worker created it with create_new when it claimed the destination; should it
-        // have vanished since (a manual clean-up), it is made again. Never through a symlink.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| FetchError::io(&path, e))?;
+        let file = super::place::open_part(&path)?;
         let len = file.metadata().map_err(|e| FetchError::io(&path, e))?.len();
         Ok((file, len))
     })

@@ -129,6 +129,20 @@ pub fn create_part(root: &DownloadRoot, rel: &str) -> Result<bool, FetchError> {
     }
 }
 
+/// Opens a `.part` for reading and writing without truncating it, creating it should it have
+/// vanished since its destination was claimed (a manual clean-up). Never through a symlink.
+pub fn open_part(part: &Path) -> Result<File, FetchError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(part)
+        .map_err(|e| FetchError::io(part, e))
+}
+
 /// True when a file that was being verified was in fact put in place before the process
 /// ended: its `.part` is gone, and a regular file of its size (and checksum) has its name.
 pub fn placed_before_crash(

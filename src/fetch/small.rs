@@ -4,7 +4,7 @@
 //! else (a large file, an error status, a failure on the way) goes to the coordinator, with
 //! the response when there is one, so nothing is asked twice.
 
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderValue, RANGE};
@@ -141,14 +141,7 @@ async fn read_all(
 /// Writes the whole file into its `.part` (created when the destination was claimed).
 /// Verification fsyncs it, as for every file.
 fn write_part(part: &std::path::Path, body: &[u8]) -> Result<std::fs::File, FetchError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(part)
-        .map_err(|e| FetchError::io(part, e))?;
+    let file = super::place::open_part(part)?;
     file.write_all_at(body, 0)
         .map_err(|e| FetchError::io(part, e))?;
     file.set_len(body.len() as u64)

@@ -59,7 +59,7 @@ pub(super) async fn settle<'a>(
     }
     let mut taken = HashSet::new();
     if record.path_claimed {
-        match reclaim(ctx, record).await? {
+        match claim(ctx, record, &record.path).await? {
             Some(claim) => {
                 return Ok(Some(Destination {
                     claim,
@@ -83,12 +83,13 @@ pub(super) async fn settle<'a>(
     plan(ctx, record, live, taken).await
 }
 
-/// Takes back a destination claimed by an earlier run. `None` if another file owns it now.
-async fn reclaim<'a>(
+/// Claims `rel` for the file in the registry and the store (a destination claimed by an
+/// earlier run is taken back the same way). `None` if another file owns it now.
+async fn claim<'a>(
     ctx: &'a Ctx<'a>,
     record: &FileRecord,
+    rel: &str,
 ) -> Result<Option<PathClaim<'a>>, FetchError> {
-    let rel = record.path.as_str();
     if !ctx.engine.inner.registry.claim_path(rel) {
         return Ok(None);
     }
@@ -172,28 +173,16 @@ async fn prepare(
     .map_err(|e| FetchError::Store(format!("preparing the destination was interrupted: {e}")))?
 }
 
-/// Claims `rel` in the registry, the store and on disk. `None` if any says it is taken.
+/// Claims `rel` in the registry, the store and on disk ([`claim`], then a fresh `.part`).
+/// `None` if any says it is taken.
 async fn take<'a>(
     ctx: &'a Ctx<'a>,
     record: &FileRecord,
     rel: &str,
 ) -> Result<Option<PathClaim<'a>>, FetchError> {
-    if !ctx.engine.inner.registry.claim_path(rel) {
+    let Some(claim) = claim(ctx, record, rel).await? else {
         return Ok(None);
-    }
-    let claim = PathClaim {
-        ctx,
-        rel: rel.to_owned(),
     };
-    match ctx
-        .store()
-        .claim_path(ctx.job.id, ctx.lease(), record.id, rel)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::PathTaken(_)) => return Ok(None),
-        Err(err) => return Err(store_error(err)),
-    }
     let root = ctx.engine.inner.root.clone();
     let rel_owned = rel.to_owned();
     let created = tokio::task::spawn_blocking(move || place::create_part(&root, &rel_owned))
