@@ -13,8 +13,8 @@ use super::rows::{JobRow, SegmentRow, to_i64};
 use super::{Store, StoreError};
 use crate::domain::{FileId, FileRecord, FileStatus, Job, JobError, JobId, Segment};
 
-/// The guard of a statement that runs on its own: it changes nothing unless the job's lease is
-/// held (binds the job and the owner, after the statement's own parameters).
+/// The guard of a worker's statement: it changes nothing unless the job's lease is held (binds
+/// the job and the owner after the statement's own parameters: [`with_lease`]).
 macro_rules! leased {
     () => {
         " AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND lease_owner = ?)"
@@ -23,35 +23,35 @@ macro_rules! leased {
 
 /// Claims a destination for a file unless another unfinished file owns it.
 macro_rules! claim_path_sql {
-    ($guard:expr) => {
+    () => {
         concat!(
             "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
              SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
              WHERE o.path = ? AND o.id <> ? AND ",
             owns_destination!("o", "oj"),
             ")",
-            $guard
+            leased!()
         )
     };
 }
 
 /// Marks a file as being verified, with its size.
 macro_rules! verifying_sql {
-    ($guard:expr) => {
+    () => {
         concat!(
             "UPDATE files SET status = 'verifying', bytes_done = ?, bytes_total = ? WHERE id = ?",
-            $guard
+            leased!()
         )
     };
 }
 
 /// Records a file's end, and where it ended up when that is not its planned path.
 macro_rules! complete_sql {
-    ($guard:expr) => {
+    () => {
         concat!(
             "UPDATE files SET status = ?, bytes_done = ?, bytes_total = ?, \
              path = COALESCE(?, path) WHERE id = ?",
-            $guard
+            leased!()
         )
     };
 }
@@ -218,24 +218,21 @@ impl Store {
         owner: &str,
         claims: &[(FileId, String)],
     ) -> Result<Vec<bool>, StoreError> {
-        if let [(file, path)] = claims {
+        let query = |(file, path): &(FileId, String)| {
             let key = file.to_string();
-            let query = sqlx::query(claim_path_sql!(leased!()))
-                .bind(path)
+            sqlx::query(claim_path_sql!())
+                .bind(path.clone())
                 .bind(key.clone())
-                .bind(path)
-                .bind(key);
-            return Ok(vec![self.leased_once(job, owner, query).await?]);
+                .bind(path.clone())
+                .bind(key)
+        };
+        if let [one] = claims {
+            return Ok(vec![self.leased_once(job, owner, query(one)).await?]);
         }
         let mut tx = self.begin_owned_write(job, owner).await?;
         let mut claimed = Vec::with_capacity(claims.len());
-        for (file, path) in claims {
-            let key = file.to_string();
-            let done = sqlx::query(claim_path_sql!(""))
-                .bind(path)
-                .bind(&key)
-                .bind(path)
-                .bind(&key)
+        for claim in claims {
+            let done = with_lease(query(claim), job, owner)
                 .execute(&mut *tx)
                 .await?;
             claimed.push(done.rows_affected() == 1);
@@ -253,13 +250,13 @@ impl Store {
         file: FileId,
         path: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_owned_write(job, owner).await?;
-        sqlx::query("UPDATE files SET path = ?, path_claimed = 1 WHERE id = ?")
-            .bind(path)
-            .bind(file.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let query = sqlx::query(concat!(
+            "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ?",
+            leased!()
+        ))
+        .bind(path)
+        .bind(file.to_string());
+        self.leased_once(job, owner, query).await?;
         Ok(())
     }
 
@@ -323,12 +320,12 @@ impl Store {
         file: FileId,
         update: &FileStatusUpdate<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_owned_write(job, owner).await?;
-        sqlx::query(
+        let query = sqlx::query(concat!(
             "UPDATE files SET status = ?, bytes_done = COALESCE(?, bytes_done), \
              bytes_total = COALESCE(?, bytes_total), cached = ?, error_type = ?, \
              error_message = ?, error_http_status = ? WHERE id = ?",
-        )
+            leased!()
+        ))
         .bind(update.status.as_str())
         .bind(update.bytes.map(to_i64))
         .bind(update.bytes.map(to_i64))
@@ -336,10 +333,8 @@ impl Store {
         .bind(update.error.map(|e| e.kind.clone()))
         .bind(update.error.map(|e| e.message.clone()))
         .bind(update.error.and_then(|e| e.http_status))
-        .bind(file.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(file.to_string());
+        self.leased_once(job, owner, query).await?;
         Ok(())
     }
 
@@ -351,20 +346,19 @@ impl Store {
         owner: &str,
         files: &[(FileId, u64)],
     ) -> Result<(), StoreError> {
-        if let [(file, total)] = files {
-            let query = sqlx::query(verifying_sql!(leased!()))
-                .bind(to_i64(*total))
-                .bind(to_i64(*total))
-                .bind(file.to_string());
-            self.leased_once(job, owner, query).await?;
-            return Ok(());
-        }
-        let mut tx = self.begin_owned_write(job, owner).await?;
-        for (file, total) in files {
-            sqlx::query(verifying_sql!(""))
+        let query = |(file, total): &(FileId, u64)| {
+            sqlx::query(verifying_sql!())
                 .bind(to_i64(*total))
                 .bind(to_i64(*total))
                 .bind(file.to_string())
+        };
+        if let [one] = files {
+            self.leased_once(job, owner, query(one)).await?;
+            return Ok(());
+        }
+        let mut tx = self.begin_owned_write(job, owner).await?;
+        for file in files {
+            with_lease(query(file), job, owner)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -380,24 +374,21 @@ impl Store {
         owner: &str,
         files: &[Completion],
     ) -> Result<(), StoreError> {
-        if let [done] = files {
-            let query = sqlx::query(complete_sql!(leased!()))
+        let query = |done: &Completion| {
+            sqlx::query(complete_sql!())
                 .bind(done.status.as_str())
                 .bind(to_i64(done.bytes))
                 .bind(to_i64(done.bytes))
-                .bind(&done.path)
-                .bind(done.file.to_string());
-            self.leased_once(job, owner, query).await?;
+                .bind(done.path.clone())
+                .bind(done.file.to_string())
+        };
+        if let [one] = files {
+            self.leased_once(job, owner, query(one)).await?;
             return Ok(());
         }
         let mut tx = self.begin_owned_write(job, owner).await?;
         for done in files {
-            sqlx::query(complete_sql!(""))
-                .bind(done.status.as_str())
-                .bind(to_i64(done.bytes))
-                .bind(to_i64(done.bytes))
-                .bind(&done.path)
-                .bind(done.file.to_string())
+            with_lease(query(done), job, owner)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -425,27 +416,32 @@ impl Store {
         Ok(tx)
     }
 
-    /// Runs one statement guarded by [`leased!`] on its own: a single statement is its own
-    /// transaction, so the lease check and the change are one atomic step, in one round trip
-    /// instead of four. Returns whether it changed a row; `LeaseLost` when it did not because
-    /// `owner` no longer holds the lease.
+    /// Runs one statement guarded by [`leased!`] on its own (binding the lease): a
+    /// single statement is its own transaction, so the lease check and the change are one
+    /// atomic step, in one round trip instead of four. Returns whether it changed a row;
+    /// `LeaseLost` when it did not because `owner` no longer holds the lease.
     async fn leased_once<'q>(
         &self,
         job: JobId,
         owner: &'q str,
         query: Query<'q, Sqlite, SqliteArguments>,
     ) -> Result<bool, StoreError> {
-        let done = query
-            .bind(job.to_string())
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
+        let done = with_lease(query, job, owner).execute(&self.pool).await?;
         if done.rows_affected() > 0 {
             return Ok(true);
         }
         check_lease(&self.pool, job, owner).await?;
         Ok(false)
     }
+}
+
+/// Binds the job and the owner a [`leased!`] guard asks for.
+fn with_lease<'q>(
+    query: Query<'q, Sqlite, SqliteArguments>,
+    job: JobId,
+    owner: &'q str,
+) -> Query<'q, Sqlite, SqliteArguments> {
+    query.bind(job.to_string()).bind(owner)
 }
 
 /// Fails with `LeaseLost` unless `owner` holds the job's lease.

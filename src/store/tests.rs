@@ -482,6 +482,14 @@ async fn worker_progress_is_saved_only_under_the_lease() {
         cached: true,
         error: None,
     };
+    assert!(matches!(
+        store.set_file_status(id, "intruder", file, &done).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.record_path(id, "intruder", file, "elsewhere").await,
+        Err(StoreError::LeaseLost(_))
+    ));
     store.set_file_status(id, OWNER, file, &done).await.unwrap();
     let record = &store.get_job(id).await.unwrap().files[0];
     assert_eq!(
