@@ -245,9 +245,10 @@ struct FileRun<'a, J> {
     typical_rate: f64,
 }
 
-/// Bytes the slots' connections have received so far (counted as they arrive, before they
-/// are batched for the writer, so a short window still reads a rate).
-fn received(slots: &[Slot]) -> u64 {
+/// Bytes that have arrived on the slots' connections so far (counted as they arrive, before
+/// they are batched for the writer, so a short window still reads a rate). Unlike
+/// `FileRun::received`, it starts again with the slots of each generation.
+fn arrived(slots: &[Slot]) -> u64 {
     slots
         .iter()
         .map(|s| s.range.next().saturating_sub(s.range.start))
@@ -340,7 +341,7 @@ impl Fetcher {
             events: events_tx,
         });
         let slots = saved_slots(&saved);
-        let received_so_far = received(&slots);
+        let arrived_so_far = arrived(&slots);
         let parallel = !fresh && resumes_parallel(task, slots.len());
         let mut run = FileRun {
             fetcher: self,
@@ -364,7 +365,7 @@ impl Fetcher {
             slots,
             tasks: JoinSet::new(),
             generation: stop.child_token(),
-            growth: Growth::new(task.limits.max_connections, received_so_far),
+            growth: Growth::new(task.limits.max_connections, arrived_so_far),
             last_checkpoint: Instant::now(),
             last_tick: (Instant::now(), live.done()),
             received: 0,
@@ -736,16 +737,12 @@ impl<J: Journal> FileRun<'_, J> {
             slot.seen = next;
         }
         if self.parallel && !self.probing {
-            let active = self
-                .slots
-                .iter()
-                .filter(|s| s.state == State::Active && s.races.is_none())
-                .count();
+            let active = self.working();
             let limit = [self.env.global.rate(), self.env.job.rate()]
                 .into_iter()
                 .flatten()
                 .min();
-            self.growth.update(received(&self.slots), active, limit);
+            self.growth.update(arrived(&self.slots), active, limit);
             self.shed();
             self.fill();
             self.race();
@@ -785,6 +782,14 @@ impl<J: Journal> FileRun<'_, J> {
         }
     }
 
+    /// Connections at work on the file's plan (race copies not counted).
+    fn working(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state == State::Active && s.races.is_none())
+            .count()
+    }
+
     /// Races the tail of a connection much slower than the others, when nothing is left to
     /// split and there is room for another connection.
     fn race(&mut self) {
@@ -795,11 +800,7 @@ impl<J: Journal> FileRun<'_, J> {
             self.typical_rate =
                 judged.iter().map(|&i| self.slots[i].rate).sum::<f64>() / judged.len() as f64;
         }
-        let active = self
-            .slots
-            .iter()
-            .filter(|s| s.state == State::Active && s.races.is_none())
-            .count();
+        let active = self.working();
         // Only a connection with no other work to do races (no range is left to split).
         if active >= self.growth.target {
             return;
