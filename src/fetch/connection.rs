@@ -465,11 +465,8 @@ async fn paid_chunk(
     let take = if limited { PAID_SLICE } else { usize::MAX };
     let bytes = unpaid.split_to(unpaid.len().min(take));
     let len = bytes.len() as u64;
-    tokio::select! {
-        biased;
-        () = stop.cancelled() => Err(FetchError::Stopped),
-        _ = async { tokio::join!(env.global.consume(len), env.job.consume(len)) } => Ok(Some(bytes)),
-    }
+    super::limits::pay(&env.global, &env.job, len, stop).await?;
+    Ok(Some(bytes))
 }
 
 fn content_range(response: &reqwest::Response) -> Option<super::http::ContentRange> {

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::FetchError;
 
 /// A token bucket: at most `rate` bytes per second on average, with a burst of a tenth of a
 /// second (at least 64 KiB). A rate of 0 means no limit.
@@ -54,6 +57,20 @@ impl Throttle {
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Pays `bytes` to the daemon's and the job's buckets at once, unless `stop` fires first.
+pub async fn pay(
+    global: &Throttle,
+    job: &Throttle,
+    bytes: u64,
+    stop: &CancellationToken,
+) -> Result<(), FetchError> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Err(FetchError::Stopped),
+        _ = async { tokio::join!(global.consume(bytes), job.consume(bytes)) } => Ok(()),
     }
 }
 

@@ -121,11 +121,7 @@ async fn read_all(
         match chunk {
             Ok(Some(bytes)) => {
                 let len = bytes.len() as u64;
-                tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return Err(FetchError::Stopped),
-                    _ = async { tokio::join!(fetcher.throttle.consume(len), task.throttle.consume(len)) } => {}
-                }
+                super::limits::pay(&fetcher.throttle, &task.throttle, len, stop).await?;
                 body.extend_from_slice(&bytes);
             }
             Ok(None) => break,
