@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::{self, Ask, Assignment, Env, Event, Outcome, Range};
 use super::http::if_range_value;
 use super::writer::Writer;
-use super::{FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan, small};
+use super::{Data, FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan, small};
 use crate::domain::Segment;
 use crate::store::FileMeta;
 use crate::telemetry::redact_url;
@@ -285,9 +285,9 @@ fn resumes_parallel(task: &FileTask, saved_segments: usize) -> bool {
 type FirstResponse = (reqwest::Response, super::limits::HostPermit);
 
 impl Fetcher {
-    /// Fetches `task` into its `.part` (resuming saved progress when it is safe), retrying
-    /// transient failures. Returns once every byte is written and fsynced; on `Stopped` the
-    /// progress so far is checkpointed and the `.part` kept.
+    /// Fetches `task` (resuming saved progress when it is safe), retrying transient failures.
+    /// Returns once every byte has arrived: in the `.part`, or in memory for a small file. On
+    /// `Stopped` the progress so far is checkpointed and the `.part` kept.
     pub async fn fetch_file(
         &self,
         task: &FileTask,
@@ -948,7 +948,7 @@ impl<J: Journal> FileRun<'_, J> {
         }
         let digest = finished.digest.filter(|(_, n)| *n == total).map(|(d, _)| d);
         Ok(Fetched {
-            file: finished.file,
+            data: Data::Part(finished.file),
             total,
             digest,
         })

@@ -71,13 +71,34 @@ pub struct FileTask {
     pub throttle: Arc<Throttle>,
 }
 
-/// A file whose bytes are all in its `.part`, fsynced.
+/// A file whose bytes have all arrived, not yet durable: committing it writes what is still in
+/// memory, syncs and renames it.
 #[derive(Debug)]
 pub struct Fetched {
-    pub file: std::fs::File,
+    pub data: Data,
     pub total: u64,
     /// SHA-256 of the whole file, when it could be computed while writing.
     pub digest: Option<[u8; 32]>,
+}
+
+/// Where a fetched file's bytes are.
+#[derive(Debug)]
+pub enum Data {
+    /// Written into the `.part`.
+    Part(std::fs::File),
+    /// A small file, whole in memory: it is written when it is committed, with others, so a
+    /// job of many small files pays for one blocking step and one sync per group.
+    Memory(bytes::Bytes),
+}
+
+impl Data {
+    /// Bytes held in memory.
+    pub fn in_memory(&self) -> u64 {
+        match self {
+            Self::Part(_) => 0,
+            Self::Memory(body) => body.len() as u64,
+        }
+    }
 }
 
 /// Live counters of a file being fetched, read by the API and the progress ticker.

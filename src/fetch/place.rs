@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use super::FetchError;
+use super::{Data, FetchError};
 use crate::domain::paths::{DownloadRoot, numbered_alternative};
 use crate::domain::{OnConflict, Sha256};
 
@@ -183,11 +183,11 @@ pub fn sha256_of(path: &Path, stop: &CancellationToken) -> Result<Sha256, FetchE
     Ok(Sha256::from_digest(&hasher.finalize()))
 }
 
-/// A finished `.part` to verify and move into place.
+/// A fetched file to verify and move into place.
 pub struct Finish<'a> {
     pub root: &'a DownloadRoot,
     pub rel: &'a str,
-    pub file: File,
+    pub data: &'a Data,
     pub total: u64,
     pub expected: Option<&'a Sha256>,
     pub digest: Option<[u8; 32]>,
@@ -205,24 +205,25 @@ pub enum Placed {
     Skipped,
 }
 
-/// Verifies, fsyncs, places, and fsyncs the directory: [`verify`], [`place`], [`sync_dirs`].
+/// Verifies, persists, places, and fsyncs the directory: [`verify`], [`persist`], [`place`],
+/// [`sync_dirs`], for one file.
 pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
-    let (root, rel, policy, stop) = (job.root, job.rel, job.policy, job.stop);
+    let (root, rel, data, policy, stop) = (job.root, job.rel, job.data, job.policy, job.stop);
     verify(job)?;
+    persist(root, &[(rel, data)]).pop().unwrap_or(Ok(()))?;
     let placed = place(root, rel, policy, stop)?;
     sync_dirs(root, [rel])?;
     Ok(placed)
 }
 
-/// Checks size and checksum and fsyncs the data. On a checksum mismatch the `.part` is
-/// deleted: its bytes are wrong and must not be resumed.
+/// Checks size and checksum. On a checksum mismatch the `.part` is deleted: its bytes are
+/// wrong and must not be resumed. Blocks only for a file in its `.part`.
 pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
     let part = part_path(&job.root.join(job.rel));
-    let size = job
-        .file
-        .metadata()
-        .map_err(|e| FetchError::io(&part, e))?
-        .len();
+    let size = match job.data {
+        Data::Part(file) => file.metadata().map_err(|e| FetchError::io(&part, e))?.len(),
+        Data::Memory(body) => body.len() as u64,
+    };
     if size != job.total {
         return Err(FetchError::SizeMismatch {
             expected: job.total,
@@ -230,9 +231,10 @@ pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
         });
     }
     if let Some(expected) = job.expected {
-        let actual = match job.digest {
-            Some(digest) => Sha256::from_digest(&digest),
-            None => sha256_of(&part, job.stop)?,
+        let actual = match (job.digest, job.data) {
+            (Some(digest), _) => Sha256::from_digest(&digest),
+            (None, Data::Memory(body)) => Sha256::from_digest(&sha2::Sha256::digest(body)),
+            (None, Data::Part(_)) => sha256_of(&part, job.stop)?,
         };
         if actual != *expected {
             let _ = std::fs::remove_file(&part);
@@ -242,7 +244,76 @@ pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
             });
         }
     }
-    job.file.sync_all().map_err(|e| FetchError::io(&part, e))
+    Ok(())
+}
+
+/// Makes verified files durable in their `.part`s: writes those still in memory, then syncs
+/// them all at once — an fsync for one file, one `syncfs` per filesystem for several (one
+/// journal commit instead of one per file; since Linux 5.8 it reports the writeback errors of
+/// every file on it). Returns one result per file, in order.
+pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), FetchError>> {
+    let mut opened: Vec<Result<(PathBuf, Option<File>), FetchError>> = files
+        .iter()
+        .map(|(rel, data)| {
+            let part = part_path(&root.join(rel));
+            match data {
+                Data::Part(_) => Ok((part, None)),
+                Data::Memory(body) => write_part(&part, body).map(|file| (part, Some(file))),
+            }
+        })
+        .collect();
+    let handles: Vec<(usize, &File)> = opened
+        .iter()
+        .zip(files)
+        .enumerate()
+        .filter_map(|(i, (opened, (_, data)))| match (opened, data) {
+            (Ok((_, Some(file))), _) | (Ok((_, None)), Data::Part(file)) => Some((i, file)),
+            _ => None,
+        })
+        .collect();
+    let synced = sync_all(&handles);
+    for (i, result) in synced {
+        if let (Err(err), Some(Ok((part, _)))) = (result, opened.get(i)) {
+            let part = part.clone();
+            opened[i] = Err(FetchError::io(&part, err));
+        }
+    }
+    opened.into_iter().map(|r| r.map(|_| ())).collect()
+}
+
+/// Writes a whole body into its `.part` (created when the destination was claimed).
+fn write_part(part: &Path, body: &[u8]) -> Result<File, FetchError> {
+    use std::os::unix::fs::FileExt;
+    let file = open_part(part)?;
+    file.write_all_at(body, 0)
+        .map_err(|e| FetchError::io(part, e))?;
+    file.set_len(body.len() as u64)
+        .map_err(|e| FetchError::io(part, e))?;
+    Ok(file)
+}
+
+/// Syncs these files: `fsync` for one, `syncfs` once per filesystem for several.
+fn sync_all(files: &[(usize, &File)]) -> Vec<(usize, std::io::Result<()>)> {
+    use std::os::unix::fs::MetadataExt;
+    if let [(i, file)] = files {
+        return vec![(*i, file.sync_all())];
+    }
+    let mut synced: std::collections::HashMap<u64, std::io::Result<()>> = Default::default();
+    files
+        .iter()
+        .map(|(i, file)| {
+            let result = file.metadata().and_then(|meta| {
+                match synced
+                    .entry(meta.dev())
+                    .or_insert_with(|| rustix::fs::syncfs(file).map_err(std::io::Error::from))
+                {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+                }
+            });
+            (*i, result)
+        })
+        .collect()
 }
 
 /// Gives a verified `.part` its final name under the conflict policy. The directory still
@@ -387,10 +458,11 @@ mod tests {
     ) -> Result<Placed, FetchError> {
         let part = part_path(&root.join(rel));
         std::fs::write(&part, body).unwrap();
+        let data = Data::Part(File::options().read(true).write(true).open(&part).unwrap());
         finish(Finish {
             root,
             rel,
-            file: File::options().read(true).write(true).open(&part).unwrap(),
+            data: &data,
             total: body.len() as u64,
             expected,
             digest: None,
@@ -431,10 +503,11 @@ mod tests {
         std::fs::write(&part, b"data").unwrap();
         let stop = never();
         stop.cancel();
+        let data = Data::Part(File::options().read(true).write(true).open(&part).unwrap());
         let placed = finish(Finish {
             root: &root,
             rel: "h",
-            file: File::options().read(true).write(true).open(&part).unwrap(),
+            data: &data,
             total: 4,
             expected: None,
             digest: None,
@@ -453,5 +526,59 @@ mod tests {
         assert!(matches!(err, FetchError::ChecksumMismatch { .. }));
         assert!(!root.join("g").exists());
         assert!(!part_path(&root.join("g")).exists());
+    }
+
+    #[test]
+    fn files_in_memory_are_written_and_synced_as_a_group() {
+        let (_d, root) = root();
+        let on_disk = part_path(&root.join("d"));
+        std::fs::write(&on_disk, b"disk").unwrap();
+        let group = [
+            ("a", Data::Memory(bytes::Bytes::from_static(b"alpha"))),
+            ("b", Data::Memory(bytes::Bytes::from_static(b""))),
+            ("d", Data::Part(File::open(&on_disk).unwrap())),
+        ];
+        // A `.part` that vanished since its claim is created again.
+        std::fs::write(part_path(&root.join("a")), b"stale and longer").unwrap();
+        let files: Vec<(&str, &Data)> = group.iter().map(|(rel, data)| (*rel, data)).collect();
+        let results = persist(&root, &files);
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(std::fs::read(part_path(&root.join("a"))).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(part_path(&root.join("b"))).unwrap(), b"");
+        assert_eq!(std::fs::read(&on_disk).unwrap(), b"disk");
+    }
+
+    #[test]
+    fn a_file_in_memory_is_verified_without_touching_the_disk() {
+        let (_d, root) = root();
+        let body = Data::Memory(bytes::Bytes::from_static(b"data"));
+        let check = |total, expected: Option<&Sha256>| {
+            verify(Finish {
+                root: &root,
+                rel: "m",
+                data: &body,
+                total,
+                expected,
+                digest: None,
+                policy: OnConflict::Rename,
+                stop: &never(),
+            })
+        };
+        let right = Sha256::from_digest(&sha2::Sha256::digest(b"data"));
+        check(4, Some(&right)).unwrap();
+        assert!(matches!(
+            check(5, None),
+            Err(FetchError::SizeMismatch {
+                expected: 5,
+                actual: 4
+            })
+        ));
+        let wrong = Sha256::parse(&"0".repeat(64)).unwrap();
+        assert!(matches!(
+            check(4, Some(&wrong)),
+            Err(FetchError::ChecksumMismatch { .. })
+        ));
+        assert!(!root.join("m").exists() && !part_path(&root.join("m")).exists());
     }
 }

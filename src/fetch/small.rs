@@ -1,10 +1,9 @@
 //! Small files in one go. A fresh file's first request is made here: when the answer says the
-//! whole file is small, its body is read into memory, hashed, and written in one step on
-//! the blocking pool — no writer thread, no connection task, no checkpoint. Anything
+//! whole file is small, its body is read into memory and hashed — no writer thread, no
+//! connection task, no checkpoint. It is written when it is committed, together with the
+//! other files finished meanwhile (see the worker's `commit`). Anything
 //! else (a large file, an error status, a failure on the way) goes to the coordinator, with
 //! the response when there is one, so nothing is asked twice.
-
-use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderValue, RANGE};
@@ -13,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::http::{get_following, parse_content_range};
 use super::limits::HostPermit;
-use super::{FetchError, Fetched, Fetcher, FileTask, LiveFile};
+use super::{Data, FetchError, Fetched, Fetcher, FileTask, LiveFile};
 
 /// Files up to this size are fetched in memory in one request.
 pub const SMALL_FILE: u64 = 256 * 1024;
 
 /// What the first request of a fresh file gave.
 pub enum First {
-    /// A small file, complete and fsynced in its `.part`.
+    /// A small file, whole in memory.
     Done(Fetched),
     /// Anything else: the response, for the coordinator to carry on with, and its host slot.
     Response(reqwest::Response, HostPermit),
@@ -68,16 +67,9 @@ pub async fn first_request(
     };
     drop(permit);
     let digest = task.hash.then(|| sha2::Sha256::digest(&body).into());
-    let part = task.part.clone();
-    let file = tokio::task::spawn_blocking(move || write_part(&part, &body))
-        .await
-        .map_err(|e| FetchError::Io {
-            path: String::new(),
-            source: std::io::Error::other(e),
-        })??;
     live.set(size, Some(size));
     Ok(First::Done(Fetched {
-        file,
+        data: Data::Memory(body),
         total: size,
         digest,
     }))
@@ -132,15 +124,4 @@ async fn read_all(
         }
     }
     Ok((body.len() as u64 == size).then(|| body.freeze()))
-}
-
-/// Writes the whole file into its `.part` (created when the destination was claimed).
-/// Verification fsyncs it, as for every file.
-fn write_part(part: &std::path::Path, body: &[u8]) -> Result<std::fs::File, FetchError> {
-    let file = super::place::open_part(part)?;
-    file.write_all_at(body, 0)
-        .map_err(|e| FetchError::io(part, e))?;
-    file.set_len(body.len() as u64)
-        .map_err(|e| FetchError::io(part, e))?;
-    Ok(file)
 }

@@ -1,10 +1,11 @@
 //! Putting verified files in place, in groups.
 //!
-//! Files finish verification (size, checksum, fsync of their data) on their own; then they
-//! queue here. Whatever has queued is committed together: one store transaction marks them
-//! `verifying`, each gets its final name, each directory is fsynced once, and one transaction
-//! records them complete. A job of many small files so pays for two transactions and a few
-//! directory syncs per group instead of per file, with the same guarantee for each file: it
+//! Files finish verification (size, checksum) on their own; then they queue here. Whatever has
+//! queued is committed together: one store statement marks them `verifying`; one step on the
+//! blocking pool writes the small files held in memory, syncs them all (one `syncfs` for
+//! several), gives each its final name and fsyncs each directory once; one more statement
+//! records them complete. A job of many small files so pays for two statements, one blocking
+//! step and two syncs per group instead of per file, with the same guarantee for each file: it
 //! has its final name only after its data is on disk, and a crash in between is recognised.
 
 use std::sync::Arc;
@@ -16,14 +17,20 @@ use super::Ctx;
 use super::files::store_error;
 use crate::domain::{FileId, FileStatus, JobStatus};
 use crate::fetch::place::{self, Placed};
-use crate::fetch::{FetchError, LiveFile};
+use crate::fetch::{Data, FetchError, Fetched, LiveFile};
 use crate::store::Completion;
 
 /// Most files committed together.
 const GROUP: usize = 256;
 
-/// A verified file waiting for its final name.
+/// A verified file waiting for its final name, with its bytes.
 pub(super) struct Commit {
+    waiting: Waiting,
+    data: Data,
+}
+
+/// What a commit needs of a file besides its bytes (those go to the blocking step).
+struct Waiting {
     file: FileId,
     rel: String,
     total: u64,
@@ -36,16 +43,19 @@ pub(super) async fn put_in_place(
     commits: &mpsc::Sender<Commit>,
     file: FileId,
     rel: &str,
-    total: u64,
+    fetched: Fetched,
     live: &Arc<LiveFile>,
 ) -> Result<(), FetchError> {
     let (reply, done) = oneshot::channel();
     let commit = Commit {
-        file,
-        rel: rel.to_owned(),
-        total,
-        live: live.clone(),
-        reply,
+        waiting: Waiting {
+            file,
+            rel: rel.to_owned(),
+            total: fetched.total,
+            live: live.clone(),
+            reply,
+        },
+        data: fetched.data,
     };
     let gone = || FetchError::Store("the committer stopped".into());
     commits.send(commit).await.map_err(|_| gone())?;
@@ -67,6 +77,8 @@ pub(super) async fn run(ctx: &Ctx<'_>, mut queue: mpsc::Receiver<Commit>) {
 }
 
 async fn commit_group(ctx: &Ctx<'_>, group: Vec<Commit>) {
+    let (group, datas): (Vec<Waiting>, Vec<Data>) =
+        group.into_iter().map(|c| (c.waiting, c.data)).unzip();
     // A verified file is finished work: a pause or a shutdown still puts it in place. Only a
     // cancel keeps it from its final name (its `.part` is removed with the others).
     if ctx.run.stop.is_cancelled()
@@ -86,7 +98,7 @@ async fn commit_group(ctx: &Ctx<'_>, group: Vec<Commit>) {
         let err = store_error(err);
         return reply_all(group, &err);
     }
-    let placed = match place_group(ctx, &group).await {
+    let placed = match place_group(ctx, &group, datas).await {
         Ok(placed) => placed,
         Err(err) => return reply_all(group, &err),
     };
@@ -127,18 +139,23 @@ async fn commit_group(ctx: &Ctx<'_>, group: Vec<Commit>) {
     }
 }
 
-/// Names every file of the group, then fsyncs their directories once each.
+/// Persists the files of the group, names each, then fsyncs their directories once each.
 async fn place_group(
     ctx: &Ctx<'_>,
-    group: &[Commit],
+    group: &[Waiting],
+    datas: Vec<Data>,
 ) -> Result<Vec<Result<Placed, FetchError>>, FetchError> {
     let root = ctx.engine.inner.root.clone();
     let (policy, stop) = (ctx.job.on_conflict, CancellationToken::new());
     let rels: Vec<String> = group.iter().map(|c| c.rel.clone()).collect();
     tokio::task::spawn_blocking(move || {
-        let placed: Vec<_> = rels
-            .iter()
-            .map(|rel| place::place(&root, rel, policy, &stop))
+        let files: Vec<(&str, &Data)> = rels.iter().map(String::as_str).zip(&datas).collect();
+        let placed: Vec<_> = place::persist(&root, &files)
+            .into_iter()
+            .zip(&rels)
+            .map(|(persisted, rel)| {
+                persisted.and_then(|()| place::place(&root, rel, policy, &stop))
+            })
             .collect();
         let named = rels
             .iter()
@@ -154,7 +171,7 @@ async fn place_group(
     .map_err(|e| FetchError::Store(format!("placing files was interrupted: {e}")))?
 }
 
-fn reply_all(group: Vec<Commit>, err: &FetchError) {
+fn reply_all(group: Vec<Waiting>, err: &FetchError) {
     for commit in group {
         let _ = commit.reply.send(Err(clone_error(err)));
     }

@@ -3,11 +3,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use reqwest::header::HeaderMap;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::commit;
 use super::destination::{self, Destination};
@@ -15,11 +16,54 @@ use super::journal::StoreJournal;
 use super::{Ctx, Stop};
 use crate::domain::{FileId, FileRecord, FileStatus, JobError};
 use crate::fetch::place::{self, Finish};
-use crate::fetch::{FetchError, Fetched, FileLimits, FileTask, LiveFile, request_headers};
+use crate::fetch::{Data, FetchError, Fetched, FileLimits, FileTask, LiveFile, request_headers};
 use crate::store::{FileStatusUpdate, RunFile, StoreError};
 
 /// Files whose destinations are claimed together.
 const CLAIM_BATCH: usize = 64;
+
+/// Bytes of small files held in memory while they wait for their commit, per job.
+const HANDOFF_BYTES: u64 = 2 << 20;
+
+/// Most files waiting for their commit while others start, per job.
+const HANDOFF_FILES: usize = 256;
+
+/// Files whose bytes have all arrived and that wait for their commit. They hold no connection
+/// any more, so others start meanwhile — up to a budget, since small files wait in memory.
+#[derive(Default)]
+struct Handoff {
+    files: AtomicUsize,
+    bytes: AtomicU64,
+    /// Wakes the file loop when a file is handed off (a slot came free).
+    handed: Notify,
+}
+
+impl Handoff {
+    /// Whether another file may start, with `running` file futures under way.
+    fn room(&self, running: usize, at_once: usize) -> bool {
+        let waiting = self.files.load(Ordering::Relaxed);
+        running.saturating_sub(waiting) < at_once
+            && waiting < HANDOFF_FILES
+            && self.bytes.load(Ordering::Relaxed) < HANDOFF_BYTES
+    }
+
+    /// Counts a file as waiting for its commit until the guard is dropped.
+    fn hand_off(&self, bytes: u64) -> Handed<'_> {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.handed.notify_one();
+        Handed(self, bytes)
+    }
+}
+
+struct Handed<'a>(&'a Handoff, u64);
+
+impl Drop for Handed<'_> {
+    fn drop(&mut self) {
+        self.0.files.fetch_sub(1, Ordering::Relaxed);
+        self.0.bytes.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
 
 /// Runs every unfinished file, several at a time (as many as the job's connection limit).
 /// Returns the files that failed for good (path and error), or why the loop stopped early.
@@ -35,6 +79,8 @@ pub(super) async fn run_files(
     let (commits, queue) = mpsc::channel(256);
     let batch = destination::Batch::new(ctx);
     let batch = &batch;
+    let handoff = Handoff::default();
+    let handoff = &handoff;
     let fetching = async move {
         let mut pending: VecDeque<_> = files
             .into_iter()
@@ -44,7 +90,7 @@ pub(super) async fn run_files(
         let mut running = FuturesUnordered::new();
         let mut outcomes = Vec::new();
         loop {
-            while running.len() < at_once {
+            while handoff.room(running.len(), at_once) {
                 let Some((file, live)) = pending.pop_front() else {
                     break;
                 };
@@ -67,13 +113,16 @@ pub(super) async fn run_files(
                     file,
                     live,
                     headers,
-                    commits.clone(),
+                    (commits.clone(), handoff),
                     claimed,
                 ));
             }
-            match running.next().await {
-                Some(outcome) => outcomes.push(outcome),
-                None => break,
+            tokio::select! {
+                outcome = running.next() => match outcome {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                },
+                () = handoff.handed.notified() => {}
             }
         }
         // The last sender goes here, which ends the committer.
@@ -81,6 +130,14 @@ pub(super) async fn run_files(
         outcomes
     };
     let (outcomes, ()) = tokio::join!(fetching, commit::run(ctx, queue));
+    record_outcomes(ctx, outcomes).await
+}
+
+/// Records the files that failed for good; a lost lease or a stop wins over failures.
+async fn record_outcomes(
+    ctx: &Ctx<'_>,
+    outcomes: Vec<(String, FileId, Result<(), FetchError>)>,
+) -> Result<Vec<(String, JobError)>, Stop> {
     let mut failed = Vec::new();
     let mut stop = None;
     for (path, id, outcome) in outcomes {
@@ -114,7 +171,7 @@ async fn fetch_tracked(
     file: RunFile,
     live: &Arc<LiveFile>,
     headers: &Result<HeaderMap, FetchError>,
-    commits: mpsc::Sender<commit::Commit>,
+    commits: (mpsc::Sender<commit::Commit>, &Handoff),
     claimed: Option<String>,
 ) -> (String, FileId, Result<(), FetchError>) {
     let (path, id) = (file.record.path.clone(), file.record.id);
@@ -159,7 +216,7 @@ async fn fetch_one(
     file: RunFile,
     live: &Arc<LiveFile>,
     headers: &HeaderMap,
-    commits: &mpsc::Sender<commit::Commit>,
+    (commits, handoff): &(mpsc::Sender<commit::Commit>, &Handoff),
     claimed: Option<String>,
 ) -> Result<(), FetchError> {
     let record = &file.record;
@@ -193,38 +250,42 @@ async fn fetch_one(
         .fetcher
         .fetch_file(&task, &journal, live, &ctx.run.stop)
         .await?;
-    let total = fetched.total;
-    let verifying = std::time::Instant::now();
-    verify(ctx, record, &destination, fetched).await?;
-    tracing::debug!(file.id = %record.id, duration_ms = verifying.elapsed().as_millis() as u64, "verified");
-    commit::put_in_place(commits, record.id, &destination.claim.rel, total, live).await
+    let fetched = verify(ctx, record, &destination, fetched).await?;
+    let _handed = handoff.hand_off(fetched.data.in_memory());
+    commit::put_in_place(commits, record.id, &destination.claim.rel, fetched, live).await
 }
 
-/// Checks the size and checksum of a fetched file and fsyncs it, on the blocking pool.
+/// Checks the size and checksum of a fetched file: in place for a file in memory, on the
+/// blocking pool for one in its `.part`.
 async fn verify(
     ctx: &Ctx<'_>,
     record: &FileRecord,
     destination: &Destination<'_>,
     fetched: Fetched,
-) -> Result<(), FetchError> {
+) -> Result<Fetched, FetchError> {
     let inner = &ctx.engine.inner;
     let stop = ctx.run.stop.clone();
     let (root, rel) = (inner.root.clone(), destination.claim.rel.clone());
     let (expected, policy) = (record.sha256.clone(), ctx.job.on_conflict);
-    tokio::task::spawn_blocking(move || {
+    let check = move |fetched: Fetched| {
         place::verify(Finish {
             root: &root,
             rel: &rel,
-            file: fetched.file,
+            data: &fetched.data,
             total: fetched.total,
             expected: expected.as_ref(),
             digest: fetched.digest,
             policy,
             stop: &stop,
         })
-    })
-    .await
-    .map_err(|e| FetchError::Store(format!("verification was interrupted: {e}")))?
+        .map(|()| fetched)
+    };
+    if matches!(fetched.data, Data::Memory(_)) {
+        return check(fetched);
+    }
+    tokio::task::spawn_blocking(move || check(fetched))
+        .await
+        .map_err(|e| FetchError::Store(format!("verification was interrupted: {e}")))?
 }
 
 /// The job's limits, or the daemon's where it sets none.
