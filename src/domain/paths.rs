@@ -79,9 +79,14 @@ impl DownloadRoot {
     /// Checks on disk that no existing part of `rel` (a symlink, say) leads outside the root.
     pub fn confine(&self, rel: &str) -> Result<(), PathError> {
         let mut probe = self.0.join(rel);
+        // The last component can lead elsewhere only if it is a symlink: files are created with
+        // `create_new` and named by rename or link, and none of these follows one.
+        if probe != self.0 && !std::fs::symlink_metadata(&probe).is_ok_and(|m| m.is_symlink()) {
+            probe.pop();
+        }
         // Walk up to the deepest ancestor that exists; what does not exist yet cannot redirect.
         loop {
-            match probe.canonicalize() {
+            match real_path(&probe) {
                 Ok(real) if real.starts_with(&self.0) => return Ok(()),
                 Ok(_) => return Err(PathError::EscapesRoot(rel.to_owned())),
                 Err(_) => {
@@ -91,6 +96,19 @@ impl DownloadRoot {
                 }
             }
         }
+    }
+}
+
+/// The canonical path of an existing file: one `open` and one `readlink` of its descriptor in
+/// `/proc`, where `canonicalize` reads every component (checked for every file placed).
+fn real_path(path: &Path) -> std::io::Result<PathBuf> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(real) if real.is_absolute() => Ok(real),
+        // No /proc (or an odd answer from it): the portable way.
+        _ => path.canonicalize(),
     }
 }
 
@@ -206,6 +224,16 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
         assert!(root.confine("link/file").is_err());
         assert!(root.confine("plain/dir/file").is_ok());
+        // A symlink as the last component counts only for where it leads.
+        std::fs::create_dir(root.path().join("plain")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("plain/out")).unwrap();
+        assert!(root.confine("plain/out").is_err());
+        std::os::unix::fs::symlink(root.path().join("plain"), root.path().join("in")).unwrap();
+        assert!(root.confine("in").is_ok() && root.confine("in/dir/file").is_ok());
+        // A dangling one cannot redirect yet: its directory decides.
+        std::os::unix::fs::symlink("/nonexistent/x", root.path().join("dangling")).unwrap();
+        assert!(root.confine("dangling").is_ok());
+        assert!(root.confine("").is_ok());
     }
 
     #[test]
