@@ -9,7 +9,7 @@ use crate::domain::time::now_ms;
 use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
 
 /// SQLite allows 32766 bound parameters per statement; files take 7 each.
-const FILE_INSERT_CHUNK: usize = 1000;
+pub(super) const FILE_INSERT_CHUNK: usize = 1000;
 
 /// What `list_jobs` returns.
 #[derive(Debug, Clone, Default)]
@@ -109,8 +109,35 @@ async fn apply(
     Ok(())
 }
 
+/// Appends the insert of one chunk of a job's files (numbered `chunk_no`), made only if the
+/// job exists.
+fn push_files(
+    insert: &mut QueryBuilder<Sqlite>,
+    job: &NewJob,
+    (chunk_no, chunk): (usize, &[crate::domain::NewFile]),
+) {
+    insert.push(
+        "INSERT INTO files (id, job_id, idx, url, path, status, sha256) \
+         SELECT * FROM (",
+    );
+    insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
+        let index = i64::try_from(chunk_no * FILE_INSERT_CHUNK + i).unwrap_or(i64::MAX);
+        row.push_bind(file.id.to_string())
+            .push_bind(job.id.to_string())
+            .push_bind(index)
+            .push_bind(file.url.to_string())
+            .push_bind(file.path.clone())
+            .push_bind("queued")
+            .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()));
+    });
+    insert
+        .push(") WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
+        .push_bind(job.id.to_string())
+        .push(")");
+}
+
 /// The read model of a job just inserted with `insert_job`.
-fn inserted(job: &NewJob, now: i64) -> Job {
+fn inserted_job(job: &NewJob, now: i64) -> Job {
     let at = crate::domain::time::from_ms(now);
     let files = job
         .files
@@ -156,57 +183,57 @@ fn inserted(job: &NewJob, now: i64) -> Job {
 }
 
 impl Store {
-    /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait.
+    /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait. Three
+    /// round trips for up to [`FILE_INSERT_CHUNK`] files: the job and its first files go in
+    /// one call of two statements, and the limit is checked by the job's insert itself.
     pub async fn insert_job(&self, job: &NewJob, max_queued: u64) -> Result<Job, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
-            .fetch_one(&mut *tx)
-            .await?;
-        if u64::try_from(queued).unwrap_or(0) >= max_queued {
-            return Err(StoreError::QueueFull { limit: max_queued });
-        }
         let headers =
             serde_json::to_string(&job.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
-        sqlx::query(
+        let key = job.id.to_string();
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
              access_token, created_at, updated_at, max_connections, min_segment_size, \
-             max_bytes_per_second) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(job.id.to_string())
-        .bind(job.priority.get())
-        .bind(&job.description)
-        .bind(&job.dest)
-        .bind(job.on_conflict.as_str())
-        .bind(headers)
-        .bind(&job.access_token)
-        .bind(now)
-        .bind(now)
-        .bind(job.limits.max_connections)
-        .bind(job.limits.min_segment_size.map(to_i64))
-        .bind(job.limits.max_bytes_per_second.map(to_i64))
-        .execute(&mut *tx)
-        .await?;
-        for (chunk_no, chunk) in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO files (id, job_id, idx, url, path, status, sha256) ",
-            );
-            insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
-                let index = i64::try_from(chunk_no * FILE_INSERT_CHUNK + i).unwrap_or(i64::MAX);
-                row.push_bind(file.id.to_string())
-                    .push_bind(job.id.to_string())
-                    .push_bind(index)
-                    .push_bind(file.url.to_string())
-                    .push_bind(file.path.clone())
-                    .push_bind("queued")
-                    .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()));
-            });
-            insert.build().execute(&mut *tx).await?;
+             max_bytes_per_second) SELECT ",
+        );
+        let mut values = insert.separated(", ");
+        values
+            .push_bind(key.clone())
+            .push_bind("queued")
+            .push_bind(job.priority.get())
+            .push_bind(job.description.clone())
+            .push_bind(job.dest.clone())
+            .push_bind(job.on_conflict.as_str())
+            .push_bind(headers)
+            .push_bind(job.access_token.clone())
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(job.limits.max_connections)
+            .push_bind(job.limits.min_segment_size.map(to_i64))
+            .push_bind(job.limits.max_bytes_per_second.map(to_i64));
+        insert
+            .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
+            .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
+            .push("; ");
+        let mut chunks = job.files.chunks(FILE_INSERT_CHUNK).enumerate();
+        // Files go in only with their job: a refused job leaves nothing behind.
+        if let Some(first) = chunks.next() {
+            push_files(&mut insert, job, first);
+        }
+        let mut tx = self.begin_write().await?;
+        let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::QueueFull { limit: max_queued });
+        }
+        for chunk in chunks {
+            let mut more = QueryBuilder::new("");
+            push_files(&mut more, job, chunk);
+            more.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         // The job as inserted, not re-read: a dispatcher may claim it the moment the
         // transaction commits, and the submitter should see what it created.
-        Ok(inserted(job, now))
+        Ok(inserted_job(job, now))
     }
 
     /// One job with all its files.

@@ -80,6 +80,15 @@ pub struct RunFile {
     pub segments: Vec<Segment>,
 }
 
+impl RunFile {
+    fn fresh(record: FileRecord) -> Self {
+        Self {
+            record,
+            segments: Vec::new(),
+        }
+    }
+}
+
 /// A segment row with the file it belongs to.
 #[derive(sqlx::FromRow)]
 struct FileSegmentRow {
@@ -128,7 +137,7 @@ impl Store {
     }
 
     /// Everything a worker needs to run a job, in three queries: the job with its secrets, its
-    /// files, and their segments.
+    /// files, and their segments (two for a job that never started).
     pub async fn load_run(&self, id: JobId) -> Result<LoadedRun, StoreError> {
         let row: RunJobRow = sqlx::query_as(concat!(
             "SELECT ",
@@ -142,9 +151,15 @@ impl Store {
         let headers = row.job.headers()?;
         let records = self.files_of(id).await?;
         let job = row.job.into_job(records.clone())?;
+        // Only a run saves segments, after its own load: the first run finds none.
+        let files = if job.attempt <= 1 {
+            records.into_iter().map(RunFile::fresh).collect()
+        } else {
+            self.with_segments(id, records).await?
+        };
         Ok(LoadedRun {
             job,
-            files: self.with_segments(id, records).await?,
+            files,
             headers,
             access_token: row.secret_token,
         })

@@ -80,6 +80,34 @@ async fn insert_and_read_back_a_job_without_its_secrets() {
 }
 
 #[tokio::test]
+async fn a_job_goes_in_whole_across_chunks_or_not_at_all() {
+    let (dir, store) = store().await;
+    let many = job_of_files(&dir, 2 * super::jobs::FILE_INSERT_CHUNK + 7);
+    let job = store.insert_job(&many, 10).await.unwrap();
+    let stored = store.get_job(job.id).await.unwrap();
+    assert_eq!(stored.files.len(), many.files.len());
+    assert!(stored.files.iter().enumerate().all(|(i, f)| {
+        f.index as usize == i && f.path == many.files[i].path && f.id == many.files[i].id
+    }));
+    // Refused by the queue limit: neither the job nor any of its files is kept.
+    let refused = job_of_files(&dir, super::jobs::FILE_INSERT_CHUNK + 1);
+    assert!(matches!(
+        store.insert_job(&refused, 1).await,
+        Err(StoreError::QueueFull { limit: 1 })
+    ));
+    assert!(matches!(
+        store.get_job(refused.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let orphans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE job_id = ?")
+        .bind(refused.id.to_string())
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[tokio::test]
 async fn the_queue_limit_refuses_new_jobs() {
     let (dir, store) = store().await;
     store
@@ -640,6 +668,12 @@ async fn a_run_loads_the_job_its_files_and_its_secrets_at_once() {
     let new = new_job(&dir, "http://h/a", 1, "");
     store.insert_job(&new, 10).await.unwrap();
     let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    // The first run finds nothing saved.
+    assert!(
+        store.load_run(id).await.unwrap().files[0]
+            .segments
+            .is_empty()
+    );
     let mut segment = Segment::whole(Some(100));
     segment.written = 30;
     let meta = FileMeta {
@@ -650,6 +684,9 @@ async fn a_run_loads_the_job_its_files_and_its_secrets_at_once() {
         .reset_file(id, OWNER, new.files[0].id, &meta, &[segment])
         .await
         .unwrap();
+    // The next run resumes what the first saved.
+    store.release(id, OWNER).await.unwrap();
+    assert_eq!(store.claim_next(OWNER, LEASE).await.unwrap(), Some(id));
     let loaded = store.load_run(id).await.unwrap();
     assert_eq!(loaded.job, store.get_job(id).await.unwrap());
     let files = store.files_for_run(id).await.unwrap();
