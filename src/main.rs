@@ -7,12 +7,6 @@ use clap::Parser;
 use haul::cli::{Cli, Command, ServeArgs};
 use haul::config::{self, Overrides};
 
-/// mimalloc keeps freed memory for reuse. With glibc's allocator, every buffer a download
-/// streams through (about 1 GiB/s) was fresh memory: a page fault on each first touch and an
-/// `madvise` on each free cost a fifth of the daemon's CPU in case 1 of the benchmark.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
