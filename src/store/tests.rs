@@ -30,6 +30,22 @@ fn new_job(dir: &tempfile::TempDir, url: &str, priority: i64, description: &str)
     request.parse(&root, 10).unwrap()
 }
 
+/// Saves one segment of `total` bytes, `written` of them done, as a worker does when a file
+/// starts; returns the segment.
+async fn save_whole(store: &Store, job: JobId, file: FileId, total: u64, written: u64) -> Segment {
+    let mut segment = Segment::whole(Some(total));
+    segment.written = written;
+    let meta = FileMeta {
+        total: Some(total),
+        ..Default::default()
+    };
+    store
+        .reset_file(job, OWNER, file, &meta, &[segment])
+        .await
+        .unwrap();
+    segment
+}
+
 /// A job of `count` files `http://h/f0`, `http://h/f1`, …
 fn job_of_files(dir: &tempfile::TempDir, count: usize) -> NewJob {
     let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
@@ -246,16 +262,7 @@ async fn finishing_records_status_and_error() {
         message: "HTTP 404".into(),
         http_status: Some(404),
     };
-    let meta = FileMeta {
-        total: Some(100),
-        ..Default::default()
-    };
-    let mut segment = Segment::whole(Some(100));
-    segment.written = 40;
-    store
-        .reset_file(id, OWNER, new.files[0].id, &meta, &[segment])
-        .await
-        .unwrap();
+    save_whole(&store, id, new.files[0].id, 100, 40).await;
     let totals = store
         .finish_job(id, OWNER, JobStatus::Failed, Some(&error))
         .await
@@ -562,16 +569,7 @@ async fn a_destination_has_one_owner_until_its_job_lets_go() {
     let taken = store.claim_path(b, OWNER, fb, "same.bin").await;
     assert!(matches!(taken, Err(StoreError::PathTaken(_))), "{taken:?}");
     // A failed job that kept bytes still owns its partial file (it can be resumed)…
-    let mut segment = Segment::whole(Some(10));
-    segment.written = 4;
-    let meta = FileMeta {
-        total: Some(10),
-        ..Default::default()
-    };
-    store
-        .reset_file(a, OWNER, fa, &meta, &[segment])
-        .await
-        .unwrap();
+    save_whole(&store, a, fa, 10, 4).await;
     store
         .finish_job(a, OWNER, JobStatus::Failed, None)
         .await
@@ -674,16 +672,7 @@ async fn a_run_loads_the_job_its_files_and_its_secrets_at_once() {
             .segments
             .is_empty()
     );
-    let mut segment = Segment::whole(Some(100));
-    segment.written = 30;
-    let meta = FileMeta {
-        total: Some(100),
-        ..Default::default()
-    };
-    store
-        .reset_file(id, OWNER, new.files[0].id, &meta, &[segment])
-        .await
-        .unwrap();
+    let segment = save_whole(&store, id, new.files[0].id, 100, 30).await;
     // The next run resumes what the first saved.
     store.release(id, OWNER).await.unwrap();
     assert_eq!(store.claim_next(OWNER, LEASE).await.unwrap(), Some(id));
