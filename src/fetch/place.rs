@@ -252,33 +252,40 @@ pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
 /// journal commit instead of one per file; since Linux 5.8 it reports the writeback errors of
 /// every file on it). Returns one result per file, in order.
 pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), FetchError>> {
-    let mut opened: Vec<Result<(PathBuf, Option<File>), FetchError>> = files
+    let parts: Vec<PathBuf> = files
         .iter()
-        .map(|(rel, data)| {
-            let part = part_path(&root.join(rel));
-            match data {
-                Data::Part(_) => Ok((part, None)),
-                Data::Memory(body) => write_part(&part, body).map(|file| (part, Some(file))),
-            }
-        })
+        .map(|(rel, _)| part_path(&root.join(rel)))
         .collect();
-    let handles: Vec<(usize, &File)> = opened
+    let mut results: Vec<Result<(), FetchError>> = Vec::with_capacity(files.len());
+    let mut written: Vec<Option<File>> = Vec::with_capacity(files.len());
+    for ((_, data), part) in files.iter().zip(&parts) {
+        let (result, file) = match data {
+            Data::Part(_) => (Ok(()), None),
+            Data::Memory(body) => match write_part(part, body) {
+                Ok(file) => (Ok(()), Some(file)),
+                Err(err) => (Err(err), None),
+            },
+        };
+        results.push(result);
+        written.push(file);
+    }
+    // Every file still in the running, by its index: written here, or written by its writer.
+    let handles: Vec<(usize, &File)> = files
         .iter()
-        .zip(files)
+        .zip(&written)
         .enumerate()
-        .filter_map(|(i, (opened, (_, data)))| match (opened, data) {
-            (Ok((_, Some(file))), _) | (Ok((_, None)), Data::Part(file)) => Some((i, file)),
-            _ => None,
+        .filter(|(i, _)| results[*i].is_ok())
+        .filter_map(|(i, ((_, data), file))| match (file, data) {
+            (Some(file), _) | (None, Data::Part(file)) => Some((i, file)),
+            (None, Data::Memory(_)) => None,
         })
         .collect();
-    let synced = sync_all(&handles);
-    for (i, result) in synced {
-        if let (Err(err), Some(Ok((part, _)))) = (result, opened.get(i)) {
-            let part = part.clone();
-            opened[i] = Err(FetchError::io(&part, err));
+    for (i, synced) in sync_all(&handles) {
+        if let Err(err) = synced {
+            results[i] = Err(FetchError::io(&parts[i], err));
         }
     }
-    opened.into_iter().map(|r| r.map(|_| ())).collect()
+    results
 }
 
 /// Writes a whole body into its `.part` (created when the destination was claimed).
