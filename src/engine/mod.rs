@@ -4,6 +4,7 @@
 //! on how many are queued. The [`Engine`] handle is what the API holds: it wakes the
 //! dispatcher on submit and reaches running jobs for cancel and pause.
 
+mod commit;
 mod dispatcher;
 mod registry;
 mod worker;
@@ -11,7 +12,7 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -59,6 +60,13 @@ struct Inner {
     claim_gate: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Verified files of every job, on their way to the committer.
+    commits: mpsc::Sender<commit::Commit>,
+    /// The committer's end of the queue, until `start` hands it over.
+    commit_queue: std::sync::Mutex<Option<mpsc::Receiver<commit::Commit>>>,
+    /// Ends the committer, once every worker has stopped.
+    commit_stop: CancellationToken,
+    committer: TaskTracker,
 }
 
 impl Engine {
@@ -71,6 +79,7 @@ impl Engine {
         settings: EngineSettings,
         shutdown: CancellationToken,
     ) -> Self {
+        let (commits, queue) = mpsc::channel(commit::QUEUE);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -84,12 +93,29 @@ impl Engine {
                 claim_gate: tokio::sync::Mutex::new(()),
                 shutdown,
                 tracker: TaskTracker::new(),
+                commits,
+                commit_queue: std::sync::Mutex::new(Some(queue)),
+                commit_stop: CancellationToken::new(),
+                committer: TaskTracker::new(),
             }),
         }
     }
 
-    /// Starts the dispatcher. It stops when the shutdown token fires.
+    /// Starts the dispatcher and the committer. The dispatcher stops when the shutdown token
+    /// fires; the committer once the workers have stopped ([`Engine::drain`]).
     pub fn start(&self) {
+        let queue = self
+            .inner
+            .commit_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(queue) = queue {
+            let stop = self.inner.commit_stop.clone();
+            self.inner
+                .committer
+                .spawn(commit::run(self.clone(), queue, stop));
+        }
         self.inner.tracker.spawn(dispatcher::run(self.clone()));
     }
 
@@ -101,10 +127,18 @@ impl Engine {
     /// Waits until the dispatcher and every worker have stopped, at most `grace`. Returns how
     /// many tasks were still running when the grace period ended.
     pub async fn drain(&self, grace: Duration) -> usize {
-        self.inner.tracker.close();
-        match tokio::time::timeout(grace, self.inner.tracker.wait()).await {
+        let inner = &self.inner;
+        inner.tracker.close();
+        inner.committer.close();
+        let drained = async {
+            // Workers wait for the committer, so it stops last.
+            inner.tracker.wait().await;
+            inner.commit_stop.cancel();
+            inner.committer.wait().await;
+        };
+        match tokio::time::timeout(grace, drained).await {
             Ok(()) => 0,
-            Err(_) => self.inner.tracker.len(),
+            Err(_) => inner.tracker.len() + inner.committer.len(),
         }
     }
 

@@ -2,7 +2,6 @@
 //! live progress, and records the outcome. Whatever happens — success, failure, cancel, pause,
 //! shutdown, a lost lease, a panic — it leaves the job in a state the store can resume from.
 
-mod commit;
 mod destination;
 mod files;
 mod journal;
@@ -22,6 +21,8 @@ use crate::domain::{FileRecord, JobError, JobId, JobStatus};
 use crate::events::{EventKind, JobEvent};
 use crate::fetch::LiveFile;
 use crate::store::StoreError;
+
+pub(super) use files::store_error;
 
 /// What every step of a run needs: the engine, the job, and the run with its lease.
 pub(super) struct Ctx<'a> {

@@ -22,7 +22,9 @@ use crate::domain::{JobId, JobStatus, Transition};
 
 pub use claims::ByteTotals;
 pub use jobs::{CancelledJobs, ListQuery, Page};
-pub use progress::{Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile};
+pub use progress::{
+    Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile, Verifying,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

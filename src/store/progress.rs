@@ -5,9 +5,12 @@
 //! claim (a requeue after its lease expired, a resume picked up by another run) cannot clobber
 //! the new owner's progress.
 
+use std::collections::HashSet;
+
 use sqlx::query::Query;
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::SqliteArguments;
-use sqlx::{Sqlite, SqliteExecutor, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
 
 use super::rows::{JobRow, SegmentRow, to_i64};
 use super::{Store, StoreError};
@@ -21,40 +24,27 @@ macro_rules! leased {
     };
 }
 
-/// Claims a destination for a file unless another unfinished file owns it.
-macro_rules! claim_path_sql {
-    () => {
-        concat!(
-            "UPDATE files SET path = ?, path_claimed = 1 WHERE id = ? AND NOT EXISTS ( \
-             SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
-             WHERE o.path = ? AND o.id <> ? AND ",
-            owns_destination!("o", "oj"),
-            ")",
-            leased!()
-        )
+/// Rows of files to change, each under its own job's lease: a CTE `v(fid, jid, owner, ...)`
+/// joined to the job it names, so a row whose job's lease is held by someone else matches
+/// nothing. Many files of many jobs change in one statement (one round trip); `RETURNING id`
+/// tells which did.
+macro_rules! leased_rows {
+    ($columns:literal) => {
+        concat!("WITH v(fid, jid, owner, ", $columns, ") AS (")
     };
 }
 
-/// Marks a file as being verified, with its size.
-macro_rules! verifying_sql {
+/// Follows the rows of [`leased_rows!`] and the `SET` clause: restricts the update to rows
+/// whose lease is held.
+macro_rules! leased_from {
     () => {
-        concat!(
-            "UPDATE files SET status = 'verifying', bytes_done = ?, bytes_total = ? WHERE id = ?",
-            leased!()
-        )
+        " FROM v JOIN jobs j ON j.id = v.jid AND j.lease_owner = v.owner \
+         WHERE files.id = v.fid AND files.job_id = v.jid"
     };
 }
 
-/// Records a file's end, and where it ended up when that is not its planned path.
-macro_rules! complete_sql {
-    () => {
-        concat!(
-            "UPDATE files SET status = ?, bytes_done = ?, bytes_total = ?, \
-             path = COALESCE(?, path) WHERE id = ?",
-            leased!()
-        )
-    };
-}
+/// Most rows in one statement (SQLite binds at most 32766 parameters; rows take up to 7).
+const ROWS_PER_STATEMENT: usize = 1000;
 
 /// A job as a worker loads it: the job, its files with their segments, and its secrets.
 #[derive(Debug, Clone)]
@@ -225,35 +215,44 @@ impl Store {
         }
     }
 
-    /// [`Store::claim_path`] for many files in one transaction: for each, whether it got its
-    /// destination.
+    /// [`Store::claim_path`] for many files of one job in one statement: for each, whether
+    /// it got its destination. A path asked for twice goes to its first file only.
     pub async fn claim_paths(
         &self,
         job: JobId,
         owner: &str,
         claims: &[(FileId, String)],
     ) -> Result<Vec<bool>, StoreError> {
-        let query = |(file, path): &(FileId, String)| {
-            let key = file.to_string();
-            sqlx::query(claim_path_sql!())
-                .bind(path.clone())
-                .bind(key.clone())
-                .bind(path.clone())
-                .bind(key)
-        };
-        if let [one] = claims {
-            return Ok(vec![self.leased_once(job, owner, query(one)).await?]);
+        let mut seen = HashSet::new();
+        let rows: Vec<_> = claims
+            .iter()
+            .filter(|(_, path)| seen.insert(path.as_str()))
+            .collect();
+        let changed = self
+            .update_leased_rows(
+                leased_rows!("path"),
+                concat!(
+                    ") UPDATE files SET path = v.path, path_claimed = 1",
+                    leased_from!(),
+                    " AND NOT EXISTS (SELECT 1 FROM files o JOIN jobs oj ON oj.id = o.job_id \
+                     WHERE o.path = v.path AND o.id <> v.fid AND ",
+                    owns_destination!("o", "oj"),
+                    ") RETURNING id"
+                ),
+                &rows,
+                |row| (job, owner, row.0),
+                |mut values, row| {
+                    values.push_bind(row.1.clone());
+                },
+            )
+            .await?;
+        if changed.len() < claims.len() {
+            check_lease(&self.pool, job, owner).await?;
         }
-        let mut tx = self.begin_owned_write(job, owner).await?;
-        let mut claimed = Vec::with_capacity(claims.len());
-        for claim in claims {
-            let done = with_lease(query(claim), job, owner)
-                .execute(&mut *tx)
-                .await?;
-            claimed.push(done.rows_affected() == 1);
-        }
-        tx.commit().await?;
-        Ok(claimed)
+        Ok(claims
+            .iter()
+            .map(|(file, _)| changed.contains(&file.to_string()))
+            .collect())
     }
 
     /// Records where a file ended up (a cached file, or an alternative name taken at the
@@ -353,62 +352,100 @@ impl Store {
         Ok(())
     }
 
-    /// Marks files as being verified and put in place, in one transaction: after a crash, a
-    /// file in this state whose `.part` is gone and whose final file is right was placed.
-    pub async fn mark_verifying(
-        &self,
-        job: JobId,
-        owner: &str,
-        files: &[(FileId, u64)],
-    ) -> Result<(), StoreError> {
-        let query = |(file, total): &(FileId, u64)| {
-            sqlx::query(verifying_sql!())
-                .bind(to_i64(*total))
-                .bind(to_i64(*total))
-                .bind(file.to_string())
-        };
-        if let [one] = files {
-            self.leased_once(job, owner, query(one)).await?;
-            return Ok(());
-        }
-        let mut tx = self.begin_owned_write(job, owner).await?;
-        for file in files {
-            with_lease(query(file), job, owner)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// Marks files (of any jobs) as being verified and put in place: after a crash, a file in
+    /// this state whose `.part` is gone and whose final file is right was placed. Returns the
+    /// jobs whose lease was lost: their files are unchanged.
+    pub async fn mark_verifying(&self, files: &[Verifying<'_>]) -> Result<Vec<JobId>, StoreError> {
+        let changed = self
+            .update_leased_rows(
+                leased_rows!("total"),
+                concat!(
+                    ") UPDATE files SET status = 'verifying', bytes_done = v.total, \
+                     bytes_total = v.total",
+                    leased_from!(),
+                    " RETURNING id"
+                ),
+                files,
+                |f| (f.job, f.owner, f.file),
+                |mut values, f| {
+                    values.push_bind(to_i64(f.total));
+                },
+            )
+            .await?;
+        self.lost_leases(files.iter().map(|f| (f.job, f.owner, f.file)), &changed)
+            .await
     }
 
-    /// Records files that reached their end (complete or skipped) in one transaction, with
-    /// where they ended up when that is not their planned path.
-    pub async fn complete_files(
+    /// Records files (of any jobs) that reached their end (complete or skipped), with where
+    /// they ended up when that is not their planned path. Returns the jobs whose lease was
+    /// lost: their files are unchanged.
+    pub async fn complete_files(&self, files: &[Completion<'_>]) -> Result<Vec<JobId>, StoreError> {
+        let changed = self
+            .update_leased_rows(
+                leased_rows!("status, bytes, path"),
+                concat!(
+                    ") UPDATE files SET status = v.status, bytes_done = v.bytes, \
+                     bytes_total = v.bytes, path = COALESCE(v.path, files.path)",
+                    leased_from!(),
+                    " RETURNING id"
+                ),
+                files,
+                |f| (f.job, f.owner, f.file),
+                |mut values, f| {
+                    values
+                        .push_bind(f.status.as_str())
+                        .push_bind(to_i64(f.bytes))
+                        .push_bind(f.path.clone());
+                },
+            )
+            .await?;
+        self.lost_leases(files.iter().map(|f| (f.job, f.owner, f.file)), &changed)
+            .await
+    }
+
+    /// Runs a [`leased_rows!`] update, `head` + one row per item + `tail`, in statements of at
+    /// most [`ROWS_PER_STATEMENT`] rows. Returns the ids of the files it changed.
+    async fn update_leased_rows<'r, T>(
         &self,
-        job: JobId,
-        owner: &str,
-        files: &[Completion],
-    ) -> Result<(), StoreError> {
-        let query = |done: &Completion| {
-            sqlx::query(complete_sql!())
-                .bind(done.status.as_str())
-                .bind(to_i64(done.bytes))
-                .bind(to_i64(done.bytes))
-                .bind(done.path.clone())
-                .bind(done.file.to_string())
-        };
-        if let [one] = files {
-            self.leased_once(job, owner, query(one)).await?;
-            return Ok(());
+        head: &'static str,
+        tail: &'static str,
+        rows: &'r [T],
+        key: impl Fn(&T) -> (JobId, &'r str, FileId),
+        mut values: impl FnMut(Separated<'_, Sqlite, &'static str>, &'r T),
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut changed = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = QueryBuilder::new(head);
+            sql.push_values(chunk, |mut row, item| {
+                let (job, owner, file) = key(item);
+                row.push_bind(file.to_string())
+                    .push_bind(job.to_string())
+                    .push_bind(owner);
+                values(row, item);
+            });
+            sql.push(tail);
+            let ids: Vec<String> = sql.build_query_scalar().fetch_all(&self.pool).await?;
+            changed.extend(ids);
         }
-        let mut tx = self.begin_owned_write(job, owner).await?;
-        for done in files {
-            with_lease(query(done), job, owner)
-                .execute(&mut *tx)
-                .await?;
+        Ok(changed)
+    }
+
+    /// The jobs among `rows` that `changed` left out because their lease is not held.
+    async fn lost_leases<'r>(
+        &self,
+        rows: impl Iterator<Item = (JobId, &'r str, FileId)>,
+        changed: &HashSet<String>,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let mut lost = Vec::new();
+        for (job, owner, file) in rows {
+            if changed.contains(&file.to_string()) || lost.contains(&job) {
+                continue;
+            }
+            if let Err(StoreError::LeaseLost(_)) = check_lease(&self.pool, job, owner).await {
+                lost.push(job);
+            }
         }
-        tx.commit().await?;
-        Ok(())
+        Ok(lost)
     }
 
     /// Destinations (relative to the root) of the job's unfinished files whose `.part` no
@@ -503,9 +540,20 @@ async fn replace_segments(
     Ok(())
 }
 
-/// A file that reached its end.
+/// A file about to be verified and put in place, under its job's lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Verifying<'a> {
+    pub job: JobId,
+    pub owner: &'a str,
+    pub file: FileId,
+    pub total: u64,
+}
+
+/// A file that reached its end, under its job's lease.
 #[derive(Debug, Clone)]
-pub struct Completion {
+pub struct Completion<'a> {
+    pub job: JobId,
+    pub owner: &'a str,
     pub file: FileId,
     pub status: FileStatus,
     pub bytes: u64,

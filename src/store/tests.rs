@@ -599,6 +599,36 @@ async fn a_destination_has_one_owner_until_its_job_lets_go() {
         .unwrap();
 }
 
+fn verifying_rows<'a>(
+    job: JobId,
+    owner: &'a str,
+    files: &[(FileId, String)],
+) -> Vec<Verifying<'a>> {
+    let row = |(file, _): &(FileId, String)| Verifying {
+        job,
+        owner,
+        file: *file,
+        total: 7,
+    };
+    files.iter().map(row).collect()
+}
+
+fn completion_rows<'a>(
+    job: JobId,
+    owner: &'a str,
+    files: &[(FileId, String)],
+) -> Vec<Completion<'a>> {
+    let row = |(file, _): &(FileId, String)| Completion {
+        job,
+        owner,
+        file: *file,
+        status: FileStatus::Complete,
+        bytes: 7,
+        path: None,
+    };
+    files.iter().map(row).collect()
+}
+
 #[tokio::test]
 async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
     let (dir, store) = store().await;
@@ -607,28 +637,25 @@ async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
     let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
     let ids: Vec<FileId> = new.files.iter().map(|f| f.id).collect();
     let claims: Vec<(FileId, String)> = ids.iter().map(|f| (*f, format!("{f}.bin"))).collect();
-    let done = |file: FileId| Completion {
-        file,
-        status: FileStatus::Complete,
-        bytes: 7,
-        path: None,
-    };
-    // One file (a statement on its own) and several (a transaction) are guarded alike.
+    // One file and several (one statement either way) are guarded alike.
     for batch in [&claims[..1], &claims[1..]] {
-        let files: Vec<(FileId, u64)> = batch.iter().map(|(f, _)| (*f, 7)).collect();
-        let completions: Vec<Completion> = batch.iter().map(|(f, _)| done(*f)).collect();
+        let files = |owner| verifying_rows(id, owner, batch);
+        let completions = |owner| completion_rows(id, owner, batch);
         assert!(matches!(
             store.claim_paths(id, "intruder", batch).await,
             Err(StoreError::LeaseLost(_))
         ));
-        assert!(matches!(
-            store.mark_verifying(id, "intruder", &files).await,
-            Err(StoreError::LeaseLost(_))
-        ));
-        assert!(matches!(
-            store.complete_files(id, "intruder", &completions).await,
-            Err(StoreError::LeaseLost(_))
-        ));
+        assert_eq!(
+            store.mark_verifying(&files("intruder")).await.unwrap(),
+            vec![id]
+        );
+        assert_eq!(
+            store
+                .complete_files(&completions("intruder"))
+                .await
+                .unwrap(),
+            vec![id]
+        );
         let untouched = store.get_job(id).await.unwrap().files;
         for (file, _) in batch {
             let record = untouched.iter().find(|r| r.id == *file).unwrap();
@@ -640,7 +667,13 @@ async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
 
         let claimed = store.claim_paths(id, OWNER, batch).await.unwrap();
         assert_eq!(claimed, vec![true; batch.len()]);
-        store.mark_verifying(id, OWNER, &files).await.unwrap();
+        assert!(
+            store
+                .mark_verifying(&files(OWNER))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let verifying = store.get_job(id).await.unwrap().files;
         for (file, path) in batch {
             let record = verifying.iter().find(|r| r.id == *file).unwrap();
@@ -650,13 +683,91 @@ async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
                 (path.as_str(), true)
             );
         }
-        store.complete_files(id, OWNER, &completions).await.unwrap();
+        assert!(
+            store
+                .complete_files(&completions(OWNER))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     let job = store.get_job(id).await.unwrap();
     assert!(
         job.files
             .iter()
             .all(|r| r.status == FileStatus::Complete && r.bytes_done == 7)
+    );
+}
+
+#[tokio::test]
+async fn files_of_several_jobs_change_together_each_under_its_own_lease() {
+    let (dir, store) = store().await;
+    let (first, second) = (job_of_files(&dir, 2), job_of_files(&dir, 1));
+    store.insert_job(&first, 10).await.unwrap();
+    store.insert_job(&second, 10).await.unwrap();
+    let a = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let b = store.claim_next("other", LEASE).await.unwrap().unwrap();
+    let files_of = |job: JobId| {
+        let new = if job == first.id { &first } else { &second };
+        new.files.iter().map(|f| f.id).collect::<Vec<_>>()
+    };
+    // Both rows claim to be OWNER's: only job `a`'s are.
+    let rows: Vec<Verifying> = [a, b]
+        .into_iter()
+        .flat_map(|job| files_of(job).into_iter().map(move |file| (job, file)))
+        .map(|(job, file)| Verifying {
+            job,
+            owner: OWNER,
+            file,
+            total: 3,
+        })
+        .collect();
+    assert_eq!(store.mark_verifying(&rows).await.unwrap(), vec![b]);
+    let done: Vec<Completion> = rows
+        .iter()
+        .map(|row| Completion {
+            job: row.job,
+            owner: row.owner,
+            file: row.file,
+            status: FileStatus::Complete,
+            bytes: 3,
+            path: (row.job == a).then(|| "elsewhere.bin".to_owned()),
+        })
+        .collect();
+    assert_eq!(store.complete_files(&done[..1]).await.unwrap(), vec![]);
+    assert_eq!(store.complete_files(&done).await.unwrap(), vec![b]);
+    let job_a = store.get_job(a).await.unwrap();
+    assert!(job_a.files.iter().all(|f| f.status == FileStatus::Complete
+        && f.bytes_total == Some(3)
+        && f.path == "elsewhere.bin"));
+    let job_b = store.get_job(b).await.unwrap();
+    assert!(
+        job_b
+            .files
+            .iter()
+            .all(|f| f.status == FileStatus::Queued && f.bytes_done == 0)
+    );
+}
+
+#[tokio::test]
+async fn a_path_asked_for_twice_in_one_claim_goes_to_the_first_file() {
+    let (dir, store) = store().await;
+    let new = job_of_files(&dir, 2);
+    store.insert_job(&new, 10).await.unwrap();
+    let id = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let claims: Vec<(FileId, String)> = new
+        .files
+        .iter()
+        .map(|f| (f.id, "same.bin".to_owned()))
+        .collect();
+    assert_eq!(
+        store.claim_paths(id, OWNER, &claims).await.unwrap(),
+        vec![true, false]
+    );
+    // The second file cannot take it afterwards either: the first owns it now.
+    assert_eq!(
+        store.claim_paths(id, OWNER, &claims[1..]).await.unwrap(),
+        vec![false]
     );
 }
 

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use reqwest::header::HeaderMap;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-use super::commit;
+use super::super::commit::{self, Owner};
 use super::destination::{self, Destination};
 use super::journal::StoreJournal;
 use super::{Ctx, Stop};
@@ -76,7 +76,13 @@ pub(super) async fn run_files(
     let headers = request_headers(&secrets.0, secrets.1.as_deref());
     let headers = &headers;
     let at_once = file_limits(ctx).max_connections.max(1);
-    let (commits, queue) = mpsc::channel(256);
+    let owner = Owner {
+        job: ctx.job.id,
+        lease: Arc::from(ctx.lease()),
+        policy: ctx.job.on_conflict,
+        stop: ctx.run.stop.clone(),
+    };
+    let owner = &owner;
     let batch = destination::Batch::new(ctx);
     let batch = &batch;
     let handoff = Handoff::default();
@@ -113,7 +119,7 @@ pub(super) async fn run_files(
                     file,
                     live,
                     headers,
-                    (commits.clone(), handoff),
+                    (owner, handoff),
                     claimed,
                 ));
             }
@@ -125,12 +131,9 @@ pub(super) async fn run_files(
                 () = handoff.handed.notified() => {}
             }
         }
-        // The last sender goes here, which ends the committer.
-        drop(commits);
         outcomes
     };
-    let (outcomes, ()) = tokio::join!(fetching, commit::run(ctx, queue));
-    record_outcomes(ctx, outcomes).await
+    record_outcomes(ctx, fetching.await).await
 }
 
 /// Records the files that failed for good; a lost lease or a stop wins over failures.
@@ -171,7 +174,7 @@ async fn fetch_tracked(
     file: RunFile,
     live: &Arc<LiveFile>,
     headers: &Result<HeaderMap, FetchError>,
-    commits: (mpsc::Sender<commit::Commit>, &Handoff),
+    commits: (&Owner, &Handoff),
     claimed: Option<String>,
 ) -> (String, FileId, Result<(), FetchError>) {
     let (path, id) = (file.record.path.clone(), file.record.id);
@@ -204,7 +207,7 @@ pub(super) async fn set_status(
 }
 
 /// Store failures as the fetch layer reports them: a lost lease stops the run.
-pub(super) fn store_error(err: StoreError) -> FetchError {
+pub(in crate::engine) fn store_error(err: StoreError) -> FetchError {
     match err {
         StoreError::LeaseLost(_) => FetchError::LeaseLost,
         err => FetchError::Store(err.to_string()),
@@ -216,7 +219,7 @@ async fn fetch_one(
     file: RunFile,
     live: &Arc<LiveFile>,
     headers: &HeaderMap,
-    (commits, handoff): &(mpsc::Sender<commit::Commit>, &Handoff),
+    (owner, handoff): &(&Owner, &Handoff),
     claimed: Option<String>,
 ) -> Result<(), FetchError> {
     let record = &file.record;
@@ -252,7 +255,8 @@ async fn fetch_one(
         .await?;
     let fetched = verify(ctx, record, &destination, fetched).await?;
     let _handed = handoff.hand_off(fetched.data.in_memory());
-    commit::put_in_place(commits, record.id, &destination.claim.rel, fetched, live).await
+    let rel = &destination.claim.rel;
+    commit::put_in_place(ctx.engine, (*owner).clone(), record.id, rel, fetched, live).await
 }
 
 /// Checks the size and checksum of a fetched file: in place for a file in memory, on the

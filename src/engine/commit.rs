@@ -1,0 +1,284 @@
+//! Putting verified files in place, in groups, for every job at once.
+//!
+//! Files finish verification (size, checksum) on their own; then they queue here, whichever
+//! job they belong to. Whatever has queued is committed together: one store statement marks
+//! them `verifying`; one step on the blocking pool writes the small files held in memory,
+//! syncs them all (one `syncfs` for several), gives each its final name and fsyncs each
+//! directory once; one more statement records them complete. Many small files — of one job or
+//! of many one-file jobs — so pay for two statements, one blocking step and two syncs per
+//! group instead of per file, with the same guarantee for each file: it has its final name
+//! only after its data is on disk, and a crash in between is recognised. Every row is written
+//! under its own job's lease, so a job that lost its lease changes nothing.
+//!
+//! A few groups commit at once, so one large file's final fsync does not hold up every other
+//! job's small files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Engine;
+use super::worker::store_error;
+use crate::domain::{FileId, FileStatus, JobId, JobStatus, OnConflict};
+use crate::fetch::place::{self, Placed};
+use crate::fetch::{Data, FetchError, Fetched, LiveFile};
+use crate::store::{Completion, Verifying};
+
+/// Most files committed together.
+const GROUP: usize = 256;
+
+/// Most groups committing at once.
+const IN_FLIGHT: usize = 2;
+
+/// Files queued for the committer; beyond this, senders wait.
+pub(super) const QUEUE: usize = 1024;
+
+/// The job a file belongs to, as the committer needs it.
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub job: JobId,
+    /// The run's lease token: every write is conditional on it.
+    pub lease: Arc<str>,
+    pub policy: OnConflict,
+    /// The run's token: once fired, a cancelled job's files are not put in place.
+    pub stop: CancellationToken,
+}
+
+/// A verified file waiting for its final name, with its bytes.
+pub(crate) struct Commit {
+    waiting: Waiting,
+    data: Data,
+}
+
+/// What a commit needs of a file besides its bytes (those go to the blocking step).
+struct Waiting {
+    owner: Owner,
+    file: FileId,
+    rel: String,
+    total: u64,
+    live: Arc<LiveFile>,
+    reply: oneshot::Sender<Result<(), FetchError>>,
+}
+
+/// Queues a verified file and waits until it is in place and recorded.
+pub(crate) async fn put_in_place(
+    engine: &Engine,
+    owner: Owner,
+    file: FileId,
+    rel: &str,
+    fetched: Fetched,
+    live: &Arc<LiveFile>,
+) -> Result<(), FetchError> {
+    let (reply, done) = oneshot::channel();
+    let commit = Commit {
+        waiting: Waiting {
+            owner,
+            file,
+            rel: rel.to_owned(),
+            total: fetched.total,
+            live: live.clone(),
+            reply,
+        },
+        data: fetched.data,
+    };
+    let gone = || FetchError::Store("the committer stopped".into());
+    engine
+        .inner
+        .commits
+        .send(commit)
+        .await
+        .map_err(|_| gone())?;
+    done.await.map_err(|_| gone())?
+}
+
+/// Commits whatever has queued, group by group, until `stop` fires (after every worker has
+/// ended, so nobody waits for a reply any more).
+pub(super) async fn run(
+    engine: Engine,
+    mut queue: mpsc::Receiver<Commit>,
+    stop: CancellationToken,
+) {
+    let mut committing = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = committing.next(), if !committing.is_empty() => {}
+            first = queue.recv(), if committing.len() < IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let mut group = vec![first];
+                while group.len() < GROUP {
+                    match queue.try_recv() {
+                        Ok(commit) => group.push(commit),
+                        Err(_) => break,
+                    }
+                }
+                committing.push(commit_group(&engine, group));
+            }
+            () = stop.cancelled(), if committing.is_empty() => break,
+        }
+    }
+}
+
+async fn commit_group(engine: &Engine, group: Vec<Commit>) {
+    let store = &engine.inner.store;
+    let (group, datas): (Vec<Waiting>, Vec<Data>) =
+        group.into_iter().map(|c| (c.waiting, c.data)).unzip();
+    // A verified file is finished work: a pause or a shutdown still puts it in place. Only a
+    // cancel keeps it from its final name (its `.part` is removed with the others).
+    let mut refused: HashMap<JobId, FetchError> = HashMap::new();
+    for commit in group.iter().filter(|c| c.owner.stop.is_cancelled()) {
+        let job = commit.owner.job;
+        if !refused.contains_key(&job)
+            && matches!(store.job_status(job).await, Ok(JobStatus::Cancelled))
+        {
+            refused.insert(job, FetchError::Stopped);
+        }
+    }
+    let (group, datas) = keep(group, datas, &refused, Vec::new());
+    let marks: Vec<Verifying> = group
+        .iter()
+        .map(|c| Verifying {
+            job: c.owner.job,
+            owner: &c.owner.lease,
+            file: c.file,
+            total: c.total,
+        })
+        .collect();
+    let lost = match store.mark_verifying(&marks).await {
+        Ok(lost) => lost,
+        Err(err) => return reply_all(group, &store_error(err)),
+    };
+    drop(marks);
+    let (group, datas) = keep(group, datas, &HashMap::new(), lost);
+    if group.is_empty() {
+        return;
+    }
+    let placed = match place_group(engine, &group, datas).await {
+        Ok(placed) => placed,
+        Err(err) => return reply_all(group, &err),
+    };
+    let completions: Vec<Completion> = group
+        .iter()
+        .zip(&placed)
+        .filter_map(|(commit, placed)| {
+            let (status, path) = match placed {
+                Ok(Placed::At(path)) => (
+                    FileStatus::Complete,
+                    (*path != commit.rel).then(|| path.clone()),
+                ),
+                Ok(Placed::Skipped) => (FileStatus::Skipped, None),
+                Err(_) => return None,
+            };
+            Some(Completion {
+                job: commit.owner.job,
+                owner: &commit.owner.lease,
+                file: commit.file,
+                status,
+                bytes: commit.total,
+                path,
+            })
+        })
+        .collect();
+    let recorded = store
+        .complete_files(&completions)
+        .await
+        .map_err(store_error);
+    drop(completions);
+    for (commit, placed) in group.into_iter().zip(placed) {
+        let result = match (&recorded, placed) {
+            (Err(err), _) => Err(clone_error(err)),
+            (Ok(lost), _) if lost.contains(&commit.owner.job) => Err(FetchError::LeaseLost),
+            (Ok(_), Err(err)) => Err(err),
+            (Ok(_), Ok(_)) => {
+                commit.live.set(commit.total, Some(commit.total));
+                Ok(())
+            }
+        };
+        let _ = commit.reply.send(result);
+    }
+}
+
+/// Answers the files of `refused` jobs (with their error) and of `lost` jobs (lease lost);
+/// returns the others with their bytes.
+fn keep(
+    group: Vec<Waiting>,
+    datas: Vec<Data>,
+    refused: &HashMap<JobId, FetchError>,
+    lost: Vec<JobId>,
+) -> (Vec<Waiting>, Vec<Data>) {
+    if refused.is_empty() && lost.is_empty() {
+        return (group, datas);
+    }
+    let mut kept = (
+        Vec::with_capacity(group.len()),
+        Vec::with_capacity(group.len()),
+    );
+    for (commit, data) in group.into_iter().zip(datas) {
+        let job = commit.owner.job;
+        if let Some(err) = refused.get(&job) {
+            let _ = commit.reply.send(Err(clone_error(err)));
+        } else if lost.contains(&job) {
+            let _ = commit.reply.send(Err(FetchError::LeaseLost));
+        } else {
+            kept.0.push(commit);
+            kept.1.push(data);
+        }
+    }
+    kept
+}
+
+/// Persists the files of the group, names each, then fsyncs their directories once each.
+async fn place_group(
+    engine: &Engine,
+    group: &[Waiting],
+    datas: Vec<Data>,
+) -> Result<Vec<Result<Placed, FetchError>>, FetchError> {
+    let root = engine.inner.root.clone();
+    let stop = CancellationToken::new();
+    let files: Vec<(String, OnConflict)> = group
+        .iter()
+        .map(|c| (c.rel.clone(), c.owner.policy))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let data: Vec<(&str, &Data)> = files
+            .iter()
+            .map(|(rel, _)| rel.as_str())
+            .zip(&datas)
+            .collect();
+        let placed: Vec<_> = place::persist(&root, &data)
+            .into_iter()
+            .zip(&files)
+            .map(|(persisted, (rel, policy))| {
+                persisted.and_then(|()| place::place(&root, rel, *policy, &stop))
+            })
+            .collect();
+        let named = placed.iter().filter_map(|placed| match placed {
+            Ok(Placed::At(path)) => Some(path.as_str()),
+            _ => None,
+        });
+        place::sync_dirs(&root, named)?;
+        Ok(placed)
+    })
+    .await
+    .map_err(|e| FetchError::Store(format!("placing files was interrupted: {e}")))?
+}
+
+fn reply_all(group: Vec<Waiting>, err: &FetchError) {
+    for commit in group {
+        let _ = commit.reply.send(Err(clone_error(err)));
+    }
+}
+
+/// Errors are not `Clone` (they may hold an `io::Error`); a group's shared failure is
+/// reported to each file by kind.
+fn clone_error(err: &FetchError) -> FetchError {
+    match err {
+        FetchError::LeaseLost => FetchError::LeaseLost,
+        FetchError::Stopped => FetchError::Stopped,
+        other => FetchError::Store(other.to_string()),
+    }
+}
