@@ -47,7 +47,7 @@ impl Store {
         .bind(expiry(lease))
         .bind(now)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer().await?)
         .await?;
         id.as_deref().map(parse_job_id).transpose()
     }
@@ -66,7 +66,7 @@ impl Store {
         .bind(expiry(lease))
         .bind(id.to_string())
         .bind(owner)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer().await?)
         .await?;
         parse_status(&status.ok_or(StoreError::LeaseLost(id))?)
     }
@@ -82,7 +82,7 @@ impl Store {
         .bind(now_ms())
         .bind(id.to_string())
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -113,7 +113,7 @@ impl Store {
         .bind(error.and_then(|e| e.http_status))
         .bind(id.to_string())
         .bind(owner)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.writer().await?)
         .await?;
         totals
             .map(|(done, total)| {
@@ -134,7 +134,7 @@ impl Store {
         )
         .bind(now)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.writer().await?)
         .await?;
         ids.iter().map(|id| parse_job_id(id)).collect()
     }
@@ -147,7 +147,7 @@ impl Store {
              updated_at = ? WHERE status = 'running' RETURNING id",
         )
         .bind(now_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.writer().await?)
         .await?;
         ids.iter().map(|id| parse_job_id(id)).collect()
     }

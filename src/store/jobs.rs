@@ -3,7 +3,7 @@
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_status, to_i64};
-use super::{Store, StoreError};
+use super::{Store, StoreError, begin_write};
 use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
 use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
@@ -220,7 +220,8 @@ impl Store {
         if let Some(first) = chunks.next() {
             push_files(&mut insert, job, first);
         }
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = begin_write(&mut writer).await?;
         let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
         if inserted == 0 {
             return Err(StoreError::QueueFull { limit: max_queued });
@@ -300,7 +301,8 @@ impl Store {
         action: Transition,
         changes: JobChanges,
     ) -> Result<(JobStatus, Option<Job>), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = begin_write(&mut writer).await?;
         let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
@@ -329,7 +331,8 @@ impl Store {
     /// Cancels every queued, running and paused job. Returns each as it was just before
     /// (without files), and the partial files of those not running, for the caller to remove.
     pub async fn cancel_all(&self) -> Result<CancelledJobs, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = begin_write(&mut writer).await?;
         let rows: Vec<JobRow> = sqlx::query_as(concat_job_query!(
             "WHERE j.status IN ('queued', 'running', 'paused') ORDER BY j.seq"
         ))
@@ -361,7 +364,8 @@ impl Store {
     /// destinations of partial files they leave behind (a failed job keeps its bytes for a
     /// resume that can no longer happen).
     pub async fn prune(&self) -> Result<(u64, Vec<String>), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = begin_write(&mut writer).await?;
         let partials: Vec<String> = sqlx::query_scalar(unowned_partials!(
             "j.status = 'failed' AND f.bytes_done > 0"
         ))

@@ -13,10 +13,12 @@ mod jobs;
 mod progress;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::domain::{JobId, JobStatus, Transition};
 
@@ -91,9 +93,16 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// Handle to the database. Cheap to clone.
+///
+/// Every write goes through one connection of its own, taken in turn: SQLite lets one writer
+/// in at a time anyway, and a connection of our own costs one round trip to its thread per
+/// statement, where a pooled one adds a ping on taking it and another on giving it back, and
+/// writers racing for the lock would sleep in SQLite's busy handler. Reads use the pool, and
+/// in WAL mode never wait for the writer.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    writer: Arc<Mutex<Option<SqliteConnection>>>,
 }
 
 impl Store {
@@ -112,15 +121,32 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            // A local file does not hang up: pinging its thread before each use only costs.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let writer = options.connect().await?;
+        Ok(Self {
+            pool,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
     }
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
+        if let Some(writer) = self.writer.lock().await.take()
+            && let Err(err) = writer.close().await
+        {
+            tracing::warn!(error.message = %err, "cannot close the store's writing connection");
+        }
         self.pool.close().await;
+    }
+
+    /// The writing connection, once the previous writer is done with it.
+    async fn writer(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))
     }
 
     /// Readiness: the database answers a query.
@@ -128,10 +154,11 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
+/// Starts a transaction that writes, holding the write lock from its first statement.
+async fn begin_write(writer: &mut SqliteConnection) -> Result<Transaction<'_, Sqlite>, StoreError> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use sqlx::query::Query;
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::SqliteArguments;
-use sqlx::{QueryBuilder, Sqlite, SqliteExecutor, Transaction};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, Transaction};
 
 use super::rows::{JobRow, SegmentRow, to_i64};
-use super::{Store, StoreError};
+use super::{Store, StoreError, begin_write};
 use crate::domain::{FileId, FileRecord, FileStatus, Job, JobError, JobId, Segment};
 
 /// The guard of a worker's statement: it changes nothing unless the job's lease is held (binds
@@ -284,7 +284,8 @@ impl Store {
         meta: &FileMeta,
         segments: &[Segment],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_owned_write(job, owner).await?;
+        let mut writer = self.writer().await?;
+        let mut tx = begin_owned_write(&mut writer, job, owner).await?;
         let key = file.to_string();
         let done: u64 = segments.iter().map(|s| s.written).sum();
         sqlx::query(
@@ -312,7 +313,8 @@ impl Store {
         owner: &str,
         files: &[FileCheckpoint],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_owned_write(job, owner).await?;
+        let mut writer = self.writer().await?;
+        let mut tx = begin_owned_write(&mut writer, job, owner).await?;
         for file in files {
             let key = file.file_id.to_string();
             replace_segments(&mut tx, &key, &file.segments).await?;
@@ -424,7 +426,10 @@ impl Store {
                 values(row, item);
             });
             sql.push(tail);
-            let ids: Vec<String> = sql.build_query_scalar().fetch_all(&self.pool).await?;
+            let ids: Vec<String> = sql
+                .build_query_scalar()
+                .fetch_all(&mut *self.writer().await?)
+                .await?;
             changed.extend(ids);
         }
         Ok(changed)
@@ -457,17 +462,6 @@ impl Store {
             .await?)
     }
 
-    /// A write transaction that proceeds only while `owner` holds the job's lease.
-    async fn begin_owned_write(
-        &self,
-        job: JobId,
-        owner: &str,
-    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        check_lease(&mut *tx, job, owner).await?;
-        Ok(tx)
-    }
-
     /// Runs one statement guarded by [`leased!`] on its own (binding the lease): a
     /// single statement is its own transaction, so the lease check and the change are one
     /// atomic step, in one round trip instead of four. Returns whether it changed a row;
@@ -478,13 +472,26 @@ impl Store {
         owner: &'q str,
         query: Query<'q, Sqlite, SqliteArguments>,
     ) -> Result<bool, StoreError> {
-        let done = with_lease(query, job, owner).execute(&self.pool).await?;
+        let done = with_lease(query, job, owner)
+            .execute(&mut *self.writer().await?)
+            .await?;
         if done.rows_affected() > 0 {
             return Ok(true);
         }
         check_lease(&self.pool, job, owner).await?;
         Ok(false)
     }
+}
+
+/// A write transaction that proceeds only while `owner` holds the job's lease.
+async fn begin_owned_write<'c>(
+    writer: &'c mut SqliteConnection,
+    job: JobId,
+    owner: &str,
+) -> Result<Transaction<'c, Sqlite>, StoreError> {
+    let mut tx = begin_write(writer).await?;
+    check_lease(&mut *tx, job, owner).await?;
+    Ok(tx)
 }
 
 /// Binds the job and the owner a [`leased!`] guard asks for.
