@@ -3,7 +3,7 @@
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_status, to_i64};
-use super::{Store, StoreError, begin_write};
+use super::{Store, StoreError, at_once, begin_write};
 use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
 use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
@@ -183,15 +183,17 @@ fn inserted_job(job: &NewJob, now: i64) -> Job {
 }
 
 impl Store {
-    /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait. Three
-    /// round trips for up to [`FILE_INSERT_CHUNK`] files: the job and its first files go in
-    /// one call of two statements, and the limit is checked by the job's insert itself.
+    /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait: one
+    /// transaction in one round trip, whose first statement inserts the job only under the
+    /// limit and whose others insert the files only with their job, so a refused job leaves
+    /// nothing behind.
     pub async fn insert_job(&self, job: &NewJob, max_queued: u64) -> Result<Job, StoreError> {
         let headers =
             serde_json::to_string(&job.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
         let key = job.id.to_string();
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut insert = at_once();
+        insert.push(
             "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
              access_token, created_at, updated_at, max_connections, min_segment_size, \
              max_bytes_per_second) SELECT ",
@@ -214,24 +216,14 @@ impl Store {
         insert
             .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
             .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
-            .push("; ");
-        let mut chunks = job.files.chunks(FILE_INSERT_CHUNK).enumerate();
-        // Files go in only with their job: a refused job leaves nothing behind.
-        if let Some(first) = chunks.next() {
-            push_files(&mut insert, job, first);
+            .push(" RETURNING id");
+        for chunk in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
+            insert.push("; ");
+            push_files(&mut insert, job, chunk);
         }
-        let mut writer = self.writer().await?;
-        let mut tx = begin_write(&mut writer).await?;
-        let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
-        if inserted == 0 {
+        if self.write_at_once(insert).await?.is_empty() {
             return Err(StoreError::QueueFull { limit: max_queued });
         }
-        for chunk in chunks {
-            let mut more = QueryBuilder::new("");
-            push_files(&mut more, job, chunk);
-            more.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
         // The job as inserted, not re-read: a dispatcher may claim it the moment the
         // transaction commits, and the submitter should see what it created.
         Ok(inserted_job(job, now))

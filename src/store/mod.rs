@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{
+    ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction,
+};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::domain::{JobId, JobStatus, Transition};
@@ -102,7 +104,15 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
-    writer: Arc<Mutex<Option<SqliteConnection>>>,
+    writer: Arc<Mutex<Option<Writer>>>,
+}
+
+/// The writing connection, and whether a transaction sent in one call (see
+/// [`Store::write_at_once`]) may have been left open by a caller that gave up waiting.
+#[derive(Debug)]
+struct Writer {
+    conn: SqliteConnection,
+    unsettled: bool,
 }
 
 impl Store {
@@ -129,14 +139,17 @@ impl Store {
         let writer = options.connect().await?;
         Ok(Self {
             pool,
-            writer: Arc::new(Mutex::new(Some(writer))),
+            writer: Arc::new(Mutex::new(Some(Writer {
+                conn: writer,
+                unsettled: false,
+            }))),
         })
     }
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
         if let Some(writer) = self.writer.lock().await.take()
-            && let Err(err) = writer.close().await
+            && let Err(err) = writer.conn.close().await
         {
             tracing::warn!(error.message = %err, "cannot close the store's writing connection");
         }
@@ -145,8 +158,46 @@ impl Store {
 
     /// The writing connection, once the previous writer is done with it.
     async fn writer(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-        MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))
+        let writer = self.settled_writer().await?;
+        Ok(MappedMutexGuard::map(writer, |w| &mut w.conn))
+    }
+
+    /// The writer, with any transaction a cancelled [`Store::write_at_once`] left open rolled
+    /// back.
+    async fn settled_writer(&self) -> Result<MappedMutexGuard<'_, Writer>, StoreError> {
+        let mut writer = MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        if writer.unsettled {
+            // Fails harmlessly when the transaction did end.
+            let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
+            writer.unsettled = false;
+        }
+        Ok(writer)
+    }
+
+    /// Runs `statements` (built after `BEGIN IMMEDIATE; `, see [`at_once`]) as one
+    /// transaction in a single round trip to the connection's thread, where a `Transaction`
+    /// takes one for `BEGIN`, one per statement and one for `COMMIT`. Returns what the
+    /// statements' `RETURNING` clauses returned (SQLite's change counts cannot be told apart
+    /// across the statements of one call).
+    async fn write_at_once(
+        &self,
+        mut statements: QueryBuilder<Sqlite>,
+    ) -> Result<Vec<String>, StoreError> {
+        statements.push("; COMMIT");
+        let mut writer = self.settled_writer().await?;
+        // Cleared only once the outcome is known: should this future be dropped while the
+        // statements run, the next writer rolls back whatever was left open.
+        writer.unsettled = true;
+        let done = statements
+            .build_query_scalar()
+            .fetch_all(&mut writer.conn)
+            .await;
+        if done.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
+        }
+        writer.unsettled = false;
+        Ok(done?)
     }
 
     /// Readiness: the database answers a query.
@@ -154,6 +205,11 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// The start of statements for [`Store::write_at_once`].
+fn at_once() -> QueryBuilder<Sqlite> {
+    QueryBuilder::new("BEGIN IMMEDIATE; ")
 }
 
 /// Starts a transaction that writes, holding the write lock from its first statement.

@@ -124,6 +124,39 @@ async fn a_job_goes_in_whole_across_chunks_or_not_at_all() {
 }
 
 #[tokio::test]
+async fn a_failed_insert_keeps_nothing_and_the_next_write_works() {
+    let (dir, store) = store().await;
+    // The job's insert succeeds and its files' fails (two files with one id): the whole
+    // transaction is rolled back, and the writer is not left inside it.
+    let mut broken = job_of_files(&dir, 2);
+    broken.files[1].id = broken.files[0].id;
+    assert!(store.insert_job(&broken, 10).await.is_err());
+    assert!(matches!(
+        store.get_job(broken.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let good = job_of_files(&dir, 2);
+    store.insert_job(&good, 10).await.unwrap();
+    assert_eq!(store.get_job(good.id).await.unwrap().files.len(), 2);
+}
+
+#[tokio::test]
+async fn an_insert_given_up_half_way_leaves_its_job_whole_or_absent() {
+    let (dir, store) = store().await;
+    let abandoned = job_of_files(&dir, 3 * super::jobs::FILE_INSERT_CHUNK);
+    // Polled once, then dropped: the statements were sent and may be running.
+    let gave_up = tokio::time::timeout(Duration::ZERO, store.insert_job(&abandoned, 10)).await;
+    assert!(gave_up.is_err());
+    let next = job_of_files(&dir, 1);
+    store.insert_job(&next, 10).await.unwrap();
+    match store.get_job(abandoned.id).await {
+        Ok(job) => assert_eq!(job.files.len(), abandoned.files.len()),
+        Err(err) => assert!(matches!(err, StoreError::NotFound(_)), "{err}"),
+    }
+    assert_eq!(store.get_job(next.id).await.unwrap().files.len(), 1);
+}
+
+#[tokio::test]
 async fn the_queue_limit_refuses_new_jobs() {
     let (dir, store) = store().await;
     store
