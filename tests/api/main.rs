@@ -34,3 +34,4 @@ mod replay;
 mod resume;
 mod smoke;
 mod support;
+mod wait;
