@@ -148,7 +148,7 @@ pub enum CliError {
         code: String,
         detail: String,
     },
-    /// `--wait`: the job ended without completing (exit 6).
+    /// `--wait` or `haul wait`: the job ended without completing (exit 6).
     #[error("job {id} ended {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     JobNotCompleted {
         id: String,
