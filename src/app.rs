@@ -75,7 +75,7 @@ impl App {
             )
         })?;
         let shutdown = CancellationToken::new();
-        let events = EventBus::new();
+        let events = EventBus::new(settings.event_replay_buffer);
         let engine = Engine::new(
             store.clone(),
             events.clone(),

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Environment variables read by the client commands, not by the daemon's settings.
 const CLIENT_VARS: [&str; 2] = ["HAUL_SERVER", "HAUL_TOKEN"];
 
+/// Most events the replay buffer may keep (a few hundred bytes each).
+const MAX_EVENT_REPLAY: usize = 1_000_000;
+
 /// Every daemon setting. Field docs are the reference; `config/haul.toml` repeats them.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +66,8 @@ pub struct Settings {
     pub lease_secs: u64,
     /// How long shutdown waits for workers to checkpoint before exiting anyway.
     pub shutdown_grace_ms: u64,
+    /// Events kept for clients that reconnect with `Last-Event-ID`; 0 keeps none.
+    pub event_replay_buffer: usize,
     /// `User-Agent` sent to origins.
     pub user_agent: String,
     /// `text` for people, `json` for log collectors.
@@ -93,6 +98,7 @@ impl Default for Settings {
             checkpoint_interval_ms: 2_000,
             lease_secs: 30,
             shutdown_grace_ms: 4_000,
+            event_replay_buffer: crate::events::DEFAULT_REPLAY,
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             log_format: LogFormat::Text,
         }
@@ -312,6 +318,11 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     if s.connect_timeout_secs == 0 || s.stall_timeout_secs == 0 {
         return invalid("connect_timeout_secs and stall_timeout_secs must be positive".into());
     }
+    if s.event_replay_buffer > MAX_EVENT_REPLAY {
+        return invalid(format!(
+            "event_replay_buffer must be at most {MAX_EVENT_REPLAY}"
+        ));
+    }
     Ok(())
 }
 
@@ -444,6 +455,7 @@ mod tests {
             ("HAUL_API_TOKEN", " "),
             ("HAUL_LISTEN", "not-an-address"),
             ("HAUL_LOG_FORMAT", "xml"),
+            ("HAUL_EVENT_REPLAY_BUFFER", "1000001"),
         ] {
             assert!(
                 load_from(None, &Overrides::default(), env(&[(key, value)])).is_err(),

@@ -14,7 +14,7 @@
 //! - [`store`]: the single source of truth (SQLite through sqlx); all SQL lives here.
 //! - [`engine`]: claims queued jobs with leases and runs them on workers.
 //! - [`fetch`]: one file's bytes: requests, resume, retries, writer, verification, placement.
-//! - [`events`]: the in-process bus behind Server-Sent Events.
+//! - [`events`]: the in-process bus behind Server-Sent Events, with its replay buffer.
 //! - [`cli`]: the same binary as a client of the API.
 //! - [`config`], [`telemetry`]: settings and logging.
 

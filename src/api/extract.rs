@@ -80,3 +80,44 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
         })
     }
 }
+
+/// Where an event stream resumes: the `Last-Event-ID` header (sent by `EventSource` when it
+/// reconnects), else the `last_event_id` query parameter (for the first connection of a
+/// page that kept an id). The header wins: a reconnecting `EventSource` sends a newer id in
+/// it and the page's original URL with the older one. An empty value means none.
+pub struct LastEventId(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let header = match parts.headers.get("last-event-id") {
+            Some(value) => Some(value.to_str().map_err(|_| bad_event_id("Last-Event-ID"))?),
+            None => None,
+        };
+        let query = parts.uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == "last_event_id")
+                .map(|(_, value)| value.into_owned())
+        });
+        let (name, raw) = match (header, &query) {
+            (Some(value), _) => ("Last-Event-ID", value),
+            (None, Some(value)) => ("last_event_id", value.as_str()),
+            (None, None) => return Ok(Self(None)),
+        };
+        match raw.trim() {
+            "" => Ok(Self(None)),
+            text => text
+                .parse()
+                .map(|id| Self(Some(id)))
+                .map_err(|_| bad_event_id(name)),
+        }
+    }
+}
+
+fn bad_event_id(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidLastEventId,
+        format!("{name} must be the id of an event (a non-negative integer)"),
+    )
+}

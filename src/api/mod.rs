@@ -12,6 +12,7 @@ mod limits;
 pub mod openapi;
 mod ops;
 pub mod problem;
+mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,9 @@ use crate::events::EventBus;
 use crate::store::Store;
 use problem::{ApiError, ErrorCode};
 
-/// Longest a non-streaming request may take before it is answered with 503.
+/// Longest a request may take before it is answered with 503. Event streams are not cut by
+/// it (their handlers answer at once; the body streams after), and the long poll of
+/// `/v1/jobs/{id}/wait` is routed around it (it bounds itself).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the handlers need from the settings.
@@ -61,6 +64,16 @@ pub struct AppState {
 
 /// Every route with its OpenAPI annotations.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    timed_routes().merge(long_polls())
+}
+
+/// Routes that may wait longer than [`REQUEST_TIMEOUT`] by design.
+fn long_polls() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(wait::wait_job))
+}
+
+/// Every other route: under [`REQUEST_TIMEOUT`].
+fn timed_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job, jobs::update_job, jobs::delete_job))
@@ -88,8 +101,16 @@ pub fn router(state: AppState) -> Router {
         })
         .on_response(DefaultOnResponse::new().level(Level::DEBUG));
     let body_limit = state.api.max_request_bytes;
-    let (router, _) = routes().split_for_parts();
-    router
+    let (timed, _) = timed_routes().split_for_parts();
+    let (long_polls, _) = long_polls().split_for_parts();
+    // A layer applies to the routes already added: the long polls are merged after it.
+    timed
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timed_out))
+                .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT)),
+        )
+        .merge(long_polls)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -97,11 +118,6 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(timed_out))
-                .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT)),
-        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -6,6 +6,7 @@ use utoipa::openapi::{OpenApi as Document, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::ErrorCode;
+use crate::events::EventsLost;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +16,7 @@ use super::problem::ErrorCode;
                        RFC 9457 problem documents whose `code` is stable.",
         license(name = "MIT OR Apache-2.0"),
     ),
-    components(schemas(ErrorCode)),
+    components(schemas(ErrorCode, EventsLost)),
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "Submit, watch and control downloads"),

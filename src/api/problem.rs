@@ -27,6 +27,8 @@ pub enum ErrorCode {
     InvalidRegex,
     /// 400: the job id in the path is not a UUID.
     InvalidJobId,
+    /// 400: `Last-Event-ID` (or `last_event_id`) is not an event id (a number).
+    InvalidLastEventId,
     /// 401: a bearer token is required and was missing or wrong.
     Unauthorized,
     /// 404: no job has this id.
@@ -84,9 +86,8 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidJson | InvalidQuery | InvalidCursor | InvalidRegex | InvalidJobId => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidJson | InvalidQuery | InvalidCursor | InvalidRegex | InvalidJobId
+            | InvalidLastEventId => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             JobNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

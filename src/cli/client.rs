@@ -106,6 +106,12 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/jobs/{id}/wait?timeout=SECS`: the job once it has ended, or after `secs`.
+    pub async fn wait_job(&self, id: &str, secs: u64) -> Result<JobView, CliError> {
+        let path = format!("/v1/jobs/{}/wait?timeout={secs}", segment(id));
+        self.call(Method::GET, &path).await
+    }
+
     /// `POST /v1/jobs/{id}/{action}` for cancel, pause and resume.
     pub async fn act(&self, id: &str, action: &str) -> Result<JobView, CliError> {
         self.call(Method::POST, &format!("/v1/jobs/{}/{action}", segment(id)))

@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::dto::JobView;
 use crate::domain::{JobStatus, OnConflict};
-use crate::events::EventKind;
 use client::Client;
+
+/// Seconds each `--wait` request waits at most: the daemon's maximum.
+const WAIT_SECS: u64 = 300;
 
 /// haul: a download-manager daemon and its client.
 #[derive(Debug, Parser)]
@@ -58,6 +60,8 @@ pub enum Command {
     Resume { id: String },
     /// Forget every finished job.
     Prune,
+    /// Wait until a job is completed, failed or cancelled; exit 6 unless it completed.
+    Wait { id: String },
     /// Print events as they happen (of one job, or of all).
     Watch { id: Option<String> },
     /// Show totals: jobs per status, download rate, open connections.
@@ -105,7 +109,7 @@ pub struct AddArgs {
     /// rename (default), overwrite or skip.
     #[arg(long, value_parser = parse_on_conflict)]
     pub on_conflict: Option<OnConflict>,
-    /// Wait until the job ends; exit non-zero unless it completed.
+    /// Wait until the job ends; exit 6 unless it completed.
     #[arg(long)]
     pub wait: bool,
 }
@@ -144,7 +148,7 @@ pub enum CliError {
         code: String,
         detail: String,
     },
-    /// `--wait`: the job ended without completing (exit 6).
+    /// `--wait` or `haul wait`: the job ended without completing (exit 6).
     #[error("job {id} ended {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     JobNotCompleted {
         id: String,
@@ -205,6 +209,11 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
             });
             Ok(())
         }
+        Command::Wait { id } => {
+            let job = wait(&client, &id, json).await?;
+            output::print(json, &job, || output::job_details(&job));
+            completed(job)
+        }
         Command::Watch { id } => watch(&client, id, json).await,
         Command::Stats => {
             let stats = client.stats().await?;
@@ -254,6 +263,11 @@ async fn add(client: &Client, args: AddArgs, json: bool) -> Result<(), CliError>
     }
     let job = wait(client, &job.id.to_string(), json).await?;
     output::print(json, &job, || output::job_details(&job));
+    completed(job)
+}
+
+/// Success if the job completed; [`CliError::JobNotCompleted`] (exit 6) otherwise.
+fn completed(job: JobView) -> Result<(), CliError> {
     match job.status {
         JobStatus::Completed => Ok(()),
         status => Err(CliError::JobNotCompleted {
@@ -264,25 +278,21 @@ async fn add(client: &Client, args: AddArgs, json: bool) -> Result<(), CliError>
     }
 }
 
-/// Follows the job's events until it ends, showing progress on a terminal, then reads it.
+/// Long-polls `GET /v1/jobs/{id}/wait` until the job ends. On a terminal the polls are short,
+/// so the progress line moves between them; otherwise each waits as long as the daemon allows.
 async fn wait(client: &Client, id: &str, json: bool) -> Result<JobView, CliError> {
     let show = !json && std::io::stderr().is_terminal();
+    let secs = if show { 1 } else { WAIT_SECS };
     loop {
-        client
-            .follow(&format!("/v1/jobs/{id}/events"), |event| {
-                if show && event.kind == EventKind::Progress {
-                    output::progress_line(&event);
-                }
-                !(event.status.is_finished() && event.kind != EventKind::Progress)
-            })
-            .await?;
-        let job = client.get_job(id).await?;
-        if show {
-            eprintln!();
-        }
-        // The stream also ends when the daemon restarts; then keep waiting.
+        let job = client.wait_job(id, secs).await?;
         if job.status.is_finished() {
+            if show {
+                eprintln!();
+            }
             return Ok(job);
+        }
+        if show {
+            output::progress_line(job.bytes_done, job.bytes_total, job.bytes_per_second);
         }
     }
 }

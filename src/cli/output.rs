@@ -168,15 +168,9 @@ pub fn event_line(event: &JobEvent) -> String {
 }
 
 /// Rewrites the progress line on a terminal.
-pub fn progress_line(event: &JobEvent) {
-    let rate = event
-        .bytes_per_second
-        .map(|r| format!(" {}/s", bytes(r)))
-        .unwrap_or_default();
-    eprint!(
-        "\r\x1b[2K{}{rate}",
-        done_of(event.bytes_done, event.bytes_total)
-    );
+pub fn progress_line(done: u64, total: Option<u64>, rate: Option<u64>) {
+    let rate = rate.map(|r| format!(" {}/s", bytes(r))).unwrap_or_default();
+    eprint!("\r\x1b[2K{}{rate}", done_of(done, total));
 }
 
 #[cfg(test)]

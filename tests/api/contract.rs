@@ -243,7 +243,18 @@ pub struct SseReader {
 impl SseReader {
     /// Opens `path` as an event stream; fails unless the answer is a 200 `text/event-stream`.
     pub async fn open(app: &TestApp, path: &str) -> SseReader {
-        let response = request(app, Method::GET, path).send().await.unwrap();
+        Self::send(request(app, Method::GET, path), path).await
+    }
+
+    /// Opens `path` with a `Last-Event-ID` header.
+    pub async fn resume(app: &TestApp, path: &str, last_event_id: u64) -> SseReader {
+        let request = request(app, Method::GET, path).header("last-event-id", last_event_id);
+        Self::send(request, path).await
+    }
+
+    /// Sends `request` and reads its answer as an event stream (`path` names it in failures).
+    pub async fn send(request: reqwest::RequestBuilder, path: &str) -> SseReader {
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let kind = response.headers()[CONTENT_TYPE].to_str().unwrap();
         assert!(kind.starts_with("text/event-stream"), "{path}: {kind}");

@@ -30,6 +30,8 @@ mod lifecycle;
 mod ops;
 mod origin_checks;
 mod parallel;
+mod replay;
 mod resume;
 mod smoke;
 mod support;
+mod wait;

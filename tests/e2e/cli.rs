@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::client::{Run, haul};
-use crate::daemon::{Daemon, Launch, eventually};
+use crate::daemon::{DEADLINE, Daemon, Launch, eventually};
 use crate::origin::{Faults, Origin, content, sha256_hex};
 
 /// A running daemon and a way to run client commands against it.
@@ -247,4 +247,53 @@ async fn ls_show_pause_resume_cancel_and_prune() {
 
     let stats = parse_json(&s.ok(&["--json", "stats"]).await);
     assert!(stats.is_object(), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_0_for_a_completed_job_and_6_for_a_cancelled_one() {
+    let origin = Origin::start().await;
+    origin.put("done.bin", content(40, 10_000));
+    slow(&origin, "slow.bin", 41);
+    let s = Setup::start().await;
+
+    let done = s.daemon.add(json!({ "url": origin.url("done.bin") })).await;
+    let out = s.ok(&["wait", &done]).await;
+    assert!(out.contains(&done) && out.contains("completed"), "{out}");
+    let job = parse_json(&s.ok(&["--json", "wait", &done]).await);
+    assert_eq!(job["status"], "completed", "{job:#}");
+
+    // `add --wait` on a job that gets cancelled while the client waits.
+    let (cwd, base) = (s.dir.path().to_owned(), s.daemon.base.clone());
+    let url = origin.url("slow.bin");
+    let waiting =
+        tokio::spawn(async move { haul(&cwd, &base, None, &["add", &url, "--wait"]).await });
+    let id = submitted(&s.daemon, &done).await;
+    s.daemon.wait_for(&id, "running").await;
+    let (status, job) = s
+        .daemon
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let run = waiting.await.unwrap();
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(run.stderr.contains("cancelled"), "{run:?}");
+    let again = s.haul(&["wait", &id]).await;
+    assert_eq!(again.code, 6, "{again:?}");
+}
+
+/// The id of the first job other than `known` to show up in the daemon's list.
+async fn submitted(daemon: &Daemon, known: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let jobs = daemon.jobs().await;
+        if let Some(job) = jobs.iter().find(|job| job["id"] != known) {
+            return job["id"].as_str().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < DEADLINE, "no job was submitted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

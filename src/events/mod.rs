@@ -2,20 +2,21 @@
 //! API streams them as Server-Sent Events.
 //!
 //! Publishing never blocks and never fails: a subscriber that falls more than the channel's
-//! capacity behind misses events (and is told so), rather than slowing a download.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+//! capacity behind catches up from the replay buffer, or is told what it lost, rather than
+//! slowing a download. Every event gets an id one above the last; the last
+//! `event_replay_buffer` events are kept so a client can resume after the id it saw last.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use crate::domain::{Job, JobError, JobId, JobStatus};
 
-/// How many events a slow subscriber may fall behind before it misses some.
-const CAPACITY: usize = 4096;
+mod bus;
+mod replay;
+
+pub use bus::{CatchUp, DEFAULT_REPLAY, EventBus, Resumed};
+pub use replay::{EventsLost, LostKind, LostReason};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -81,7 +82,8 @@ impl EventKind {
 /// One event: the SSE `data:` payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobEvent {
-    /// Increases by one with every event this daemon publishes; the SSE `id:`.
+    /// The event's id, the SSE `id:`: one above the previous event's, over every job. Ids
+    /// of a restarted daemon start above the previous run's.
     pub seq: u64,
     #[serde(rename = "type")]
     pub kind: EventKind,
@@ -150,101 +152,5 @@ impl JobEvent {
             retry_in_ms: None,
             at: Utc::now(),
         }
-    }
-}
-
-/// Fan-out of events to every subscriber. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct EventBus {
-    /// Numbering and sending happen under one lock, so subscribers see ids in order even
-    /// when several tasks publish at once (sending never blocks).
-    sender: Arc<Mutex<broadcast::Sender<Arc<JobEvent>>>>,
-    seq: Arc<AtomicU64>,
-}
-
-impl Default for EventBus {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl EventBus {
-    /// A bus with no subscribers yet.
-    pub fn new() -> Self {
-        let (sender, _) = broadcast::channel(CAPACITY);
-        Self {
-            sender: Arc::new(Mutex::new(sender)),
-            seq: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Stamps the event with the next sequence number and sends it to every subscriber.
-    pub fn publish(&self, mut event: JobEvent) {
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        event.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        // No subscriber is not an error: events are for whoever is listening now.
-        let _ = sender.send(Arc::new(event));
-    }
-
-    /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<JobEvent>> {
-        self.sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .subscribe()
-    }
-
-    /// A receiver of every event published from now on, and the sequence number of the last
-    /// event published before it: every event it receives has a higher one.
-    pub fn subscribe_after(&self) -> (broadcast::Receiver<Arc<JobEvent>>, u64) {
-        // `publish` stamps and sends under the same lock: nothing falls between the two.
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        (sender.subscribe(), self.seq.load(Ordering::Relaxed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(kind: EventKind) -> JobEvent {
-        JobEvent {
-            seq: 0,
-            kind,
-            job_id: JobId::new(),
-            status: JobStatus::Queued,
-            bytes_done: 0,
-            bytes_total: None,
-            bytes_per_second: None,
-            error: None,
-            retry_in_ms: None,
-            at: Utc::now(),
-        }
-    }
-
-    #[tokio::test]
-    async fn subscribers_see_events_in_order_with_increasing_ids() {
-        let bus = EventBus::new();
-        let mut rx = bus.subscribe();
-        bus.publish(event(EventKind::Queued));
-        bus.publish(event(EventKind::Started));
-        let first = rx.recv().await.unwrap();
-        let second = rx.recv().await.unwrap();
-        assert_eq!((first.kind, first.seq), (EventKind::Queued, 1));
-        assert_eq!((second.kind, second.seq), (EventKind::Started, 2));
-        let json = serde_json::to_value(&*first).unwrap();
-        assert_eq!(json["type"], "job.queued");
-    }
-
-    #[tokio::test]
-    async fn a_subscription_knows_the_last_event_before_it() {
-        let bus = EventBus::new();
-        bus.publish(event(EventKind::Queued));
-        bus.publish(event(EventKind::Started));
-        let (mut rx, before) = bus.subscribe_after();
-        assert_eq!(before, 2);
-        bus.publish(event(EventKind::Completed));
-        let next = rx.recv().await.unwrap();
-        assert_eq!((next.kind, next.seq), (EventKind::Completed, 3));
     }
 }
