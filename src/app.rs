@@ -18,14 +18,20 @@ use crate::engine::{Engine, EngineSettings};
 use crate::events::EventBus;
 use crate::fetch::{ClientSettings, Fetcher, FetcherSettings, RetryPolicy, build_client};
 use crate::store::Store;
+use crate::webhooks::{WebhookSettings, Webhooks};
 
 /// How often running jobs publish progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// The longest and shortest time between two sweeps of the history retention.
+const MAX_SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+const MIN_SWEEP_EVERY: Duration = Duration::from_millis(200);
 
 /// A built daemon, bound to its port, not yet serving.
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    webhooks: Webhooks,
     grace: Duration,
     /// Held for the life of the daemon: one daemon per data directory.
     _lock: File,
@@ -76,6 +82,12 @@ impl App {
         })?;
         let shutdown = CancellationToken::new();
         let events = EventBus::new();
+        let webhooks = Webhooks::new(
+            webhook_settings(&settings)?,
+            store.clone(),
+            shutdown.clone(),
+        )
+        .context("cannot build the webhook HTTP client")?;
         let engine = Engine::new(
             store.clone(),
             events.clone(),
@@ -101,6 +113,7 @@ impl App {
         Ok(Self {
             listener,
             state,
+            webhooks,
             grace: Duration::from_millis(settings.shutdown_grace_ms),
             _lock: lock,
         })
@@ -118,6 +131,7 @@ impl App {
         let Self {
             listener,
             state,
+            webhooks,
             grace,
             _lock,
         } = self;
@@ -125,6 +139,8 @@ impl App {
         let token = state.shutdown.clone();
         let engine = state.engine.clone();
         let store = state.store.clone();
+        // Subscribed before anything can publish: every event of this run is delivered.
+        webhooks.start(&state.events);
         engine.start();
         let server = axum::serve(listener, api::router(state))
             .with_graceful_shutdown(token.clone().cancelled_owned());
@@ -141,7 +157,10 @@ impl App {
             Some(result) => result,
             None => tokio::time::timeout(grace, serving).await.unwrap_or(Ok(())),
         };
-        let remaining = engine.drain(grace.saturating_sub(started.elapsed())).await;
+        let remaining = engine.drain(grace.saturating_sub(started.elapsed())).await
+            + webhooks
+                .drain(grace.saturating_sub(started.elapsed()))
+                .await;
         if remaining > 0 {
             tracing::warn!(
                 remaining_tasks = remaining,
@@ -198,11 +217,38 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
 }
 
 fn engine_settings(settings: &Settings) -> EngineSettings {
+    let retention =
+        Some(Duration::from_secs(settings.history_retention_secs)).filter(|r| !r.is_zero());
     EngineSettings {
         max_concurrent_jobs: settings.max_concurrent_jobs,
         max_connections_per_file: settings.max_connections_per_file,
         min_segment_size: settings.min_segment_size,
         lease: Duration::from_secs(settings.lease_secs),
         progress_every: PROGRESS_EVERY,
+        history_retention: retention,
+        // Often enough that a job outlives its retention by a fraction of it at most.
+        retention_sweep_every: retention
+            .map_or(MAX_SWEEP_EVERY, |r| r / 2)
+            .clamp(MIN_SWEEP_EVERY, MAX_SWEEP_EVERY),
     }
+}
+
+fn webhook_settings(settings: &Settings) -> anyhow::Result<WebhookSettings> {
+    let callback_secret = crate::webhooks::secret::callback_secret(
+        settings.webhook_secret.as_ref(),
+        &settings.data_dir,
+    )
+    .context("cannot read or create the webhook secret in the data directory")?;
+    Ok(WebhookSettings {
+        subscriptions: settings.webhooks.clone(),
+        callback_secret,
+        timeout: Duration::from_secs(settings.webhook_timeout_secs),
+        retry: RetryPolicy {
+            attempts: settings.webhook_max_attempts.max(1),
+            base: Duration::from_millis(settings.webhook_retry_base_delay_ms),
+            max: Duration::from_millis(settings.webhook_retry_max_delay_ms),
+        },
+        queue_capacity: settings.webhook_queue_capacity.max(1),
+        user_agent: settings.user_agent.clone(),
+    })
 }

@@ -6,6 +6,7 @@
 
 mod dispatcher;
 mod registry;
+mod retention;
 mod worker;
 
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub struct EngineSettings {
     pub min_segment_size: u64,
     pub lease: Duration,
     pub progress_every: Duration,
+    /// Finished jobs are forgotten this long after they finished; `None` keeps them.
+    pub history_retention: Option<Duration>,
+    /// How often the retention sweep runs (it also runs at start).
+    pub retention_sweep_every: Duration,
 }
 
 /// Handle to the engine. Cheap to clone.
@@ -88,9 +93,16 @@ impl Engine {
         }
     }
 
-    /// Starts the dispatcher. It stops when the shutdown token fires.
+    /// Starts the dispatcher, and the history retention sweep when there is a retention.
+    /// They stop when the shutdown token fires.
     pub fn start(&self) {
         self.inner.tracker.spawn(dispatcher::run(self.clone()));
+        if let Some(retention) = self.inner.settings.history_retention {
+            let every = self.inner.settings.retention_sweep_every;
+            self.inner
+                .tracker
+                .spawn(retention::run(self.clone(), retention, every));
+        }
     }
 
     /// Tells the dispatcher to look for work now (a job was submitted or resumed).
