@@ -4,6 +4,7 @@
 //! and map the result to a view. Everything is JSON under `/v1`.
 
 mod auth;
+mod deliveries;
 pub mod dto;
 mod events;
 mod extract;
@@ -69,6 +70,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::resume_job))
         .routes(routes!(jobs::cancel_all_jobs))
         .routes(routes!(jobs::prune_jobs))
+        .routes(routes!(deliveries::list_job_deliveries))
         .routes(routes!(events::stream_events))
         .routes(routes!(events::stream_job_events))
         .routes(routes!(ops::get_stats))
