@@ -74,6 +74,17 @@ impl App {
                 orphans.len()
             );
         }
+        let abandoned = store
+            .abandon_pending_deliveries()
+            .await
+            .context("cannot update the webhook delivery log")?;
+        if abandoned > 0 {
+            tracing::warn!(
+                deliveries = abandoned,
+                "{abandoned} webhook deliveries were waiting for a retry when the last run \
+                 stopped; they are marked failed"
+            );
+        }
         let root = DownloadRoot::open(&settings.download_root).with_context(|| {
             format!(
                 "cannot use the download root {}",

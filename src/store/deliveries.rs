@@ -110,6 +110,20 @@ impl Store {
         Ok(())
     }
 
+    /// Marks deliveries a previous process left waiting for a retry as failed: retries live
+    /// in memory and did not survive it. Returns how many.
+    pub async fn abandon_pending_deliveries(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', updated_at = ?, \
+             error = COALESCE(error || '; ', '') || 'abandoned: the daemon stopped before a retry' \
+             WHERE status = 'retrying'",
+        )
+        .bind(crate::domain::time::now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// A job's deliveries in event order. `NotFound` when the job does not exist.
     pub async fn deliveries_of(&self, id: JobId) -> Result<Vec<Delivery>, StoreError> {
         let key = id.to_string();

@@ -878,6 +878,20 @@ async fn callback_urls_and_the_delivery_log_live_and_go_with_their_job() {
         "in event order, the latest state of each; the unknown job's is skipped"
     );
     assert!(store.deliveries_of(plain.id).await.unwrap().is_empty());
+    // Retries live in memory: a new process marks the ones left waiting as failed.
+    let pending = delivery(job, 3, DeliveryStatus::Retrying);
+    store
+        .record_deliveries(std::slice::from_ref(&pending))
+        .await
+        .unwrap();
+    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 1);
+    let abandoned = store.deliveries_of(job).await.unwrap().pop().unwrap();
+    assert_eq!(abandoned.status, DeliveryStatus::Failed);
+    assert_eq!(
+        abandoned.error.as_deref(),
+        Some("the receiver answered 500; abandoned: the daemon stopped before a retry")
+    );
+    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 0);
     assert!(matches!(
         store.deliveries_of(unknown).await,
         Err(StoreError::NotFound(_))
