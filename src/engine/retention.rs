@@ -20,19 +20,16 @@ pub(super) async fn run(engine: Engine, retention: Duration, every: Duration) {
         tokio::select! {
             biased;
             () = engine.inner.shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                sweep(&engine, retention).await;
-            }
+            _ = tick.tick() => sweep(&engine, retention).await,
         }
     }
     tracing::debug!("history retention stopped");
 }
 
-/// Forgets every job that finished more than `retention` ago, a chunk at a time. Returns how
-/// many it forgot.
-pub(super) async fn sweep(engine: &Engine, retention: Duration) -> u64 {
+/// Forgets every job that finished more than `retention` ago, a chunk at a time.
+async fn sweep(engine: &Engine, retention: Duration) {
     let Ok(age) = chrono::Duration::from_std(retention) else {
-        return 0;
+        return;
     };
     let cutoff = chrono::Utc::now() - age;
     let mut forgotten = 0;
@@ -69,5 +66,4 @@ pub(super) async fn sweep(engine: &Engine, retention: Duration) -> u64 {
             retention.as_secs()
         );
     }
-    forgotten
 }

@@ -878,20 +878,6 @@ async fn callback_urls_and_the_delivery_log_live_and_go_with_their_job() {
         "in event order, the latest state of each; the unknown job's is skipped"
     );
     assert!(store.deliveries_of(plain.id).await.unwrap().is_empty());
-    // Retries live in memory: a new process marks the ones left waiting as failed.
-    let pending = delivery(job, 3, DeliveryStatus::Retrying);
-    store
-        .record_deliveries(std::slice::from_ref(&pending))
-        .await
-        .unwrap();
-    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 1);
-    let abandoned = store.deliveries_of(job).await.unwrap().pop().unwrap();
-    assert_eq!(abandoned.status, DeliveryStatus::Failed);
-    assert_eq!(
-        abandoned.error.as_deref(),
-        Some("the receiver answered 500; abandoned: the daemon stopped before a retry")
-    );
-    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 0);
     assert!(matches!(
         store.deliveries_of(unknown).await,
         Err(StoreError::NotFound(_))
@@ -906,4 +892,25 @@ async fn callback_urls_and_the_delivery_log_live_and_go_with_their_job() {
         .await
         .unwrap();
     assert_eq!(left, 0, "a forgotten job's deliveries go with it");
+}
+
+#[tokio::test]
+async fn deliveries_left_waiting_for_a_retry_are_marked_failed() {
+    use crate::domain::DeliveryStatus;
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let done = delivery(new.id, 1, DeliveryStatus::Delivered);
+    let pending = delivery(new.id, 2, DeliveryStatus::Retrying);
+    store.record_deliveries(&[done, pending]).await.unwrap();
+    // Retries live in memory: a new process marks the ones left waiting as failed.
+    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 1);
+    let log = store.deliveries_of(new.id).await.unwrap();
+    assert_eq!(log[0].status, DeliveryStatus::Delivered);
+    assert_eq!(log[1].status, DeliveryStatus::Failed);
+    assert_eq!(
+        log[1].error.as_deref(),
+        Some("the receiver answered 500; abandoned: the daemon stopped before a retry")
+    );
+    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 0);
 }
