@@ -53,6 +53,7 @@ pub struct WebhookSettings {
     pub retry: RetryPolicy,
     /// Deliveries waiting per receiver.
     pub queue_capacity: usize,
+    /// `User-Agent` of the requests, the same as towards origins.
     pub user_agent: String,
 }
 

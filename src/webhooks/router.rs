@@ -191,7 +191,11 @@ impl Router {
                 queue.dropped
             );
         }
-        let record = outgoing.record(&queue.target, DeliveryStatus::Dropped);
+        let mut record = outgoing.record(&queue.target, DeliveryStatus::Dropped);
+        record.error = Some(format!(
+            "not sent: {} deliveries were already waiting for this receiver",
+            self.ctx.queue_capacity
+        ));
         // The log's own queue may be full too: then the drop is only counted above.
         let _ = self.ctx.recorder.try_send(record);
     }

@@ -230,8 +230,12 @@ async fn a_dead_or_hanging_receiver_does_not_hold_a_job_up() {
                 && d["error"].as_str().is_some_and(|e| !e.is_empty())
         });
         let dropped = |url: &str| {
-            log.iter()
-                .any(|d| d["status"] == "dropped" && d["attempts"] == 0 && d["url"] == url)
+            log.iter().any(|d| {
+                d["status"] == "dropped"
+                    && d["attempts"] == 0
+                    && d["url"] == url
+                    && d["error"].as_str().is_some_and(|e| e.contains("waiting"))
+            })
         };
         retried && dropped(&hanging_url) && dropped(&refused)
     })
