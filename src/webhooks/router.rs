@@ -89,23 +89,17 @@ impl Router {
     }
 
     async fn route(&mut self, event: Arc<JobEvent>) {
-        let body = match serde_json::to_vec(&*event) {
-            Ok(body) => Bytes::from(body),
-            Err(err) => {
-                tracing::warn!(error.message = %err, "cannot serialise an event for webhooks");
-                return;
-            }
-        };
-        for i in 0..self.subscriptions.len() {
-            let wanted = self.subscriptions[i]
-                .events
-                .as_ref()
-                .is_none_or(|kinds| kinds.contains(&event.kind));
-            if wanted {
-                let target = self.subscriptions[i].target.clone();
-                self.enqueue(Key::Subscription(i), target, &event, &body);
-            }
-        }
+        let mut targets: Vec<(Key, Arc<Target>)> = self
+            .subscriptions
+            .iter()
+            .enumerate()
+            .filter(|(_, sub)| {
+                sub.events
+                    .as_ref()
+                    .is_none_or(|kinds| kinds.contains(&event.kind))
+            })
+            .map(|(i, sub)| (Key::Subscription(i), sub.target.clone()))
+            .collect();
         if let Some(url) = self.callback_of(&event).await {
             let target = Arc::new(Target {
                 shown: redact_url(&url),
@@ -113,7 +107,21 @@ impl Router {
                 secret: self.callback_secret.clone(),
                 kind: DeliveryTarget::Callback,
             });
-            self.enqueue(Key::Callback(url), target, &event, &body);
+            targets.push((Key::Callback(url), target));
+        }
+        if targets.is_empty() {
+            return;
+        }
+        // Serialised once: every receiver gets (and signs) the same bytes.
+        let body = match serde_json::to_vec(&*event) {
+            Ok(body) => Bytes::from(body),
+            Err(err) => {
+                tracing::warn!(error.message = %err, "cannot serialise an event for webhooks");
+                return;
+            }
+        };
+        for (key, target) in targets {
+            self.enqueue(key, target, &event, &body);
         }
     }
 

@@ -301,3 +301,28 @@ async fn without_a_configured_secret_callbacks_are_signed_with_the_generated_one
         "{hooks:?}"
     );
 }
+
+#[tokio::test]
+async fn a_subscription_gets_only_the_event_types_it_asked_for() {
+    let receiver = Receiver::failing_first(0).await;
+    let url = receiver.url("/done");
+    let app = TestApp::spawn_with(|s| {
+        s.webhooks = vec![WebhookSubscription {
+            events: Some(vec!["job.completed".into(), "job.failed".into()]),
+            ..subscription(&url, SUBSCRIPTION_SECRET)
+        }];
+    })
+    .await;
+    let origin = origin().await;
+    let id = app.add(&origin.url(SMALL)).await;
+    app.wait_for(&id, "completed").await;
+    eventually("the completion to be delivered", async || {
+        !receiver.hooks().is_empty()
+    })
+    .await;
+    let kinds: Vec<String> = distinct_deliveries(&receiver.hooks(), &id)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["job.completed"]);
+}
