@@ -31,7 +31,6 @@ const MIN_SWEEP_EVERY: Duration = Duration::from_millis(200);
 pub struct App {
     listener: TcpListener,
     state: AppState,
-    webhooks: Webhooks,
     grace: Duration,
     /// Held for the life of the daemon: one daemon per data directory.
     _lock: File,
@@ -59,32 +58,7 @@ impl App {
             )
         })?;
         let lock = lock_data_dir(&settings)?;
-        let store = Store::open(&settings.data_dir.join("haul.db"))
-            .await
-            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-        // We hold the data directory's lock, so no other process runs these jobs.
-        let orphans = store
-            .requeue_all_running()
-            .await
-            .context("cannot requeue interrupted jobs")?;
-        if !orphans.is_empty() {
-            tracing::info!(
-                jobs = orphans.len(),
-                "requeued {} jobs interrupted by the last shutdown or crash",
-                orphans.len()
-            );
-        }
-        let abandoned = store
-            .abandon_pending_deliveries()
-            .await
-            .context("cannot update the webhook delivery log")?;
-        if abandoned > 0 {
-            tracing::warn!(
-                deliveries = abandoned,
-                "{abandoned} webhook deliveries were waiting for a retry when the last run \
-                 stopped; they are marked failed"
-            );
-        }
+        let store = open_store(&settings).await?;
         let root = DownloadRoot::open(&settings.download_root).with_context(|| {
             format!(
                 "cannot use the download root {}",
@@ -93,12 +67,7 @@ impl App {
         })?;
         let shutdown = CancellationToken::new();
         let events = EventBus::new();
-        let webhooks = Webhooks::new(
-            webhook_settings(&settings)?,
-            store.clone(),
-            shutdown.clone(),
-        )
-        .context("cannot build the webhook HTTP client")?;
+        let webhooks = webhooks(&settings, &store, &shutdown).await?;
         let engine = Engine::new(
             store.clone(),
             events.clone(),
@@ -118,13 +87,13 @@ impl App {
             store,
             engine,
             events,
+            webhooks,
             api,
             shutdown,
         };
         Ok(Self {
             listener,
             state,
-            webhooks,
             grace: Duration::from_millis(settings.shutdown_grace_ms),
             _lock: lock,
         })
@@ -142,7 +111,6 @@ impl App {
         let Self {
             listener,
             state,
-            webhooks,
             grace,
             _lock,
         } = self;
@@ -150,6 +118,7 @@ impl App {
         let token = state.shutdown.clone();
         let engine = state.engine.clone();
         let store = state.store.clone();
+        let webhooks = state.webhooks.clone();
         // Subscribed before anything can publish: every event of this run is delivered.
         webhooks.start(&state.events);
         engine.start();
@@ -185,6 +154,56 @@ impl App {
         );
         result.context("the HTTP server failed")
     }
+}
+
+/// Opens the store and puts back what the last process left in flight: jobs it was running,
+/// webhook deliveries it was going to retry.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::open(&settings.data_dir.join("haul.db"))
+        .await
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    // We hold the data directory's lock, so no other process runs these jobs.
+    let orphans = store
+        .requeue_all_running()
+        .await
+        .context("cannot requeue interrupted jobs")?;
+    if !orphans.is_empty() {
+        tracing::info!(
+            jobs = orphans.len(),
+            "requeued {} jobs interrupted by the last shutdown or crash",
+            orphans.len()
+        );
+    }
+    let abandoned = store
+        .abandon_pending_deliveries()
+        .await
+        .context("cannot update the webhook delivery log")?;
+    if abandoned > 0 {
+        tracing::warn!(
+            deliveries = abandoned,
+            "{abandoned} webhook deliveries were waiting for a retry when the last run \
+             stopped; they are marked failed"
+        );
+    }
+    Ok(store)
+}
+
+async fn webhooks(
+    settings: &Settings,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Webhooks> {
+    let callbacks = store
+        .any_callback_url()
+        .await
+        .context("cannot look for jobs with a callback URL")?;
+    Webhooks::new(
+        webhook_settings(settings)?,
+        store.clone(),
+        callbacks,
+        shutdown.clone(),
+    )
+    .context("cannot build the webhook HTTP client")
 }
 
 fn lock_data_dir(settings: &Settings) -> anyhow::Result<File> {

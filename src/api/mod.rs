@@ -34,6 +34,7 @@ use crate::domain::paths::DownloadRoot;
 use crate::engine::Engine;
 use crate::events::EventBus;
 use crate::store::Store;
+use crate::webhooks::Webhooks;
 use problem::{ApiError, ErrorCode};
 
 /// Longest a non-streaming request may take before it is answered with 503.
@@ -55,6 +56,7 @@ pub struct AppState {
     pub store: Store,
     pub engine: Engine,
     pub events: EventBus,
+    pub webhooks: Webhooks,
     pub api: Arc<ApiSettings>,
     /// Fired at shutdown; ends event streams.
     pub shutdown: CancellationToken,

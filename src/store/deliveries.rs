@@ -66,6 +66,15 @@ impl Store {
         row.map(|(url,)| url).ok_or(StoreError::NotFound(id))
     }
 
+    /// Whether any job has a `callback_url` (so the webhooks need to look callbacks up).
+    pub async fn any_callback_url(&self) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE callback_url IS NOT NULL)")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Records deliveries as they stand now, inserting new ones and replacing the state of
     /// known ones, in one transaction. Deliveries of jobs that no longer exist (forgotten
     /// meanwhile) are skipped.

@@ -828,8 +828,10 @@ async fn callback_urls_and_the_delivery_log_live_and_go_with_their_job() {
     .parse(&root, 1)
     .unwrap();
     let plain = new_job(&dir, "http://h/b", 1, "");
+    assert!(!store.any_callback_url().await.unwrap());
     store.insert_job(&with_callback, 10).await.unwrap();
     store.insert_job(&plain, 10).await.unwrap();
+    assert!(store.any_callback_url().await.unwrap());
     assert_eq!(
         store
             .callback_url(with_callback.id)

@@ -17,6 +17,7 @@ pub mod secret;
 pub mod signature;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -84,6 +85,9 @@ pub struct Webhooks {
 
 struct Inner {
     settings: WebhookSettings,
+    /// Whether any job may have a callback URL: until one does, the router does not look
+    /// callbacks up in the store at all (the common case costs nothing per job).
+    callbacks: Arc<AtomicBool>,
     client: reqwest::Client,
     store: Store,
     shutdown: CancellationToken,
@@ -91,10 +95,12 @@ struct Inner {
 }
 
 impl Webhooks {
-    /// Webhooks that do nothing until [`Webhooks::start`].
+    /// Webhooks that do nothing until [`Webhooks::start`]. `callbacks` says whether the
+    /// store holds jobs with a callback URL already.
     pub fn new(
         settings: WebhookSettings,
         store: Store,
+        callbacks: bool,
         shutdown: CancellationToken,
     ) -> reqwest::Result<Self> {
         let client = reqwest::Client::builder()
@@ -107,6 +113,7 @@ impl Webhooks {
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
+                callbacks: Arc::new(AtomicBool::new(callbacks)),
                 client,
                 store,
                 shutdown,
@@ -134,11 +141,18 @@ impl Webhooks {
             inner.store.clone(),
             subscriptions(&inner.settings.subscriptions),
             inner.settings.callback_secret.clone(),
+            inner.callbacks.clone(),
         );
         inner.tracker.spawn(router.run(events.subscribe()));
         inner
             .tracker
             .spawn(recorder::run(inner.store.clone(), states));
+    }
+
+    /// Tells the router that jobs with a callback URL exist now. Call it before the job's
+    /// first event is published.
+    pub fn expect_callbacks(&self) {
+        self.inner.callbacks.store(true, Ordering::Release);
     }
 
     /// Waits until the router, every queue and the delivery log have stopped, at most

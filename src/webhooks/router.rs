@@ -3,10 +3,11 @@
 //!
 //! It never waits for a receiver: a full queue drops the delivery (recorded as `dropped`).
 //! A job's callback URL is read from the store at the job's first event and cached until the
-//! job finishes or pauses.
+//! job finishes or pauses; as long as no job has one, nothing is read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
@@ -46,6 +47,8 @@ pub(super) struct Router {
     pub store: Store,
     pub subscriptions: Vec<Subscription>,
     pub callback_secret: Secret,
+    /// False while no job has a callback URL: no store lookups then.
+    callbacks_exist: Arc<AtomicBool>,
     queues: HashMap<Key, Queue>,
     /// Each active job's callback URL (or none), read once per run of the job.
     callbacks: HashMap<JobId, Option<url::Url>>,
@@ -57,12 +60,14 @@ impl Router {
         store: Store,
         subscriptions: Vec<Subscription>,
         callback_secret: Secret,
+        callbacks_exist: Arc<AtomicBool>,
     ) -> Self {
         Self {
             ctx,
             store,
             subscriptions,
             callback_secret,
+            callbacks_exist,
             queues: HashMap::new(),
             callbacks: HashMap::new(),
         }
@@ -127,6 +132,9 @@ impl Router {
 
     /// The job's callback URL, from the cache or the store.
     async fn callback_of(&mut self, event: &JobEvent) -> Option<url::Url> {
+        if !self.callbacks_exist.load(Ordering::Acquire) {
+            return None;
+        }
         let url = match self.callbacks.get(&event.job_id) {
             Some(url) => url.clone(),
             None => match self.store.callback_url(event.job_id).await {
