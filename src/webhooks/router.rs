@@ -42,11 +42,13 @@ struct Queue {
     dropped: u64,
 }
 
+/// The task between the bus and the receivers' queues; see the module documentation.
 pub(super) struct Router {
-    pub ctx: Arc<Context>,
-    pub store: Store,
-    pub subscriptions: Vec<Subscription>,
-    pub callback_secret: Secret,
+    ctx: Arc<Context>,
+    store: Store,
+    subscriptions: Vec<Subscription>,
+    /// Signs deliveries to callback URLs.
+    callback_secret: Secret,
     /// False while no job has a callback URL: no store lookups then.
     callbacks_exist: Arc<AtomicBool>,
     queues: HashMap<Key, Queue>,
