@@ -18,9 +18,14 @@ use crate::engine::{Engine, EngineSettings};
 use crate::events::EventBus;
 use crate::fetch::{ClientSettings, Fetcher, FetcherSettings, RetryPolicy, build_client};
 use crate::store::Store;
+use crate::webhooks::{WebhookSettings, Webhooks};
 
 /// How often running jobs publish progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// The longest and shortest time between two sweeps of the history retention.
+const MAX_SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+const MIN_SWEEP_EVERY: Duration = Duration::from_millis(200);
 
 /// A built daemon, bound to its port, not yet serving.
 pub struct App {
@@ -53,21 +58,7 @@ impl App {
             )
         })?;
         let lock = lock_data_dir(&settings)?;
-        let store = Store::open(&settings.data_dir.join("haul.db"))
-            .await
-            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-        // We hold the data directory's lock, so no other process runs these jobs.
-        let orphans = store
-            .requeue_all_running()
-            .await
-            .context("cannot requeue interrupted jobs")?;
-        if !orphans.is_empty() {
-            tracing::info!(
-                jobs = orphans.len(),
-                "requeued {} jobs interrupted by the last shutdown or crash",
-                orphans.len()
-            );
-        }
+        let store = open_store(&settings).await?;
         let root = DownloadRoot::open(&settings.download_root).with_context(|| {
             format!(
                 "cannot use the download root {}",
@@ -76,6 +67,7 @@ impl App {
         })?;
         let shutdown = CancellationToken::new();
         let events = EventBus::new(settings.event_replay_buffer);
+        let webhooks = webhooks(&settings, &store, &shutdown).await?;
         let engine = Engine::new(
             store.clone(),
             events.clone(),
@@ -89,12 +81,14 @@ impl App {
             max_queued_jobs: settings.max_queued_jobs,
             max_files_per_job: settings.max_files_per_job,
             max_request_bytes: settings.max_request_bytes,
+            request_timeout: Duration::from_secs(settings.request_timeout_secs),
             api_token: settings.api_token.clone(),
         });
         let state = AppState {
             store,
             engine,
             events,
+            webhooks,
             api,
             shutdown,
         };
@@ -125,6 +119,9 @@ impl App {
         let token = state.shutdown.clone();
         let engine = state.engine.clone();
         let store = state.store.clone();
+        let webhooks = state.webhooks.clone();
+        // Subscribed before anything can publish: every event of this run is delivered.
+        webhooks.start(&state.events);
         engine.start();
         let server = axum::serve(listener, api::router(state))
             .with_graceful_shutdown(token.clone().cancelled_owned());
@@ -141,7 +138,10 @@ impl App {
             Some(result) => result,
             None => tokio::time::timeout(grace, serving).await.unwrap_or(Ok(())),
         };
-        let remaining = engine.drain(grace.saturating_sub(started.elapsed())).await;
+        let remaining = engine.drain(grace.saturating_sub(started.elapsed())).await
+            + webhooks
+                .drain(grace.saturating_sub(started.elapsed()))
+                .await;
         if remaining > 0 {
             tracing::warn!(
                 remaining_tasks = remaining,
@@ -155,6 +155,56 @@ impl App {
         );
         result.context("the HTTP server failed")
     }
+}
+
+/// Opens the store and puts back what the last process left in flight: jobs it was running,
+/// webhook deliveries it was going to retry.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::open(&settings.data_dir.join("haul.db"))
+        .await
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    // We hold the data directory's lock, so no other process runs these jobs.
+    let orphans = store
+        .requeue_all_running()
+        .await
+        .context("cannot requeue interrupted jobs")?;
+    if !orphans.is_empty() {
+        tracing::info!(
+            jobs = orphans.len(),
+            "requeued {} jobs interrupted by the last shutdown or crash",
+            orphans.len()
+        );
+    }
+    let abandoned = store
+        .abandon_pending_deliveries()
+        .await
+        .context("cannot update the webhook delivery log")?;
+    if abandoned > 0 {
+        tracing::warn!(
+            deliveries = abandoned,
+            "{abandoned} webhook deliveries were waiting for a retry when the last run \
+             stopped; they are marked failed"
+        );
+    }
+    Ok(store)
+}
+
+async fn webhooks(
+    settings: &Settings,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Webhooks> {
+    let callbacks = store
+        .any_callback_url()
+        .await
+        .context("cannot look for jobs with a callback URL")?;
+    Webhooks::new(
+        webhook_settings(settings)?,
+        store.clone(),
+        callbacks,
+        shutdown.clone(),
+    )
+    .context("cannot build the webhook HTTP client")
 }
 
 fn lock_data_dir(settings: &Settings) -> anyhow::Result<File> {
@@ -198,11 +248,38 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
 }
 
 fn engine_settings(settings: &Settings) -> EngineSettings {
+    let retention =
+        Some(Duration::from_secs(settings.history_retention_secs)).filter(|r| !r.is_zero());
     EngineSettings {
         max_concurrent_jobs: settings.max_concurrent_jobs,
         max_connections_per_file: settings.max_connections_per_file,
         min_segment_size: settings.min_segment_size,
         lease: Duration::from_secs(settings.lease_secs),
         progress_every: PROGRESS_EVERY,
+        history_retention: retention,
+        // Often enough that a job outlives its retention by a fraction of it at most.
+        retention_sweep_every: retention
+            .map_or(MAX_SWEEP_EVERY, |r| r / 2)
+            .clamp(MIN_SWEEP_EVERY, MAX_SWEEP_EVERY),
     }
+}
+
+fn webhook_settings(settings: &Settings) -> anyhow::Result<WebhookSettings> {
+    let callback_secret = crate::webhooks::secret::callback_secret(
+        settings.webhook_secret.as_ref(),
+        &settings.data_dir,
+    )
+    .context("cannot read or create the webhook secret in the data directory")?;
+    Ok(WebhookSettings {
+        subscriptions: settings.webhooks.clone(),
+        callback_secret,
+        timeout: Duration::from_secs(settings.webhook_timeout_secs),
+        retry: RetryPolicy {
+            attempts: settings.webhook_max_attempts.max(1),
+            base: Duration::from_millis(settings.webhook_retry_base_delay_ms),
+            max: Duration::from_millis(settings.webhook_retry_max_delay_ms),
+        },
+        queue_capacity: settings.webhook_queue_capacity.max(1),
+        user_agent: settings.user_agent.clone(),
+    })
 }

@@ -16,6 +16,8 @@ const CLIENT_VARS: [&str; 2] = ["HAUL_SERVER", "HAUL_TOKEN"];
 
 /// Most events the replay buffer may keep (a few hundred bytes each).
 const MAX_EVENT_REPLAY: usize = 1_000_000;
+/// Settings that are never serialised (so they are missing from the serialised defaults).
+const SECRET_KEYS: [&str; 2] = ["api_token", "webhook_secret"];
 
 /// Every daemon setting. Field docs are the reference; `config/haul.toml` repeats them.
 #[derive(Clone, Serialize, Deserialize)]
@@ -38,6 +40,8 @@ pub struct Settings {
     pub max_files_per_job: usize,
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Longest a request may take (except event streams and waits) before it gets 503.
+    pub request_timeout_secs: u64,
     /// Consecutive failed attempts (without a byte of progress) before a file fails.
     pub retry_attempts: u32,
     /// First retry delay; doubles with each failure, with full jitter.
@@ -72,6 +76,54 @@ pub struct Settings {
     pub user_agent: String,
     /// `text` for people, `json` for log collectors.
     pub log_format: LogFormat,
+    /// Finished jobs (completed, failed, cancelled) are forgotten this long after they
+    /// finished, by a background task; 0 keeps them until pruned by hand.
+    pub history_retention_secs: u64,
+    /// Global webhook subscriptions: every event (or those listed in `events`) is POSTed to
+    /// each, signed with its `secret`.
+    pub webhooks: Vec<WebhookSubscription>,
+    /// Key that signs deliveries to jobs' `callback_url`s. Unset: one is generated at first
+    /// start and kept in `<data_dir>/webhook-secret`.
+    #[serde(skip_serializing)]
+    pub webhook_secret: Option<Secret>,
+    /// Time allowed for one webhook request, connecting included.
+    pub webhook_timeout_secs: u64,
+    /// Attempts per delivery (the first included) before it is given up.
+    pub webhook_max_attempts: u32,
+    /// First delay between attempts of a delivery; doubles with each failure, with jitter.
+    pub webhook_retry_base_delay_ms: u64,
+    /// Longest delay between attempts of a delivery.
+    pub webhook_retry_max_delay_ms: u64,
+    /// Deliveries waiting per receiver; more are dropped (and recorded as dropped).
+    pub webhook_queue_capacity: usize,
+}
+
+/// One global webhook subscription (`[[webhooks]]` in the file).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSubscription {
+    /// Where events are POSTed (http or https).
+    pub url: String,
+    /// Key of the `X-Haul-Signature` HMAC; never serialised or printed.
+    #[serde(skip_serializing)]
+    pub secret: Secret,
+    /// Event types to send (`job.completed`, …); absent means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+impl fmt::Debug for WebhookSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a token in its query: show it as logs do.
+        let url = url::Url::parse(&self.url)
+            .map(|u| crate::telemetry::redact_url(&u))
+            .unwrap_or_else(|_| "[invalid]".to_owned());
+        f.debug_struct("WebhookSubscription")
+            .field("url", &url)
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -85,6 +137,7 @@ impl Default for Settings {
             max_queued_jobs: 100_000,
             max_files_per_job: 10_000,
             max_request_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 30,
             retry_attempts: 5,
             retry_base_delay_ms: 1_000,
             retry_max_delay_ms: 60_000,
@@ -101,22 +154,32 @@ impl Default for Settings {
             event_replay_buffer: crate::events::DEFAULT_REPLAY,
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             log_format: LogFormat::Text,
+            history_retention_secs: 7 * 24 * 60 * 60,
+            webhooks: Vec::new(),
+            webhook_secret: None,
+            webhook_timeout_secs: 10,
+            webhook_max_attempts: 8,
+            webhook_retry_base_delay_ms: 1_000,
+            webhook_retry_max_delay_ms: 60_000,
+            webhook_queue_capacity: 1_000,
         }
     }
 }
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Serialising skips the token, so the printed settings can never contain it.
-        let shown = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        // Serialising skips the tokens and secrets, so the printed settings cannot contain
+        // them; webhook URLs are shown redacted (their query may carry a token).
+        let mut shown = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+        if let Some(hooks) = shown.get_mut("webhooks") {
+            *hooks = serde_json::Value::from(format!("{:?}", self.webhooks));
+        }
+        let set = |on: bool| if on { "[set]" } else { "[unset]" };
         write!(
             f,
-            "Settings {shown} api_token={}",
-            if self.api_token.is_some() {
-                "[set]"
-            } else {
-                "[unset]"
-            }
+            "Settings {shown} api_token={} webhook_secret={}",
+            set(self.api_token.is_some()),
+            set(self.webhook_secret.is_some()),
         )
     }
 }
@@ -268,10 +331,10 @@ fn known_keys() -> Vec<String> {
     match serde_json::to_value(Settings::default()) {
         Ok(serde_json::Value::Object(map)) => {
             let mut keys: Vec<String> = map.keys().cloned().collect();
-            keys.push("api_token".to_owned());
+            keys.extend(SECRET_KEYS.map(str::to_owned));
             keys
         }
-        _ => vec!["api_token".to_owned()],
+        _ => SECRET_KEYS.map(str::to_owned).to_vec(),
     }
 }
 
@@ -315,6 +378,9 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     if s.min_segment_size < 64 * 1024 {
         return invalid("min_segment_size must be at least 65536 bytes".into());
     }
+    if s.request_timeout_secs == 0 {
+        return invalid("request_timeout_secs must be positive".into());
+    }
     if s.connect_timeout_secs == 0 || s.stall_timeout_secs == 0 {
         return invalid("connect_timeout_secs and stall_timeout_secs must be positive".into());
     }
@@ -322,6 +388,46 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
         return invalid(format!(
             "event_replay_buffer must be at most {MAX_EVENT_REPLAY}"
         ));
+    }
+    validate_webhooks(s)
+}
+
+fn validate_webhooks(s: &Settings) -> Result<(), ConfigError> {
+    let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+    if s.webhook_secret
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        return invalid("webhook_secret is empty".into());
+    }
+    if s.webhook_timeout_secs == 0 || s.webhook_max_attempts == 0 || s.webhook_queue_capacity == 0 {
+        return invalid(
+            "webhook_timeout_secs, webhook_max_attempts and webhook_queue_capacity must be \
+             at least 1"
+                .into(),
+        );
+    }
+    if s.webhook_retry_base_delay_ms == 0
+        || s.webhook_retry_base_delay_ms > s.webhook_retry_max_delay_ms
+    {
+        return invalid(
+            "webhook_retry_base_delay_ms must be positive and at most webhook_retry_max_delay_ms"
+                .into(),
+        );
+    }
+    for (i, hook) in s.webhooks.iter().enumerate() {
+        // The URL is not echoed: its query may carry a token.
+        if crate::domain::request::parse_url(&hook.url).is_err() {
+            return invalid(format!("webhooks[{i}].url is not an http or https URL"));
+        }
+        if hook.secret.expose().trim().is_empty() {
+            return invalid(format!("webhooks[{i}].secret is empty"));
+        }
+        for name in hook.events.iter().flatten() {
+            if crate::webhooks::event_kind(name).is_none() {
+                return invalid(format!("webhooks[{i}].events: unknown event type {name:?}"));
+            }
+        }
     }
     Ok(())
 }
@@ -444,6 +550,57 @@ mod tests {
             !shown.contains("12345678") && shown.contains("[set]"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_or_the_environment_and_never_print_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(
+            &dir,
+            "[[webhooks]]\nurl = \"https://h.example/in?token=QTOKEN\"\nsecret = \"S1\"\n\
+             events = [\"job.completed\"]\n",
+        );
+        let loaded = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap();
+        let hooks = &loaded.settings.webhooks;
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks[0].secret.expose(), "S1");
+        assert_eq!(hooks[0].events, Some(vec!["job.completed".to_owned()]));
+        let from_env = load_from(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("HAUL_WEBHOOKS", "[{url=\"http://h/x\",secret=\"S2\"}]"),
+                ("HAUL_WEBHOOK_SECRET", "S3"),
+            ]),
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(from_env.webhooks[0].url, "http://h/x");
+        assert_eq!(from_env.webhooks[0].events, None);
+        for shown in [format!("{:?}", loaded.settings), format!("{from_env:?}")] {
+            for secret in ["S1", "S2", "S3", "QTOKEN"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert!(format!("{from_env:?}").contains("webhook_secret=[set]"));
+    }
+
+    #[test]
+    fn bad_webhooks_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "[[webhooks]]\nurl = \"ftp://h/x\"\nsecret = \"s\"\n",
+            "[[webhooks]]\nurl = \"http://h/x\"\nsecret = \" \"\n",
+            "[[webhooks]]\nurl = \"http://h/x\"\nsecret = \"s\"\nevents = [\"job.snapshot\"]\n",
+            "[[webhooks]]\nurl = \"http://h/x\"\n",
+            "webhook_max_attempts = 0\n",
+        ] {
+            let path = file(&dir, text);
+            assert!(
+                load_from(Some(&path), &Overrides::default(), env(&[])).is_err(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

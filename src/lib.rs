@@ -15,6 +15,7 @@
 //! - [`engine`]: claims queued jobs with leases and runs them on workers.
 //! - [`fetch`]: one file's bytes: requests, resume, retries, writer, verification, placement.
 //! - [`events`]: the in-process bus behind Server-Sent Events, with its replay buffer.
+//! - [`webhooks`]: the bus's events POSTed, signed, to subscriptions and job callbacks.
 //! - [`cli`]: the same binary as a client of the API.
 //! - [`config`], [`telemetry`]: settings and logging.
 
@@ -28,3 +29,4 @@ pub mod events;
 pub mod fetch;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::{FileRecord, FileStatus, Job, JobError, JobStatus, OnConflict};
+use crate::domain::{
+    Delivery, DeliveryStatus, DeliveryTarget, FileRecord, FileStatus, Job, JobError, JobStatus,
+    OnConflict,
+};
 use crate::engine::Run;
 
 /// A job. `files` is present on single-job responses and left out of listings.
@@ -229,6 +232,56 @@ pub struct Stats {
     pub bytes_per_second: u64,
     /// HTTP connections open to origins.
     pub connections_open: u64,
+}
+
+/// One webhook delivery of one event of the job to one receiver, as last recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// Sent as `X-Haul-Delivery`: the same on every attempt, for receivers to de-duplicate.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    /// The event's `seq`.
+    pub event_seq: u64,
+    /// The event's `type` (`job.completed`, …).
+    pub event_type: String,
+    /// The receiver, without user-info or query.
+    pub url: String,
+    pub target: DeliveryTarget,
+    pub status: DeliveryStatus,
+    /// Attempts made (0 when the delivery was dropped).
+    pub attempts: u32,
+    /// The status of the receiver's last answer, if it answered.
+    pub http_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: d.id,
+            event_seq: d.event_seq,
+            event_type: d.event_type,
+            url: d.url,
+            target: d.target,
+            status: d.status,
+            attempts: d.attempts,
+            http_status: d.http_status,
+            error: d.error,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            delivered_at: d.delivered_at,
+        }
+    }
+}
+
+/// A job's webhook deliveries, in event order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
 }
 
 /// A liveness or readiness answer.

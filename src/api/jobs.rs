@@ -45,6 +45,9 @@ pub async fn create_job(
             .await
             .map_err(ApiError::internal)?;
     let new_job = parsed?;
+    if new_job.callback_url.is_some() {
+        state.webhooks.expect_callbacks();
+    }
     let job = state
         .store
         .insert_job(&new_job, state.api.max_queued_jobs)

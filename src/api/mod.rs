@@ -4,6 +4,7 @@
 //! and map the result to a view. Everything is JSON under `/v1`.
 
 mod auth;
+mod deliveries;
 pub mod dto;
 mod events;
 mod extract;
@@ -34,12 +35,8 @@ use crate::domain::paths::DownloadRoot;
 use crate::engine::Engine;
 use crate::events::EventBus;
 use crate::store::Store;
+use crate::webhooks::Webhooks;
 use problem::{ApiError, ErrorCode};
-
-/// Longest a request may take before it is answered with 503. Event streams are not cut by
-/// it (their handlers answer at once; the body streams after), and the long poll of
-/// `/v1/jobs/{id}/wait` is routed around it (it bounds itself).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the handlers need from the settings.
 #[derive(Debug)]
@@ -48,6 +45,10 @@ pub struct ApiSettings {
     pub max_queued_jobs: u64,
     pub max_files_per_job: usize,
     pub max_request_bytes: usize,
+    /// Longest a request may take before it is answered with 503. Event streams are not cut
+    /// by it (their handlers answer at once; the body streams after), and the long poll of
+    /// `/v1/jobs/{id}/wait` is routed around it (it bounds itself).
+    pub request_timeout: Duration,
     pub api_token: Option<Secret>,
 }
 
@@ -57,6 +58,7 @@ pub struct AppState {
     pub store: Store,
     pub engine: Engine,
     pub events: EventBus,
+    pub webhooks: Webhooks,
     pub api: Arc<ApiSettings>,
     /// Fired at shutdown; ends event streams.
     pub shutdown: CancellationToken,
@@ -67,12 +69,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     timed_routes().merge(long_polls())
 }
 
-/// Routes that may wait longer than [`REQUEST_TIMEOUT`] by design.
+/// Routes that may wait longer than the request timeout by design.
 fn long_polls() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(wait::wait_job))
 }
 
-/// Every other route: under [`REQUEST_TIMEOUT`].
+/// Every other route: under the request timeout.
 fn timed_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(jobs::create_job, jobs::list_jobs))
@@ -82,6 +84,7 @@ fn timed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::resume_job))
         .routes(routes!(jobs::cancel_all_jobs))
         .routes(routes!(jobs::prune_jobs))
+        .routes(routes!(deliveries::list_job_deliveries))
         .routes(routes!(events::stream_events))
         .routes(routes!(events::stream_job_events))
         .routes(routes!(ops::get_stats))
@@ -100,7 +103,7 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
         })
         .on_response(DefaultOnResponse::new().level(Level::DEBUG));
-    let body_limit = state.api.max_request_bytes;
+    let (body_limit, timeout) = (state.api.max_request_bytes, state.api.request_timeout);
     let (timed, _) = timed_routes().split_for_parts();
     let (long_polls, _) = long_polls().split_for_parts();
     // A layer applies to the routes already added: the long polls are merged after it.
@@ -108,7 +111,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower::ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(timed_out))
-                .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT)),
+                .layer(tower::timeout::TimeoutLayer::new(timeout)),
         )
         .merge(long_polls)
         .fallback(not_found)

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     InvalidDescription,
     /// 422: a connection, segment or rate limit is out of range.
     InvalidLimit,
+    /// 422: `callback_url` is not an http or https URL.
+    InvalidCallbackUrl,
     /// 429: `max_queued_jobs` jobs are waiting; retry after `Retry-After` seconds.
     QueueFull,
     /// 503: the store is busy or unreachable; retry.
@@ -208,6 +210,7 @@ impl From<ValidationError> for ApiError {
             V::Header { .. } => ErrorCode::InvalidHeader,
             V::Description => ErrorCode::InvalidDescription,
             V::Limit(_) => ErrorCode::InvalidLimit,
+            V::CallbackUrl(_) => ErrorCode::InvalidCallbackUrl,
         };
         Self::new(code, err.to_string())
     }

@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or SQL. The API parses requests into these types ("parse,
 //! don't validate"), the store persists them and the engine runs them.
 
+pub mod delivery;
 pub mod file;
 pub mod ids;
 pub mod job;
@@ -11,6 +12,7 @@ pub mod request;
 pub mod segment;
 pub mod time;
 
+pub use delivery::{Delivery, DeliveryStatus, DeliveryTarget};
 pub use file::{FileError, FileRecord, FileStatus, OnConflict, Sha256};
 pub use ids::{FileId, JobId};
 pub use job::{Job, JobChanges, JobError, JobLimits, JobStatus, Priority, Transition};

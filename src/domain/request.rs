@@ -59,6 +59,10 @@ pub struct JobRequest {
     pub min_segment_size: Option<u64>,
     /// This job's download rate limit in bytes per second (at least 1); default: none.
     pub max_bytes_per_second: Option<u64>,
+    /// Where this job's events are POSTed as they happen (http or https), signed with the
+    /// daemon's `webhook_secret`. Stored, never returned (it may carry a token).
+    #[schema(example = "https://example.com/hooks/haul")]
+    pub callback_url: Option<String>,
 }
 
 /// One file of a multi-file job.
@@ -102,6 +106,8 @@ pub enum ValidationError {
     Description,
     #[error("{0}")]
     Limit(&'static str),
+    #[error("callback_url: {0}")]
+    CallbackUrl(String),
 }
 
 /// A validated job, ready for the store.
@@ -117,6 +123,8 @@ pub struct NewJob {
     pub headers: Vec<(String, String)>,
     /// Secret: stored, never shown.
     pub access_token: Option<String>,
+    /// Where the job's events are delivered, besides the global subscriptions.
+    pub callback_url: Option<url::Url>,
     pub files: Vec<NewFile>,
 }
 
@@ -152,6 +160,11 @@ impl JobRequest {
         };
         check_limits(&limits)?;
         let headers = parse_headers(self.headers.unwrap_or_default())?;
+        let callback_url = self
+            .callback_url
+            .as_deref()
+            .map(parse_callback_url)
+            .transpose()?;
         if let Some(token) = &self.access_token {
             check_access_token(token)?;
         }
@@ -179,6 +192,7 @@ impl JobRequest {
             limits,
             headers,
             access_token: self.access_token,
+            callback_url,
             files,
         })
     }
@@ -275,6 +289,20 @@ pub fn parse_url(raw: &str) -> Result<url::Url, ValidationError> {
     Ok(url)
 }
 
+/// A `callback_url`: the same rules as a download's URL, reported as the callback's fault.
+fn parse_callback_url(raw: &str) -> Result<url::Url, ValidationError> {
+    parse_url(raw).map_err(|err| match err {
+        // The URL itself is not echoed: its query may carry the receiver's token.
+        ValidationError::UnsupportedScheme(scheme) => ValidationError::CallbackUrl(format!(
+            "scheme {scheme:?} is not supported; only http and https are"
+        )),
+        ValidationError::InvalidUrl { reason, .. } => {
+            ValidationError::CallbackUrl(format!("not a valid URL: {reason}"))
+        }
+        other => other,
+    })
+}
+
 /// The ranges a job may set its limits in.
 pub fn check_limits(limits: &JobLimits) -> Result<(), ValidationError> {
     if limits
@@ -361,6 +389,7 @@ mod tests {
             ValidationError::Header { .. } => "invalid-header",
             ValidationError::Description => "invalid-description",
             ValidationError::Limit(_) => "invalid-limit",
+            ValidationError::CallbackUrl(_) => "invalid-callback-url",
         }
     }
 
@@ -466,6 +495,38 @@ mod tests {
         assert_eq!(
             code(with("X-A", "line\nbreak").unwrap_err()),
             "invalid-header"
+        );
+    }
+
+    #[test]
+    fn a_callback_url_must_be_http_or_https() {
+        let (_d, root) = root();
+        let with = |url: &str| {
+            let mut req = single("http://h/x");
+            req.callback_url = Some(url.into());
+            req.parse(&root, 1)
+        };
+        let ok = with("https://hooks.example/haul?token=T").unwrap();
+        assert_eq!(
+            ok.callback_url.map(|u| u.to_string()),
+            Some("https://hooks.example/haul?token=T".to_owned())
+        );
+        for bad in ["ftp://hooks.example/x", "not a url", "http://"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(code(err.clone()), "invalid-callback-url", "{bad}");
+            assert!(err.to_string().starts_with("callback_url: "), "{err}");
+        }
+        assert!(
+            with("ftp://h/x?token=SECRET")
+                .unwrap_err()
+                .to_string()
+                .contains("\"ftp\"")
+        );
+        assert!(
+            !with("ftp://h/x?token=SECRET")
+                .unwrap_err()
+                .to_string()
+                .contains("SECRET")
         );
     }
 

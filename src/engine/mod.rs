@@ -7,6 +7,7 @@
 mod commit;
 mod dispatcher;
 mod registry;
+mod retention;
 mod worker;
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub struct EngineSettings {
     pub min_segment_size: u64,
     pub lease: Duration,
     pub progress_every: Duration,
+    /// Finished jobs are forgotten this long after they finished; `None` keeps them.
+    pub history_retention: Option<Duration>,
+    /// How often the retention sweep runs (it also runs at start).
+    pub retention_sweep_every: Duration,
 }
 
 /// Handle to the engine. Cheap to clone.
@@ -101,8 +106,9 @@ impl Engine {
         }
     }
 
-    /// Starts the dispatcher and the committer. The dispatcher stops when the shutdown token
-    /// fires; the committer once the workers have stopped ([`Engine::drain`]).
+    /// Starts the dispatcher, the committer, and the history retention sweep when there is a
+    /// retention. The dispatcher and the sweep stop when the shutdown token fires; the
+    /// committer once the workers have stopped ([`Engine::drain`]).
     pub fn start(&self) {
         let queue = self
             .inner
@@ -117,6 +123,12 @@ impl Engine {
                 .spawn(commit::run(self.clone(), queue, stop));
         }
         self.inner.tracker.spawn(dispatcher::run(self.clone()));
+        if let Some(retention) = self.inner.settings.history_retention {
+            let every = self.inner.settings.retention_sweep_every;
+            self.inner
+                .tracker
+                .spawn(retention::run(self.clone(), retention, every));
+        }
     }
 
     /// Tells the dispatcher to look for work now (a job was submitted or resumed).

@@ -196,7 +196,7 @@ impl Store {
         insert.push(
             "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
              access_token, created_at, updated_at, max_connections, min_segment_size, \
-             max_bytes_per_second) SELECT ",
+             max_bytes_per_second, callback_url) SELECT ",
         );
         let mut values = insert.separated(", ");
         values
@@ -212,7 +212,8 @@ impl Store {
             .push_bind(now)
             .push_bind(job.limits.max_connections)
             .push_bind(job.limits.min_segment_size.map(to_i64))
-            .push_bind(job.limits.max_bytes_per_second.map(to_i64));
+            .push_bind(job.limits.max_bytes_per_second.map(to_i64))
+            .push_bind(job.callback_url.as_ref().map(url::Url::to_string));
         insert
             .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
             .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))

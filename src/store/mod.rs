@@ -9,6 +9,8 @@
 #[macro_use]
 mod rows;
 mod claims;
+mod deliveries;
+mod history;
 mod jobs;
 mod progress;
 

@@ -859,3 +859,204 @@ async fn a_claim_that_waited_for_the_lock_never_dates_a_job_back() {
         "{done:?}"
     );
 }
+
+/// Dates the job's end back by `ago`, as if it had finished that long ago.
+async fn finished_ago(store: &Store, id: JobId, ago: chrono::Duration) {
+    let at = (chrono::Utc::now() - ago).timestamp_millis();
+    sqlx::query("UPDATE jobs SET finished_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn retention_forgets_only_jobs_that_finished_before_the_cutoff_in_chunks() {
+    let (dir, store) = store().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let new = new_job(&dir, &format!("http://h/{i}"), 1, "");
+        store.insert_job(&new, 10).await.unwrap();
+        ids.push(new.id);
+    }
+    // 0..3 finished long ago (one failed and kept bytes), 3 finished just now, 4 is queued,
+    // 5 is running.
+    for &id in &ids[..4] {
+        assert_eq!(store.claim_next(OWNER, LEASE).await.unwrap(), Some(id));
+    }
+    let file = store.get_job(ids[0]).await.unwrap().files[0].id;
+    store
+        .claim_path(ids[0], OWNER, file, "old.bin")
+        .await
+        .unwrap();
+    save_whole(&store, ids[0], file, 10, 4).await;
+    store
+        .finish_job(ids[0], OWNER, JobStatus::Failed, None)
+        .await
+        .unwrap();
+    for &id in &ids[1..4] {
+        store
+            .finish_job(id, OWNER, JobStatus::Completed, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.claim_next(OWNER, LEASE).await.unwrap(), Some(ids[4]));
+    let day = chrono::Duration::days(1);
+    for (i, &id) in ids[..3].iter().enumerate() {
+        finished_ago(&store, id, day * (10 - i32::try_from(i).unwrap())).await;
+    }
+    let cutoff = chrono::Utc::now() - chrono::Duration::hours(1);
+    // The oldest first, two at a time; the failed one hands its partial file over.
+    assert_eq!(
+        store.prune_finished_before(cutoff, 2).await.unwrap(),
+        (2, vec!["old.bin".to_owned()])
+    );
+    assert!(matches!(
+        store.get_job(ids[0]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        store.get_job(ids[2]).await.is_ok(),
+        "left for the second chunk"
+    );
+    assert_eq!(
+        store.prune_finished_before(cutoff, 2).await.unwrap(),
+        (1, vec![])
+    );
+    assert_eq!(
+        store.prune_finished_before(cutoff, 2).await.unwrap(),
+        (0, vec![])
+    );
+    for &id in &ids[3..] {
+        assert!(store.get_job(id).await.is_ok(), "{id} is kept");
+    }
+    for &id in &ids[..3] {
+        assert!(store.get_job(id).await.is_err(), "{id} is forgotten");
+    }
+}
+
+fn delivery(
+    job: JobId,
+    seq: u64,
+    status: crate::domain::DeliveryStatus,
+) -> crate::domain::Delivery {
+    let now = chrono::Utc::now();
+    crate::domain::Delivery {
+        id: uuid::Uuid::now_v7(),
+        job_id: job,
+        event_seq: seq,
+        event_type: "job.queued".into(),
+        url: "http://hooks/in?…".into(),
+        target: crate::domain::DeliveryTarget::Callback,
+        status,
+        attempts: 1,
+        http_status: Some(500),
+        error: Some("the receiver answered 500".into()),
+        created_at: now,
+        updated_at: now,
+        delivered_at: None,
+    }
+}
+
+#[tokio::test]
+async fn callback_urls_and_the_delivery_log_live_and_go_with_their_job() {
+    use crate::domain::DeliveryStatus;
+    let (dir, store) = store().await;
+    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
+    let with_callback = JobRequest {
+        url: Some("http://h/a".into()),
+        callback_url: Some("https://hooks/in?token=T".into()),
+        ..Default::default()
+    }
+    .parse(&root, 1)
+    .unwrap();
+    let plain = new_job(&dir, "http://h/b", 1, "");
+    assert!(!store.any_callback_url().await.unwrap());
+    store.insert_job(&with_callback, 10).await.unwrap();
+    store.insert_job(&plain, 10).await.unwrap();
+    assert!(store.any_callback_url().await.unwrap());
+    assert_eq!(
+        store
+            .callback_url(with_callback.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("https://hooks/in?token=T")
+    );
+    assert_eq!(store.callback_url(plain.id).await.unwrap(), None);
+    let unknown = JobId::new();
+    assert!(matches!(
+        store.callback_url(unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let job = with_callback.id;
+    let mut second = delivery(job, 2, DeliveryStatus::Retrying);
+    let first = delivery(job, 1, DeliveryStatus::Delivered);
+    let stray = delivery(unknown, 1, DeliveryStatus::Dropped);
+    store
+        .record_deliveries(&[second.clone(), first.clone(), stray])
+        .await
+        .unwrap();
+    second.status = DeliveryStatus::Delivered;
+    second.attempts = 3;
+    second.http_status = Some(204);
+    second.error = None;
+    second.delivered_at = Some(second.updated_at);
+    store
+        .record_deliveries(std::slice::from_ref(&second))
+        .await
+        .unwrap();
+    let round = |d: &crate::domain::Delivery| {
+        let mut d = d.clone();
+        // The store keeps milliseconds.
+        for t in [&mut d.created_at, &mut d.updated_at] {
+            *t = crate::domain::time::from_ms(t.timestamp_millis());
+        }
+        d.delivered_at = d
+            .delivered_at
+            .map(|t| crate::domain::time::from_ms(t.timestamp_millis()));
+        d
+    };
+    assert_eq!(
+        store.deliveries_of(job).await.unwrap(),
+        vec![round(&first), round(&second)],
+        "in event order, the latest state of each; the unknown job's is skipped"
+    );
+    assert!(store.deliveries_of(plain.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.deliveries_of(unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .transition(job, Transition::Cancel, JobChanges::default())
+        .await
+        .unwrap();
+    store.prune().await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a forgotten job's deliveries go with it");
+}
+
+#[tokio::test]
+async fn deliveries_left_waiting_for_a_retry_are_marked_failed() {
+    use crate::domain::DeliveryStatus;
+    let (dir, store) = store().await;
+    let new = new_job(&dir, "http://h/a", 1, "");
+    store.insert_job(&new, 10).await.unwrap();
+    let done = delivery(new.id, 1, DeliveryStatus::Delivered);
+    let pending = delivery(new.id, 2, DeliveryStatus::Retrying);
+    store.record_deliveries(&[done, pending]).await.unwrap();
+    // Retries live in memory: a new process marks the ones left waiting as failed.
+    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 1);
+    let log = store.deliveries_of(new.id).await.unwrap();
+    assert_eq!(log[0].status, DeliveryStatus::Delivered);
+    assert_eq!(log[1].status, DeliveryStatus::Failed);
+    assert_eq!(
+        log[1].error.as_deref(),
+        Some("the receiver answered 500; abandoned: the daemon stopped before a retry")
+    );
+    assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 0);
+}

@@ -64,6 +64,7 @@ fn v1_routes(id: &str) -> Vec<(Method, String)> {
         (Method::POST, format!("{job}/pause")),
         (Method::POST, format!("{job}/resume")),
         (Method::GET, format!("{job}/events")),
+        (Method::GET, format!("{job}/deliveries")),
         (Method::POST, "/v1/jobs/cancel-all".to_owned()),
         (Method::POST, "/v1/jobs/prune".to_owned()),
         (Method::GET, "/v1/events".to_owned()),

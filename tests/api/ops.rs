@@ -109,6 +109,7 @@ fn routes() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("/v1/jobs/{id}/wait", BTreeSet::from(["get"])),
         ("/v1/jobs/cancel-all", BTreeSet::from(["post"])),
         ("/v1/jobs/prune", BTreeSet::from(["post"])),
+        ("/v1/jobs/{id}/deliveries", BTreeSet::from(["get"])),
         ("/v1/events", BTreeSet::from(["get"])),
         ("/v1/stats", BTreeSet::from(["get"])),
         ("/v1/limits", BTreeSet::from(["get", "put"])),

@@ -7,7 +7,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::contract::{
-    assert_problem, completed_job, failed_job, one_slot, paused_job, request, running_job, send,
+    assert_problem, completed_job, failed_job, one_slot, origin, paused_job, request, running_job,
+    send,
 };
 use crate::helpers::TestApp;
 use crate::origin::{Faults, content};
@@ -99,15 +100,21 @@ async fn a_paused_job_is_answered_as_it_is_when_the_timeout_passes() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
-/// The router answers requests that take longer than 30 s with 503; a wait may be longer.
+/// The router answers requests that take longer than `request_timeout_secs` with 503; a wait
+/// may be longer.
 #[tokio::test]
 async fn a_wait_is_not_cut_by_the_request_timeout() {
-    let (app, origin) = one_slot().await;
+    let app = TestApp::spawn_with(|s| {
+        s.max_concurrent_jobs = 1;
+        s.request_timeout_secs = 1;
+    })
+    .await;
+    let origin = origin().await;
     running_job(&app, &origin).await;
     let id = paused_job(&app, &origin).await;
-    let (job, took) = wait(&app, &id, "?timeout=31").await;
+    let (job, took) = wait(&app, &id, "?timeout=2").await;
     assert_eq!(job["status"], "paused");
-    assert!(took >= Duration::from_secs(31), "{took:?}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
 }
 
 #[tokio::test]
