@@ -31,9 +31,6 @@ use crate::store::{Completion, Verifying};
 /// Most files committed together.
 const GROUP: usize = 256;
 
-/// Most groups committing at once.
-const IN_FLIGHT: usize = 2;
-
 /// Files queued for the committer; beyond this, senders wait.
 pub(super) const QUEUE: usize = 1024;
 
@@ -97,29 +94,59 @@ pub(crate) async fn put_in_place(
 
 /// Commits whatever has queued, group by group, until `stop` fires (after every worker has
 /// ended, so nobody waits for a reply any more).
+///
+/// Files held in memory and files in their `.part` commit in two lanes, each one group at a
+/// time: a large file's final fsync does not hold up small files, and small files that
+/// arrive while their lane commits wait to form the next group, so a group pays one sync
+/// for many files even when they come from many one-file jobs.
 pub(super) async fn run(
     engine: Engine,
     mut queue: mpsc::Receiver<Commit>,
     stop: CancellationToken,
 ) {
+    let mut pending: [Vec<Commit>; 2] = [Vec::new(), Vec::new()];
+    let mut busy = [false; 2];
     let mut committing = FuturesUnordered::new();
     loop {
+        for lane in 0..2 {
+            if !busy[lane] && !pending[lane].is_empty() {
+                let rest = pending[lane].split_off(pending[lane].len().min(GROUP));
+                let group = std::mem::replace(&mut pending[lane], rest);
+                busy[lane] = true;
+                let engine = &engine;
+                committing.push(async move {
+                    commit_group(engine, group).await;
+                    lane
+                });
+            }
+        }
+        let room = pending.iter().all(|lane| lane.len() < GROUP);
         tokio::select! {
             biased;
-            Some(()) = committing.next(), if !committing.is_empty() => {}
-            first = queue.recv(), if committing.len() < IN_FLIGHT => {
-                let Some(first) = first else { break };
-                let mut group = vec![first];
-                while group.len() < GROUP {
+            Some(lane) = committing.next(), if !committing.is_empty() => busy[lane] = false,
+            first = queue.recv(), if room => {
+                let Some(mut commit) = first else { break };
+                loop {
+                    pending[lane_of(&commit)].push(commit);
+                    if pending.iter().any(|lane| lane.len() >= GROUP) {
+                        break;
+                    }
                     match queue.try_recv() {
-                        Ok(commit) => group.push(commit),
+                        Ok(next) => commit = next,
                         Err(_) => break,
                     }
                 }
-                committing.push(commit_group(&engine, group));
             }
             () = stop.cancelled(), if committing.is_empty() => break,
         }
+    }
+}
+
+/// The lane of a file: 0 for one held in memory, 1 for one in its `.part`.
+fn lane_of(commit: &Commit) -> usize {
+    match commit.data {
+        Data::Memory(_) => 0,
+        Data::Part(_) => 1,
     }
 }
 

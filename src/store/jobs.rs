@@ -182,6 +182,18 @@ fn inserted_job(job: &NewJob, now: i64) -> Job {
     }
 }
 
+/// The files of a job, in submission order.
+pub(super) async fn files_of(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    id: JobId,
+) -> Result<Vec<FileRecord>, StoreError> {
+    let rows: Vec<FileRow> = sqlx::query_as(concat_file_query!("WHERE job_id = ? ORDER BY idx"))
+        .bind(id.to_string())
+        .fetch_all(executor)
+        .await?;
+    rows.into_iter().map(FileRecord::try_from).collect()
+}
+
 impl Store {
     /// Inserts a job and its files as `queued`, unless `max_queued` jobs already wait: one
     /// transaction in one round trip, whose first statement inserts the job only under the
@@ -243,12 +255,7 @@ impl Store {
 
     /// The files of a job, in submission order.
     pub(super) async fn files_of(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
-        let rows: Vec<FileRow> =
-            sqlx::query_as(concat_file_query!("WHERE job_id = ? ORDER BY idx"))
-                .bind(id.to_string())
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(FileRecord::try_from).collect()
+        files_of(&self.pool, id).await
     }
 
     /// Jobs newest first, without their files (listings carry the per-job totals).

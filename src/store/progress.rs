@@ -129,17 +129,21 @@ impl Store {
     /// Everything a worker needs to run a job, in three queries: the job with its secrets, its
     /// files, and their segments (two for a job that never started).
     pub async fn load_run(&self, id: JobId) -> Result<LoadedRun, StoreError> {
+        // On the writer's connection: a pooled one costs a ping each time it is given back,
+        // and a job is loaded once per run, right after its claim (on the writer too).
+        let mut writer = self.writer().await?;
         let row: RunJobRow = sqlx::query_as(concat!(
             "SELECT ",
             job_columns!(),
             ", j.access_token AS secret_token FROM jobs j WHERE j.id = ?"
         ))
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *writer)
         .await?
         .ok_or(StoreError::NotFound(id))?;
         let headers = row.job.headers()?;
-        let records = self.files_of(id).await?;
+        let records = super::jobs::files_of(&mut *writer, id).await?;
+        drop(writer);
         let job = row.job.into_job(records.clone())?;
         // Only a run saves segments, after its own load: the first run finds none.
         let files = if job.attempt <= 1 {
