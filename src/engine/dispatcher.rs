@@ -51,15 +51,16 @@ async fn claim_while_capacity(engine: &Engine, slots: &Arc<Semaphore>) -> bool {
         let gate = inner.claim_gate.lock().await;
         // One lease token per claim (daemon and claim), not per daemon: see `Run::lease`.
         let lease = format!("{}/{}", inner.owner, uuid::Uuid::new_v4());
-        let claimed = inner.store.claim_next(&lease, inner.settings.lease).await;
-        let id = match claimed {
-            Ok(Some(id)) => id,
+        let claimed = inner.store.claim_run(&lease, inner.settings.lease).await;
+        let loaded = match claimed {
+            Ok(Some(loaded)) => loaded,
             Ok(None) => return true,
             Err(err) => {
                 tracing::warn!(error.message = %err, error.cause_chain = ?err, "cannot claim a job");
                 return false;
             }
         };
+        let id = loaded.job.id;
         let (run, previous) = inner
             .registry
             .start(id, lease, inner.shutdown.child_token());
@@ -67,7 +68,7 @@ async fn claim_while_capacity(engine: &Engine, slots: &Arc<Semaphore>) -> bool {
         tracing::info!(job.id = %id, "claimed job {id}");
         inner
             .tracker
-            .spawn(worker::run(engine.clone(), id, run, previous, permit));
+            .spawn(worker::run(engine.clone(), loaded, run, previous, permit));
     }
     true
 }

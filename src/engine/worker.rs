@@ -20,7 +20,7 @@ use super::registry::Run;
 use crate::domain::{FileRecord, JobError, JobId, JobStatus};
 use crate::events::{EventKind, JobEvent};
 use crate::fetch::LiveFile;
-use crate::store::StoreError;
+use crate::store::{LoadedRun, StoreError};
 
 pub(super) use files::store_error;
 
@@ -50,25 +50,30 @@ enum Stop {
     LeaseLost,
 }
 
-/// Entry point spawned by the dispatcher. Holds the concurrency permit until the job ends.
+/// Entry point spawned by the dispatcher with the job it claimed and loaded. Holds the
+/// concurrency permit until the job ends.
 pub async fn run(
     engine: Engine,
-    id: JobId,
+    loaded: LoadedRun,
     run: Arc<Run>,
     previous: Option<Arc<Run>>,
     permit: OwnedSemaphorePermit,
 ) {
+    let id = loaded.job.id;
     let span = tracing::info_span!("job", job.id = %id);
     async {
+        let mut loaded = Some(loaded);
         if let Some(previous) = previous {
-            // A resume can be claimed while the last run is still checkpointing.
+            // A resume can be claimed while the last run is still checkpointing: what was
+            // loaded with the claim may miss its last checkpoint, so load again after it.
             tokio::select! {
                 () = previous.done.cancelled() => {}
                 () = run.stop.cancelled() => {}
             }
+            loaded = None;
         }
         let started = Instant::now();
-        let outcome = AssertUnwindSafe(run_job(&engine, id, &run))
+        let outcome = AssertUnwindSafe(run_job(&engine, id, loaded, &run))
             .catch_unwind()
             .await;
         if outcome.is_err() {
@@ -90,9 +95,13 @@ pub async fn run(
     engine.wake();
 }
 
-async fn run_job(engine: &Engine, id: JobId, run: &Run) {
+async fn run_job(engine: &Engine, id: JobId, loaded: Option<LoadedRun>, run: &Run) {
     let store = &engine.inner.store;
-    let (job, files, secrets) = match store.load_run(id).await {
+    let loaded = match loaded {
+        Some(loaded) => Ok(loaded),
+        None => store.load_run(id).await,
+    };
+    let (job, files, secrets) = match loaded {
         Ok(loaded) => (
             loaded.job,
             loaded.files,

@@ -20,13 +20,27 @@ pub struct ByteTotals {
     pub bytes_total: Option<u64>,
 }
 
-fn expiry(lease: Duration) -> i64 {
+/// Marks the next queued job (lowest priority number, then oldest) running under a lease and
+/// returns its id. Binds the owner, the lease's expiry and the time twice.
+macro_rules! claim_next_sql {
+    () => {
+        "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
+         attempt = attempt + 1, started_at = COALESCE(started_at, MAX(?, created_at)), \
+         updated_at = MAX(?, updated_at) \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1) \
+         RETURNING id"
+    };
+}
+
+pub(super) fn expiry(lease: Duration) -> i64 {
     now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Store {
     /// Claims the next queued job (lowest priority number, then oldest) in one statement and
-    /// marks it running under `owner`'s lease.
+    /// marks it running under `owner`'s lease. The engine claims with [`Store::claim_run`],
+    /// which loads the job in the same call.
+    #[cfg(test)]
     pub async fn claim_next(
         &self,
         owner: &str,
@@ -36,19 +50,13 @@ impl Store {
         // meanwhile may be younger: its times never run backwards (here, and in the single
         // statements below).
         let now = now_ms();
-        let id: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
-             attempt = attempt + 1, started_at = COALESCE(started_at, MAX(?, created_at)), \
-             updated_at = MAX(?, updated_at) \
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1) \
-             RETURNING id",
-        )
-        .bind(owner)
-        .bind(expiry(lease))
-        .bind(now)
-        .bind(now)
-        .fetch_optional(&mut *self.writer().await?)
-        .await?;
+        let id: Option<String> = sqlx::query_scalar(claim_next_sql!())
+            .bind(owner)
+            .bind(expiry(lease))
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut *self.writer().await?)
+            .await?;
         id.as_deref().map(parse_job_id).transpose()
     }
 

@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod rows;
+#[macro_use]
 mod claims;
 mod deliveries;
 mod history;

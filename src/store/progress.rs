@@ -6,14 +6,20 @@
 //! the new owner's progress.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
+use futures::TryStreamExt;
 use sqlx::query::Query;
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::SqliteArguments;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, Transaction};
+use sqlx::{
+    Either, Executor, FromRow, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor,
+    Transaction,
+};
 
-use super::rows::{JobRow, SegmentRow, to_i64};
+use super::rows::{FileRow, JobRow, SegmentRow, parse_job_id, to_i64};
 use super::{Store, StoreError, begin_write};
+use crate::domain::time::now_ms;
 use crate::domain::{FileId, FileRecord, FileStatus, Job, JobError, JobId, Segment};
 
 /// The guard of a worker's statement: it changes nothing unless the job's lease is held (binds
@@ -129,8 +135,7 @@ impl Store {
     /// Everything a worker needs to run a job, in three queries: the job with its secrets, its
     /// files, and their segments (two for a job that never started).
     pub async fn load_run(&self, id: JobId) -> Result<LoadedRun, StoreError> {
-        // On the writer's connection: a pooled one costs a ping each time it is given back,
-        // and a job is loaded once per run, right after its claim (on the writer too).
+        // On the writer's connection: a pooled one costs a ping each time it is given back.
         let mut writer = self.writer().await?;
         let row: RunJobRow = sqlx::query_as(concat!(
             "SELECT ",
@@ -141,10 +146,86 @@ impl Store {
         .fetch_optional(&mut *writer)
         .await?
         .ok_or(StoreError::NotFound(id))?;
-        let headers = row.job.headers()?;
         let records = super::jobs::files_of(&mut *writer, id).await?;
         drop(writer);
+        self.assemble_run(row, records).await
+    }
+
+    /// Claims the next queued job as [`Store::claim_next`] does and loads it as
+    /// [`Store::load_run`] does, in one round trip to the writer's connection: the claim, the
+    /// job and its files are three statements of one call, the last two finding the job by
+    /// its new lease. `None` when nothing is queued.
+    pub async fn claim_run(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<LoadedRun>, StoreError> {
+        let now = now_ms();
+        let query = sqlx::query(concat!(
+            claim_next_sql!(),
+            "; SELECT ",
+            job_columns!(),
+            ", j.access_token AS secret_token FROM jobs j \
+             WHERE j.status = 'running' AND j.lease_owner = ?; ",
+            concat_file_query!(
+                "WHERE job_id = (SELECT id FROM jobs WHERE status = 'running' AND lease_owner = ?) \
+                 ORDER BY idx"
+            )
+        ))
+        .bind(owner)
+        .bind(super::claims::expiry(lease))
+        .bind(now)
+        .bind(now)
+        .bind(owner)
+        .bind(owner);
+        let mut writer = self.writer().await?;
+        let (mut claimed, mut job, mut records) = (None, None, Vec::new());
+        let read = async {
+            let mut results = writer.fetch_many(query);
+            // Each statement's rows, then its summary (`Left`).
+            let mut statement = 0;
+            while let Some(item) = results.try_next().await? {
+                match (statement, item) {
+                    (_, Either::Left(_)) => statement += 1,
+                    (0, Either::Right(row)) => claimed = Some(row.try_get::<String, _>(0)?),
+                    (1, Either::Right(row)) => job = Some(RunJobRow::from_row(&row)?),
+                    (_, Either::Right(row)) => records.push(FileRow::from_row(&row)?),
+                }
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        drop(writer);
+        let Some(id) = claimed.as_deref().map(parse_job_id).transpose()? else {
+            return read.map(|()| None);
+        };
+        let loaded = match (read, job) {
+            (Ok(()), Some(row)) => {
+                let records = records.into_iter().map(FileRecord::try_from);
+                match records.collect::<Result<Vec<_>, _>>() {
+                    Ok(records) => self.assemble_run(row, records).await,
+                    Err(err) => Err(err),
+                }
+            }
+            (Ok(()), None) => Err(StoreError::NotFound(id)),
+            (Err(err), _) => Err(err),
+        };
+        if loaded.is_err() {
+            // Claimed but not loaded: back to the queue rather than waiting for the lease.
+            self.release(id, owner).await?;
+        }
+        loaded.map(Some)
+    }
+
+    /// A loaded job from its row and its files (and their segments after a first run).
+    async fn assemble_run(
+        &self,
+        row: RunJobRow,
+        records: Vec<FileRecord>,
+    ) -> Result<LoadedRun, StoreError> {
+        let headers = row.job.headers()?;
         let job = row.job.into_job(records.clone())?;
+        let id = job.id;
         // Only a run saves segments, after its own load: the first run finds none.
         let files = if job.attempt <= 1 {
             records.into_iter().map(RunFile::fresh).collect()

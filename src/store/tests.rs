@@ -805,6 +805,31 @@ async fn a_path_asked_for_twice_in_one_claim_goes_to_the_first_file() {
 }
 
 #[tokio::test]
+async fn a_claim_loads_the_job_it_claimed_in_the_same_call() {
+    let (dir, store) = store().await;
+    assert!(store.claim_run(OWNER, LEASE).await.unwrap().is_none());
+    let (late, early) = (job_of_files(&dir, 3), new_job(&dir, "http://h/a", 1, ""));
+    store.insert_job(&late, 10).await.unwrap();
+    store.insert_job(&early, 10).await.unwrap();
+    // Priority 1 before the default 10; the other daemon's claim is not confused with ours.
+    let first = store.claim_run(OWNER, LEASE).await.unwrap().unwrap();
+    assert_eq!(first.job.id, early.id);
+    assert_eq!(first.job.status, JobStatus::Running);
+    assert_eq!(first.access_token.as_deref(), Some("TOKEN"));
+    let second = store.claim_run("other", LEASE).await.unwrap().unwrap();
+    assert_eq!(second.job, store.get_job(late.id).await.unwrap());
+    let ids: Vec<FileId> = second.files.iter().map(|f| f.record.id).collect();
+    assert_eq!(ids, late.files.iter().map(|f| f.id).collect::<Vec<_>>());
+    assert!(store.claim_run(OWNER, LEASE).await.unwrap().is_none());
+    // A later run gets the segments the first one saved.
+    let segment = save_whole(&store, early.id, early.files[0].id, 100, 30).await;
+    store.release(early.id, OWNER).await.unwrap();
+    let again = store.claim_run(OWNER, LEASE).await.unwrap().unwrap();
+    assert_eq!((again.job.id, again.job.attempt), (early.id, 2));
+    assert_eq!(again.files[0].segments, vec![segment]);
+}
+
+#[tokio::test]
 async fn a_run_loads_the_job_its_files_and_its_secrets_at_once() {
     let (dir, store) = store().await;
     let new = new_job(&dir, "http://h/a", 1, "");
