@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{self, Ask, Assignment, Env, Event, Outcome, Range};
 use super::http::if_range_value;
+use super::mirrors::{Mirrors, SLOW_MIRROR};
+use super::source::Source;
 use super::writer::Writer;
 use super::{Data, FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan, small};
 use crate::domain::Segment;
@@ -78,6 +80,8 @@ enum State {
 struct Slot {
     range: Arc<Range>,
     state: State,
+    /// The URL its connection fetches from (0: the file's own).
+    source: usize,
     /// This slot is a speculative copy of another slot's tail.
     races: Option<usize>,
     /// Another slot races this one's tail.
@@ -96,6 +100,7 @@ impl Slot {
         Self {
             range,
             state,
+            source: 0,
             races: None,
             raced_by: None,
             stop: None,
@@ -243,6 +248,8 @@ struct FileRun<'a, J> {
     received: u64,
     /// A connection's rate while several ran: what a tail connection left alone is held to.
     typical_rate: f64,
+    /// Which of the file's URLs are still in use.
+    mirrors: Mirrors,
 }
 
 /// Bytes that have arrived on the slots' connections so far (counted as they arrive, before
@@ -326,13 +333,11 @@ impl Fetcher {
         );
         let (events_tx, events) = mpsc::unbounded_channel();
         let env = Arc::new(Env {
-            client: self.client.clone(),
-            url: task.url.clone(),
-            secret: task.headers.clone(),
+            client: task.client.clone(),
+            sources: self.sources(task),
             max_redirects: self.max_redirects,
             retry: self.retry,
             hosts: self.hosts.clone(),
-            host: task.url.host_str().unwrap_or_default().to_owned(),
             global: self.throttle.clone(),
             job: task.throttle.clone(),
             live: live.clone(),
@@ -370,9 +375,21 @@ impl Fetcher {
             last_tick: (Instant::now(), live.done()),
             received: 0,
             typical_rate: 0.0,
+            mirrors: Mirrors::new(1 + task.mirrors.len()),
         };
         let result = run.drive().await;
         run.finish(result).await
+    }
+
+    /// The file's URL and its mirrors, each with its credentials.
+    fn sources(&self, task: &FileTask) -> Vec<Source> {
+        std::iter::once(&task.url)
+            .chain(&task.mirrors)
+            .map(|url| {
+                let secret = self.credentials.headers_for(url, &task.headers);
+                Source::new(url.clone(), secret.into_owned())
+            })
+            .collect()
     }
 
     /// Makes a fresh file's first request: either the whole (small) file, or the response
@@ -526,9 +543,13 @@ impl<J: Journal> FileRun<'_, J> {
     /// The first connection of a fresh file.
     fn start_probe(&mut self) {
         let range = Range::new(0, None, 0);
-        self.slots.push(Slot::new(range, State::Pending));
+        let mut slot = Slot::new(range, State::Pending);
+        slot.source = self.mirrors.first_live();
+        self.mirrors.probed_from = slot.source;
+        self.slots.push(slot);
         self.probing = true;
-        match self.first.take() {
+        // The first response came from the file's own URL.
+        match self.first.take().filter(|_| self.mirrors.probed_from == 0) {
             Some((response, permit)) => {
                 self.spawn_with(0, Ask::Probe, Some(permit), Some(response))
             }
@@ -579,9 +600,15 @@ impl<J: Journal> FileRun<'_, J> {
                 Ok(None)
             }
             Outcome::Restart(reason) => {
+                // A mirror that serves another version is dropped; the file follows its probe.
+                let source = self.slots.get(index).map_or(0, |s| s.source);
+                if source != self.mirrors.probed_from && self.drop_source(index, reason) {
+                    return Ok(None);
+                }
                 self.probing = false;
                 Ok(Some(End::Restart(reason)))
             }
+            Outcome::Failed(error) if self.drop_source(index, &error.to_string()) => Ok(None),
             Outcome::Failed(error) => {
                 self.halt().await;
                 let _ = self.checkpoint().await;
@@ -652,13 +679,8 @@ impl<J: Journal> FileRun<'_, J> {
                 return;
             }
             // Every connection beyond the first needs a free slot on the host now.
-            let permit = if active == 0 {
-                None
-            } else {
-                match self.env.hosts.try_acquire(&self.env.host) {
-                    Some(permit) => Some(permit),
-                    None => return,
-                }
+            let Some((source, permit)) = self.claim_source(active == 0, None) else {
+                return;
             };
             let ask = if self.parallel {
                 Ask::Segment
@@ -673,7 +695,105 @@ impl<J: Journal> FileRun<'_, J> {
                 },
                 None => return,
             };
+            self.slots[index].source = source;
             self.spawn(index, ask, permit);
+        }
+    }
+
+    /// The URL a new connection takes, with a slot on its host (`first`: the file's only
+    /// connection, which waits for its slot instead). `avoid`: a URL to take only if no other
+    /// has room. With one URL this is the file's own, as before mirrors.
+    fn claim_source(
+        &self,
+        first: bool,
+        avoid: Option<usize>,
+    ) -> Option<(usize, Option<super::limits::HostPermit>)> {
+        let order = if self.mirrors.several() {
+            let mut load = vec![0; self.env.sources.len()];
+            for slot in self.slots.iter().filter(|s| s.state == State::Active) {
+                if let Some(n) = load.get_mut(slot.source) {
+                    *n += 1;
+                }
+            }
+            self.mirrors.preference(&load, avoid)
+        } else {
+            vec![self.mirrors.first_live()]
+        };
+        if first {
+            return order.first().map(|&source| (source, None));
+        }
+        order.into_iter().find_map(|source| {
+            let host = &self.env.sources.get(source)?.host;
+            Some((source, Some(self.env.hosts.try_acquire(host)?)))
+        })
+    }
+
+    /// Drops the URL of slot `index`'s connection after it failed, if another URL is left:
+    /// its other connections stop, and their ranges (this one's too) go to the URLs left.
+    fn drop_source(&mut self, index: usize, reason: &str) -> bool {
+        let Some(source) = self.slots.get(index).map(|s| s.source) else {
+            return false;
+        };
+        let Some(url) = self.env.sources.get(source) else {
+            return false;
+        };
+        if !self.mirrors.drop_source(source, url, reason) {
+            return false;
+        }
+        if let Some(slot) = self.slots.get_mut(index)
+            && slot.state == State::Active
+        {
+            slot.state = State::Pending;
+            slot.stop = None;
+        }
+        self.stop_source(source);
+        if self.probing {
+            // The probe failed: probe again, from the next URL.
+            self.probing = false;
+            self.slots.clear();
+            self.start_probe();
+        } else {
+            self.fill();
+        }
+        true
+    }
+
+    /// Stops the connections on a dropped URL (their outcomes make their ranges pending).
+    fn stop_source(&mut self, source: usize) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.source == source && s.state == State::Active && s.races.is_none())
+        {
+            if let Some(stop) = slot.stop.take() {
+                stop.cancel();
+            }
+        }
+    }
+
+    /// Drops a mirror whose connections run much slower than the best URL's.
+    fn drop_slow_mirror(&mut self) {
+        if !self.mirrors.several() {
+            return;
+        }
+        let mut rates = vec![(0.0, 0usize); self.env.sources.len()];
+        for slot in self.slots.iter().filter(|s| s.judged()) {
+            if let Some((sum, n)) = rates.get_mut(slot.source) {
+                (*sum, *n) = (*sum + slot.rate, *n + 1);
+            }
+        }
+        let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
+        let best = rates.iter().filter_map(|r| mean(*r)).fold(0.0, f64::max);
+        let slow = (0..rates.len()).find(|&i| {
+            self.mirrors.is_live(i) && mean(rates[i]).is_some_and(|r| r * SLOW_MIRROR < best)
+        });
+        let Some(slow) = slow else { return };
+        if let Some(url) = self.env.sources.get(slow)
+            && self
+                .mirrors
+                .drop_source(slow, url, "much slower than the others")
+        {
+            self.stop_source(slow);
         }
     }
 
@@ -713,6 +833,7 @@ impl<J: Journal> FileRun<'_, J> {
         slot.since = Some(Instant::now());
         let work = Assignment {
             index,
+            source: slot.source,
             range: slot.range.clone(),
             ask,
             meta: self.meta.clone(),
@@ -744,6 +865,7 @@ impl<J: Journal> FileRun<'_, J> {
                 .min();
             self.growth.update(arrived(&self.slots), active, limit);
             self.shed();
+            self.drop_slow_mirror();
             self.fill();
             self.race();
         }
@@ -815,18 +937,21 @@ impl<J: Journal> FileRun<'_, J> {
                 && slot.rate * SLOW_FACTOR < self.typical_rate
         });
         let Some(original) = slow else { return };
-        let Some(permit) = self.env.hosts.try_acquire(&self.env.host) else {
+        // A race goes to another URL when there is one with room.
+        let avoid = Some(self.slots[original].source);
+        let Some((source, permit)) = self.claim_source(false, avoid) else {
             return;
         };
         let range = &self.slots[original].range;
         let copy = Range::new(range.next(), range.end(), 0);
         let mut slot = Slot::new(copy, State::Pending);
         slot.races = Some(original);
+        slot.source = source;
         self.slots.push(slot);
         let index = self.slots.len() - 1;
         self.slots[original].raced_by = Some(index);
         tracing::debug!(url = %redact_url(&self.task.url), "racing a slow connection's tail");
-        self.spawn(index, Ask::Segment, Some(permit));
+        self.spawn(index, Ask::Segment, permit);
     }
 
     fn plan(&self, counts: &[u64]) -> Vec<Segment> {
