@@ -31,6 +31,7 @@ mod lifecycle;
 mod ops;
 mod origin_checks;
 mod parallel;
+mod proxy;
 mod receiver;
 mod replay;
 mod resume;
