@@ -599,6 +599,11 @@ impl<J: Journal> FileRun<'_, J> {
                 self.fill();
                 Ok(None)
             }
+            // A connection on a URL dropped meanwhile: its failure says nothing of the others.
+            Outcome::Restart(_) | Outcome::Failed(_) if self.on_dropped_source(index) => {
+                self.requeue(index);
+                Ok(None)
+            }
             Outcome::Restart(reason) => {
                 // A mirror that serves another version is dropped; the file follows its probe.
                 let source = self.slots.get(index).map_or(0, |s| s.source);
@@ -728,6 +733,23 @@ impl<J: Journal> FileRun<'_, J> {
         })
     }
 
+    fn on_dropped_source(&self, index: usize) -> bool {
+        self.slots
+            .get(index)
+            .is_some_and(|s| !self.mirrors.is_live(s.source))
+    }
+
+    /// Gives a failed connection's range to another connection.
+    fn requeue(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index)
+            && slot.state == State::Active
+        {
+            slot.state = State::Pending;
+            slot.stop = None;
+        }
+        self.fill();
+    }
+
     /// Drops the URL of slot `index`'s connection after it failed, if another URL is left:
     /// its other connections stop, and their ranges (this one's too) go to the URLs left.
     fn drop_source(&mut self, index: usize, reason: &str) -> bool {
@@ -740,12 +762,6 @@ impl<J: Journal> FileRun<'_, J> {
         if !self.mirrors.drop_source(source, url, reason) {
             return false;
         }
-        if let Some(slot) = self.slots.get_mut(index)
-            && slot.state == State::Active
-        {
-            slot.state = State::Pending;
-            slot.stop = None;
-        }
         self.stop_source(source);
         if self.probing {
             // The probe failed: probe again, from the next URL.
@@ -753,7 +769,7 @@ impl<J: Journal> FileRun<'_, J> {
             self.slots.clear();
             self.start_probe();
         } else {
-            self.fill();
+            self.requeue(index);
         }
         true
     }

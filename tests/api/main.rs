@@ -28,6 +28,7 @@ mod events;
 mod files;
 mod helpers;
 mod lifecycle;
+mod mirrors;
 mod ops;
 mod origin_checks;
 mod parallel;
