@@ -513,6 +513,43 @@ mod tests {
     }
 
     #[test]
+    fn sources_come_from_the_file_and_the_environment_and_stay_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(
+            &dir,
+            "[[credentials]]\nhost = \"*.example.com\"\ntoken = \"TOK-123\"\n\
+             headers = { Cookie = \"c=COOKIE-9\" }\n",
+        );
+        let vars = env(&[
+            ("HAUL_PROXY", "socks5h://u:PW-77@127.0.0.1:1080"),
+            ("HAUL_NO_PROXY", "localhost,.internal"),
+        ]);
+        let loaded = load_from(Some(&path), &Overrides::default(), vars).unwrap();
+        let s = &loaded.settings;
+        assert_eq!(s.credentials.len(), 1);
+        assert_eq!(s.credentials[0].host.as_deref(), Some("*.example.com"));
+        assert_eq!(
+            s.proxy.as_ref().map(Secret::expose),
+            Some("socks5h://u:PW-77@127.0.0.1:1080")
+        );
+        assert_eq!(s.no_proxy.as_deref(), Some("localhost,.internal"));
+        let shown = format!("{s:?}");
+        for secret in ["TOK-123", "COOKIE-9", "PW-77"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        for bad in [
+            "[[credentials]]\nhost = \"h\"\nurl_regex = \"h\"\ntoken = \"t\"\n",
+            "[[credentials]]\nhost = \"h\"\n",
+            "proxy = \"ftp://PW-88@h:21\"\n",
+        ] {
+            let path = file(&dir, bad);
+            let err = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+            assert!(!err.to_string().contains("PW-88"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_documented_example_parses_and_names_every_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/haul.toml");
         let loaded = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap();

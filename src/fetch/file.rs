@@ -713,17 +713,24 @@ impl<J: Journal> FileRun<'_, J> {
         first: bool,
         avoid: Option<usize>,
     ) -> Option<(usize, Option<super::limits::HostPermit>)> {
-        let order = if self.mirrors.several() {
-            let mut load = vec![0; self.env.sources.len()];
-            for slot in self.slots.iter().filter(|s| s.state == State::Active) {
-                if let Some(n) = load.get_mut(slot.source) {
-                    *n += 1;
-                }
+        if !self.mirrors.several() {
+            // One URL (the common case): no choice to make.
+            let source = self.mirrors.first_live();
+            let host = &self.env.sources.get(source)?.host;
+            let permit = if first {
+                None
+            } else {
+                Some(self.env.hosts.try_acquire(host)?)
+            };
+            return Some((source, permit));
+        }
+        let mut load = vec![0; self.env.sources.len()];
+        for slot in self.slots.iter().filter(|s| s.state == State::Active) {
+            if let Some(n) = load.get_mut(slot.source) {
+                *n += 1;
             }
-            self.mirrors.preference(&load, avoid)
-        } else {
-            vec![self.mirrors.first_live()]
-        };
+        }
+        let order = self.mirrors.preference(&load, avoid);
         if first {
             return order.first().map(|&source| (source, None));
         }

@@ -220,11 +220,6 @@ impl Fetcher {
         &self.clients
     }
 
-    /// The credential rules of the settings.
-    pub fn credentials(&self) -> &CredentialRules {
-        &self.credentials
-    }
-
     /// The daemon-wide bandwidth limit, changeable at run time.
     pub fn throttle(&self) -> &Arc<Throttle> {
         &self.throttle

@@ -90,6 +90,7 @@ async fn a_mirror_serving_another_version_is_dropped() {
     let id = id_of(&app.create_job(job(&a, &[&b])).await);
     app.wait_for(&id, "completed").await;
     assert_file(&app.file("f.bin"), &body);
+    assert!(!b.requests("f.bin").is_empty(), "the mirror was asked");
     assert_eq!(ranges(&b), 0, "nothing of the other version was used");
 }
 
