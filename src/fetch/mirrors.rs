@@ -55,6 +55,17 @@ impl Mirrors {
         self.live.iter().position(|l| *l).unwrap_or(0)
     }
 
+    /// A live URL whose connections run [`SLOW_MIRROR`] times slower than the best live URL's,
+    /// given each URL's summed rate and count of connections that have run long enough to judge.
+    pub fn slowest(&self, rates: &[(f64, usize)]) -> Option<usize> {
+        let mean = |i: usize| {
+            let (sum, n) = *rates.get(i)?;
+            (self.is_live(i) && n > 0).then(|| sum / n as f64)
+        };
+        let best = (0..rates.len()).filter_map(mean).fold(0.0, f64::max);
+        (0..rates.len()).find(|&i| mean(i).is_some_and(|rate| rate * SLOW_MIRROR < best))
+    }
+
     /// Drops URL `index` for the rest of the file, unless it is the last one live. Returns
     /// whether it was dropped.
     pub fn drop_source(&mut self, index: usize, source: &Source, reason: &str) -> bool {
@@ -91,5 +102,25 @@ mod tests {
             "the last URL stays"
         );
         assert_eq!(mirrors.first_live(), 2);
+    }
+
+    #[test]
+    fn only_a_much_slower_live_url_is_slow() {
+        let mut mirrors = Mirrors::new(3);
+        // Per-connection means: 1 MB/s, 0.5 MB/s, 0.2 MB/s.
+        let rates = [(2e6, 2), (0.5e6, 1), (0.4e6, 2)];
+        assert_eq!(mirrors.slowest(&rates), Some(2));
+        assert_eq!(
+            mirrors.slowest(&[(2e6, 2), (0.5e6, 1), (0.0, 0)]),
+            None,
+            "unjudged"
+        );
+        let source = Source::new(url::Url::parse("http://m/x").unwrap(), Default::default());
+        mirrors.drop_source(0, &source, "test");
+        assert_eq!(
+            mirrors.slowest(&rates),
+            None,
+            "judged against live URLs only"
+        );
     }
 }

@@ -6,7 +6,6 @@
 use super::{FileRun, State};
 use crate::fetch::Journal;
 use crate::fetch::limits::HostPermit;
-use crate::fetch::mirrors::SLOW_MIRROR;
 
 impl<J: Journal> FileRun<'_, J> {
     /// The URL a new connection takes, with a slot on its host (`first`: the file's only
@@ -109,12 +108,9 @@ impl<J: Journal> FileRun<'_, J> {
                 (*sum, *n) = (*sum + slot.rate, *n + 1);
             }
         }
-        let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
-        let best = rates.iter().filter_map(|r| mean(*r)).fold(0.0, f64::max);
-        let slow = (0..rates.len()).find(|&i| {
-            self.mirrors.is_live(i) && mean(rates[i]).is_some_and(|r| r * SLOW_MIRROR < best)
-        });
-        let Some(slow) = slow else { return };
+        let Some(slow) = self.mirrors.slowest(&rates) else {
+            return;
+        };
         if let Some(url) = self.env.sources.get(slow)
             && self
                 .mirrors
