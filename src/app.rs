@@ -12,11 +12,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiSettings, AppState};
+use crate::config::Secret;
 use crate::config::Settings;
 use crate::domain::paths::DownloadRoot;
 use crate::engine::{Engine, EngineSettings};
 use crate::events::EventBus;
-use crate::fetch::{ClientSettings, Fetcher, FetcherSettings, RetryPolicy, build_client};
+use crate::fetch::{
+    ClientSettings, Clients, CredentialRules, Fetcher, FetcherSettings, RetryPolicy,
+};
 use crate::store::Store;
 use crate::webhooks::{WebhookSettings, Webhooks};
 
@@ -225,20 +228,25 @@ fn lock_data_dir(settings: &Settings) -> anyhow::Result<File> {
 }
 
 fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
-    let client = build_client(&ClientSettings {
+    let client_settings = ClientSettings {
         user_agent: settings.user_agent.clone(),
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
         read_timeout: Duration::from_secs(settings.stall_timeout_secs),
         max_redirects: settings.max_redirects,
-    })
-    .context("cannot build the HTTP client")?;
+        no_proxy: settings.no_proxy.clone(),
+    };
+    let proxy = settings.proxy.as_ref().map(Secret::expose);
+    let clients = Clients::new(client_settings, proxy).context("cannot build the HTTP client")?;
+    let credentials = CredentialRules::compile(&settings.credentials)
+        .map_err(|e| anyhow::anyhow!("invalid credential rule: {e}"))?;
     let retry = RetryPolicy {
         attempts: settings.retry_attempts.max(1),
         base: Duration::from_millis(settings.retry_base_delay_ms),
         max: Duration::from_millis(settings.retry_max_delay_ms),
     };
     Ok(Fetcher::new(FetcherSettings {
-        client,
+        clients,
+        credentials,
         retry,
         checkpoint_every: Duration::from_millis(settings.checkpoint_interval_ms),
         max_redirects: settings.max_redirects,

@@ -17,7 +17,7 @@ const CLIENT_VARS: [&str; 2] = ["HAUL_SERVER", "HAUL_TOKEN"];
 /// Most events the replay buffer may keep (a few hundred bytes each).
 const MAX_EVENT_REPLAY: usize = 1_000_000;
 /// Settings that are never serialised (so they are missing from the serialised defaults).
-const SECRET_KEYS: [&str; 2] = ["api_token", "webhook_secret"];
+const SECRET_KEYS: [&str; 4] = ["api_token", "webhook_secret", "proxy", "credentials"];
 
 /// Every daemon setting. Field docs are the reference; `config/haul.toml` repeats them.
 #[derive(Clone, Serialize, Deserialize)]
@@ -96,6 +96,50 @@ pub struct Settings {
     pub webhook_retry_max_delay_ms: u64,
     /// Deliveries waiting per receiver; more are dropped (and recorded as dropped).
     pub webhook_queue_capacity: usize,
+    /// Proxy for every download (`http://`, `https://`, `socks5://`, `socks5h://`); a job's
+    /// own `proxy` replaces it. Unset: downloads go direct (the `HTTP_PROXY` family of
+    /// variables is not read). Never serialised: it may carry a password.
+    #[serde(skip_serializing)]
+    pub proxy: Option<Secret>,
+    /// Hosts reached without a proxy (comma list, as `NO_PROXY`: `example.com` also covers its
+    /// subdomains, `*` covers all, IP networks as `10.0.0.0/8`). Unset: the environment's
+    /// `NO_PROXY` (or `no_proxy`) applies.
+    pub no_proxy: Option<String>,
+    /// Rules that attach a token or headers to the URLs they match (`[[credentials]]`); the
+    /// first matching rule applies. Never serialised or printed.
+    #[serde(skip_serializing)]
+    pub credentials: Vec<CredentialRule>,
+}
+
+/// One credential rule (`[[credentials]]` in the file): match a URL by `host` (exact, or
+/// `*.suffix` for its subdomains) or by `url_regex`, and send `token` (as `Authorization:
+/// Bearer`) and `headers` to it. A job's own `access_token` and headers of the same name win.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRule {
+    /// Host to match: `example.com` (that host only) or `*.example.com` (its subdomains).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Regular expression matched against the whole URL.
+    #[serde(default)]
+    pub url_regex: Option<String>,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Extra headers (names and secret values).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+}
+
+impl fmt::Debug for CredentialRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialRule")
+            .field("host", &self.host)
+            .field("url_regex", &self.url_regex)
+            .field("token", &self.token)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// One global webhook subscription (`[[webhooks]]` in the file).
@@ -162,6 +206,9 @@ impl Default for Settings {
             webhook_retry_base_delay_ms: 1_000,
             webhook_retry_max_delay_ms: 60_000,
             webhook_queue_capacity: 1_000,
+            proxy: None,
+            no_proxy: None,
+            credentials: Vec::new(),
         }
     }
 }
@@ -177,9 +224,11 @@ impl fmt::Debug for Settings {
         let set = |on: bool| if on { "[set]" } else { "[unset]" };
         write!(
             f,
-            "Settings {shown} api_token={} webhook_secret={}",
+            "Settings {shown} api_token={} webhook_secret={} proxy={} credentials={}",
             set(self.api_token.is_some()),
             set(self.webhook_secret.is_some()),
+            set(self.proxy.is_some()),
+            self.credentials.len(),
         )
     }
 }
@@ -389,7 +438,21 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
             "event_replay_buffer must be at most {MAX_EVENT_REPLAY}"
         ));
     }
-    validate_webhooks(s)
+    validate_webhooks(s)?;
+    validate_sources(s)
+}
+
+fn validate_sources(s: &Settings) -> Result<(), ConfigError> {
+    if let Some(proxy) = &s.proxy {
+        // The value is not echoed: it may carry a password.
+        crate::fetch::parse_proxy(proxy.expose())
+            .map_err(|e| ConfigError::Invalid(format!("proxy: {e}")))?;
+    }
+    for (i, rule) in s.credentials.iter().enumerate() {
+        crate::fetch::CredentialRules::compile(std::slice::from_ref(rule))
+            .map_err(|e| ConfigError::Invalid(format!("credentials[{i}]: {e}")))?;
+    }
+    Ok(())
 }
 
 fn validate_webhooks(s: &Settings) -> Result<(), ConfigError> {
@@ -447,6 +510,43 @@ mod tests {
         let path = dir.path().join("haul.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn sources_come_from_the_file_and_the_environment_and_stay_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(
+            &dir,
+            "[[credentials]]\nhost = \"*.example.com\"\ntoken = \"TOK-123\"\n\
+             headers = { Cookie = \"c=COOKIE-9\" }\n",
+        );
+        let vars = env(&[
+            ("HAUL_PROXY", "socks5h://u:PW-77@127.0.0.1:1080"),
+            ("HAUL_NO_PROXY", "localhost,.internal"),
+        ]);
+        let loaded = load_from(Some(&path), &Overrides::default(), vars).unwrap();
+        let s = &loaded.settings;
+        assert_eq!(s.credentials.len(), 1);
+        assert_eq!(s.credentials[0].host.as_deref(), Some("*.example.com"));
+        assert_eq!(
+            s.proxy.as_ref().map(Secret::expose),
+            Some("socks5h://u:PW-77@127.0.0.1:1080")
+        );
+        assert_eq!(s.no_proxy.as_deref(), Some("localhost,.internal"));
+        let shown = format!("{s:?}");
+        for secret in ["TOK-123", "COOKIE-9", "PW-77"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        for bad in [
+            "[[credentials]]\nhost = \"h\"\nurl_regex = \"h\"\ntoken = \"t\"\n",
+            "[[credentials]]\nhost = \"h\"\n",
+            "proxy = \"ftp://PW-88@h:21\"\n",
+        ] {
+            let path = file(&dir, bad);
+            let err = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+            assert!(!err.to_string().contains("PW-88"), "{err}");
+        }
     }
 
     #[test]

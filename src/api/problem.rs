@@ -73,6 +73,8 @@ pub enum ErrorCode {
     InvalidLimit,
     /// 422: `callback_url` is not an http or https URL.
     InvalidCallbackUrl,
+    /// 422: `proxy` is not an http, https, socks5 or socks5h URL.
+    InvalidProxy,
     /// 429: `max_queued_jobs` jobs are waiting; retry after `Retry-After` seconds.
     QueueFull,
     /// 503: the store is busy or unreachable; retry.
@@ -198,7 +200,7 @@ impl From<ValidationError> for ApiError {
     fn from(err: ValidationError) -> Self {
         use ValidationError as V;
         let code = match &err {
-            V::MissingSource | V::AmbiguousSource => ErrorCode::InvalidSource,
+            V::MissingSource | V::AmbiguousSource | V::MirrorsWithFiles => ErrorCode::InvalidSource,
             V::FileCount { .. } => ErrorCode::InvalidFileCount,
             V::InvalidUrl { .. } => ErrorCode::InvalidUrl,
             V::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,
@@ -211,6 +213,7 @@ impl From<ValidationError> for ApiError {
             V::Description => ErrorCode::InvalidDescription,
             V::Limit(_) => ErrorCode::InvalidLimit,
             V::CallbackUrl(_) => ErrorCode::InvalidCallbackUrl,
+            V::Proxy(_) => ErrorCode::InvalidProxy,
         };
         Self::new(code, err.to_string())
     }

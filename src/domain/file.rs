@@ -142,6 +142,8 @@ pub struct FileRecord {
     /// True when an existing file already had the expected checksum and nothing was fetched.
     pub cached: bool,
     pub error: Option<FileError>,
+    /// Other URLs serving the same bytes (used by workers; not part of the API's file).
+    pub mirrors: Vec<String>,
 }
 
 #[cfg(test)]

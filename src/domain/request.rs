@@ -11,9 +11,10 @@ use super::{FileId, JobId, JobLimits, OnConflict, Priority, Sha256};
 const MAX_URL_BYTES: usize = 8192;
 const MAX_DESCRIPTION_BYTES: usize = 4096;
 const MAX_HEADERS: usize = 64;
+const MAX_MIRRORS: usize = 16;
 
 /// Headers haul sets itself (ranges, framing, the connection): a job may not override them.
-const RESERVED_HEADERS: &[&str] = &[
+pub const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -63,6 +64,14 @@ pub struct JobRequest {
     /// daemon's `webhook_secret`. Stored, never returned (it may carry a token).
     #[schema(example = "https://example.com/hooks/haul")]
     pub callback_url: Option<String>,
+    /// Other URLs serving the same bytes as `url` (mirrors): ranges are spread over all of
+    /// them, and one that fails, is much slower or serves another version is dropped.
+    pub mirrors: Option<Vec<String>>,
+    /// Proxy for this job's requests (`http://`, `https://`, `socks5://` or `socks5h://`,
+    /// where the proxy resolves names), instead of the daemon's. Hosts in the daemon's
+    /// `no_proxy` are still reached directly. Stored, never returned (it may carry a password).
+    #[schema(example = "socks5h://127.0.0.1:1080")]
+    pub proxy: Option<String>,
 }
 
 /// One file of a multi-file job.
@@ -75,6 +84,8 @@ pub struct FileRequest {
     pub path: Option<String>,
     /// Expected SHA-256 (hex).
     pub sha256: Option<String>,
+    /// Other URLs serving the same bytes (mirrors); see the job's `mirrors`.
+    pub mirrors: Option<Vec<String>>,
 }
 
 /// Why a submission was rejected. The API gives each variant a stable error code.
@@ -100,6 +111,8 @@ pub enum ValidationError {
     Sha256(String),
     #[error("`sha256` applies to a single `url`; give `files[].sha256` instead")]
     Sha256WithFiles,
+    #[error("`mirrors` applies to a single `url`; give `files[].mirrors` instead")]
+    MirrorsWithFiles,
     #[error("header {name:?}: {reason}")]
     Header { name: String, reason: String },
     #[error("description is longer than {MAX_DESCRIPTION_BYTES} bytes")]
@@ -108,6 +121,8 @@ pub enum ValidationError {
     Limit(&'static str),
     #[error("callback_url: {0}")]
     CallbackUrl(String),
+    #[error("proxy: {0}")]
+    Proxy(String),
 }
 
 /// A validated job, ready for the store.
@@ -125,6 +140,8 @@ pub struct NewJob {
     pub access_token: Option<String>,
     /// Where the job's events are delivered, besides the global subscriptions.
     pub callback_url: Option<url::Url>,
+    /// Secret (it may carry a password): stored, never shown.
+    pub proxy: Option<String>,
     pub files: Vec<NewFile>,
 }
 
@@ -136,6 +153,8 @@ pub struct NewFile {
     /// Planned destination relative to the download root (the conflict policy may change it).
     pub path: String,
     pub sha256: Option<Sha256>,
+    /// Other URLs serving the same bytes.
+    pub mirrors: Vec<url::Url>,
 }
 
 impl JobRequest {
@@ -168,8 +187,11 @@ impl JobRequest {
         if let Some(token) = &self.access_token {
             check_access_token(token)?;
         }
+        if let Some(proxy) = &self.proxy {
+            crate::fetch::parse_proxy(proxy).map_err(ValidationError::Proxy)?;
+        }
         let listed = self.files.is_some();
-        let sources = sources(self.url, self.files, self.sha256)?;
+        let sources = sources(self.url, self.files, self.sha256, self.mirrors)?;
         if sources.is_empty() || sources.len() > max_files {
             return Err(ValidationError::FileCount { max: max_files });
         }
@@ -193,6 +215,7 @@ impl JobRequest {
             headers,
             access_token: self.access_token,
             callback_url,
+            proxy: self.proxy,
             files,
         })
     }
@@ -202,13 +225,16 @@ fn sources(
     url: Option<String>,
     files: Option<Vec<FileRequest>>,
     sha256: Option<String>,
+    mirrors: Option<Vec<String>>,
 ) -> Result<Vec<FileRequest>, ValidationError> {
     match (url, files) {
         (Some(url), None) => Ok(vec![FileRequest {
             url,
             path: None,
             sha256,
+            mirrors,
         }]),
+        (None, Some(_)) if mirrors.is_some() => Err(ValidationError::MirrorsWithFiles),
         (None, Some(files)) if sha256.is_none() => Ok(files),
         (None, Some(_)) => Err(ValidationError::Sha256WithFiles),
         (Some(_), Some(_)) => Err(ValidationError::AmbiguousSource),
@@ -247,11 +273,21 @@ fn plan_files(
         if !seen.insert(path.clone()) {
             return Err(ValidationError::DuplicatePath(path));
         }
+        let mirrors = source
+            .mirrors
+            .unwrap_or_default()
+            .iter()
+            .map(|m| parse_url(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        if mirrors.len() > MAX_MIRRORS {
+            return Err(ValidationError::Limit("at most 16 mirrors per file"));
+        }
         files.push(NewFile {
             id: FileId::new(),
             url,
             path,
             sha256,
+            mirrors,
         });
     }
     Ok(files)
@@ -390,6 +426,8 @@ mod tests {
             ValidationError::Description => "invalid-description",
             ValidationError::Limit(_) => "invalid-limit",
             ValidationError::CallbackUrl(_) => "invalid-callback-url",
+            ValidationError::Proxy(_) => "invalid-proxy",
+            ValidationError::MirrorsWithFiles => "invalid-source",
         }
     }
 
@@ -452,6 +490,7 @@ mod tests {
             url: url.into(),
             path: None,
             sha256: None,
+            mirrors: None,
         };
         let many = JobRequest {
             files: Some(vec![
@@ -539,6 +578,7 @@ mod tests {
                 url: "http://h/a".into(),
                 path: Some("../../etc/passwd".into()),
                 sha256: None,
+                mirrors: None,
             }]),
             ..Default::default()
         };

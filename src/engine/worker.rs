@@ -105,7 +105,7 @@ async fn run_job(engine: &Engine, id: JobId, loaded: Option<LoadedRun>, run: &Ru
         Ok(loaded) => (
             loaded.job,
             loaded.files,
-            (loaded.headers, loaded.access_token),
+            (loaded.headers, loaded.access_token, loaded.proxy),
         ),
         Err(err) => {
             tracing::warn!(error.message = %err, "cannot load job {id}; releasing it");

@@ -19,6 +19,7 @@ use super::http::{
     get_following, if_range_value, network_error, parse_content_range, response_meta, status_error,
 };
 use super::limits::{HostPermit, Hosts, Throttle};
+use super::source::Source;
 use super::writer::Sink;
 use super::{ConnectionGuard, FetchError, LiveFile, RetryPolicy};
 use crate::store::FileMeta;
@@ -68,16 +69,17 @@ impl Range {
     }
 }
 
+/// Attempts a connection to a mirror makes before it gives up, when other URLs can take over.
+const MIRROR_ATTEMPTS: u32 = 2;
+
 /// What every connection of a file shares.
 pub struct Env {
     pub client: reqwest::Client,
-    pub url: url::Url,
-    /// The job's headers and token (sent only to the URL's origin).
-    pub secret: HeaderMap,
+    /// The file's URL first, then its mirrors.
+    pub sources: Vec<Source>,
     pub max_redirects: usize,
     pub retry: RetryPolicy,
     pub hosts: Hosts,
-    pub host: String,
     pub global: Arc<Throttle>,
     pub job: Arc<Throttle>,
     pub live: Arc<LiveFile>,
@@ -125,6 +127,8 @@ pub enum Ask {
 /// One connection's assignment.
 pub struct Assignment {
     pub index: usize,
+    /// Which of the file's sources it fetches from.
+    pub source: usize,
     pub range: Arc<Range>,
     pub ask: Ask,
     /// Size and validator known so far (none for a probe).
@@ -138,6 +142,15 @@ pub struct Assignment {
 /// Runs an assignment to its end, retrying transient failures from its own offset.
 pub async fn run(env: Arc<Env>, mut work: Assignment, stop: CancellationToken) -> Outcome {
     let mut failures = 0u32;
+    let Some(source) = env.sources.get(work.source) else {
+        return Outcome::Failed(FetchError::Store("no such source".into()));
+    };
+    // With mirrors, a failing URL gives up sooner: another takes its ranges over.
+    let attempts = if env.sources.len() > 1 {
+        env.retry.attempts.min(MIRROR_ATTEMPTS)
+    } else {
+        env.retry.attempts
+    };
     loop {
         if stop.is_cancelled() {
             return Outcome::Stopped;
@@ -150,7 +163,7 @@ pub async fn run(env: Arc<Env>, mut work: Assignment, stop: CancellationToken) -
             None => tokio::select! {
                 biased;
                 () = stop.cancelled() => return Outcome::Stopped,
-                permit = env.hosts.acquire(&env.host) => permit,
+                permit = env.hosts.acquire(&source.host) => permit,
             },
         };
         let before = work.range.next();
@@ -176,13 +189,13 @@ pub async fn run(env: Arc<Env>, mut work: Assignment, stop: CancellationToken) -
             ..
         } = &error
         {
-            env.hosts.push_back(&env.host, *retry_after);
+            env.hosts.push_back(&source.host, *retry_after);
         }
         if work.range.next() > before {
             failures = 0;
         }
         failures += 1;
-        if failures >= env.retry.attempts {
+        if failures >= attempts {
             return Outcome::Failed(error);
         }
         let delay = env.retry.delay(failures, error.retry_after());
@@ -218,23 +231,12 @@ impl Attempt<'_> {
         let Some(headers) = self.range_headers(from, asked_end) else {
             return Ok(Outcome::Restart("no validator to resume safely"));
         };
-        let env = self.env;
         let response = match self.work.first.take() {
-            Some(response) => response,
-            None => {
-                let sent = get_following(
-                    &env.client,
-                    &env.url,
-                    &env.secret,
-                    &headers,
-                    env.max_redirects,
-                );
-                tokio::select! {
-                    biased;
-                    () = self.stop.cancelled() => return Err(FetchError::Stopped),
-                    sent = sent => sent?,
-                }
+            Some(response) => {
+                self.source().learn(response.url());
+                response
             }
+            None => self.send(&headers).await?,
         };
         match (self.work.ask, response.status().as_u16()) {
             (Ask::Probe, 206 | 200) => self.probed(response).await,
@@ -274,6 +276,58 @@ impl Attempt<'_> {
                 reason: format!("unexpected status {status}"),
             }),
             _ => Err(status_error(&response)),
+        }
+    }
+
+    fn source(&self) -> &Source {
+        &self.env.sources[self.work.source]
+    }
+
+    /// Sends the request: to where the URL's redirects led last, if they did, and from the URL
+    /// again if that location now refuses (403 or 410: an expired signed link). The answer
+    /// from the new location is checked like any other: a different size or validator means a
+    /// restart, never a mix of two versions.
+    async fn send(&self, headers: &HeaderMap) -> Result<reqwest::Response, FetchError> {
+        let source = self.source();
+        let location = source.location();
+        let response = self
+            .get(
+                (location.as_ref().unwrap_or(&source.url), &source.url),
+                headers,
+            )
+            .await?;
+        if location.is_none() || !matches!(response.status().as_u16(), 403 | 410) {
+            source.learn(response.url());
+            return Ok(response);
+        }
+        tracing::info!(
+            url = %redact_url(&source.url),
+            http.status = response.status().as_u16(),
+            "the location a redirect led to refuses now (an expired link?); resolving the URL again"
+        );
+        source.forget();
+        let response = self.get((&source.url, &source.url), headers).await?;
+        source.learn(response.url());
+        Ok(response)
+    }
+
+    async fn get(
+        &self,
+        urls: (&url::Url, &url::Url),
+        headers: &HeaderMap,
+    ) -> Result<reqwest::Response, FetchError> {
+        let env = self.env;
+        let sent = get_following(
+            &env.client,
+            urls,
+            &self.source().secret,
+            headers,
+            env.max_redirects,
+        );
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Err(FetchError::Stopped),
+            sent = sent => sent,
         }
     }
 
@@ -379,7 +433,15 @@ impl Attempt<'_> {
         // Received and not yet paid for (a read can bring hundreds of KiB at once).
         let mut unpaid = Bytes::new();
         let result = loop {
-            let mut bytes = match paid_chunk(env, self.stop, &mut response, &mut unpaid).await {
+            let mut bytes = match paid_chunk(
+                env,
+                self.work.source,
+                self.stop,
+                &mut response,
+                &mut unpaid,
+            )
+            .await
+            {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
@@ -445,6 +507,7 @@ impl Attempt<'_> {
 /// `unpaid` holds what was read and not yet paid for. `None` at the end of the body.
 async fn paid_chunk(
     env: &Env,
+    source: usize,
     stop: &CancellationToken,
     response: &mut reqwest::Response,
     unpaid: &mut Bytes,
@@ -458,7 +521,7 @@ async fn paid_chunk(
         *unpaid = match chunk {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(network_error(&e, &env.url)),
+            Err(e) => return Err(network_error(&e, &env.sources[source].url)),
         };
     }
     let limited = env.global.rate().is_some() || env.job.rate().is_some();

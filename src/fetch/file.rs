@@ -11,6 +11,8 @@
 //! Whatever a server does, a file is never stitched from two versions: any response that does
 //! not continue exactly what was asked restarts the file from a fresh probe.
 
+mod spread;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{self, Ask, Assignment, Env, Event, Outcome, Range};
 use super::http::if_range_value;
+use super::mirrors::Mirrors;
+use super::source::Source;
 use super::writer::Writer;
 use super::{Data, FetchError, Fetched, Fetcher, FileTask, Journal, LiveFile, plan, small};
 use crate::domain::Segment;
@@ -78,6 +82,8 @@ enum State {
 struct Slot {
     range: Arc<Range>,
     state: State,
+    /// The URL its connection fetches from (0: the file's own).
+    source: usize,
     /// This slot is a speculative copy of another slot's tail.
     races: Option<usize>,
     /// Another slot races this one's tail.
@@ -96,6 +102,7 @@ impl Slot {
         Self {
             range,
             state,
+            source: 0,
             races: None,
             raced_by: None,
             stop: None,
@@ -243,6 +250,8 @@ struct FileRun<'a, J> {
     received: u64,
     /// A connection's rate while several ran: what a tail connection left alone is held to.
     typical_rate: f64,
+    /// Which of the file's URLs are still in use.
+    mirrors: Mirrors,
 }
 
 /// Bytes that have arrived on the slots' connections so far (counted as they arrive, before
@@ -326,13 +335,11 @@ impl Fetcher {
         );
         let (events_tx, events) = mpsc::unbounded_channel();
         let env = Arc::new(Env {
-            client: self.client.clone(),
-            url: task.url.clone(),
-            secret: task.headers.clone(),
+            client: task.client.clone(),
+            sources: self.sources(task),
             max_redirects: self.max_redirects,
             retry: self.retry,
             hosts: self.hosts.clone(),
-            host: task.url.host_str().unwrap_or_default().to_owned(),
             global: self.throttle.clone(),
             job: task.throttle.clone(),
             live: live.clone(),
@@ -370,9 +377,21 @@ impl Fetcher {
             last_tick: (Instant::now(), live.done()),
             received: 0,
             typical_rate: 0.0,
+            mirrors: Mirrors::new(1 + task.mirrors.len()),
         };
         let result = run.drive().await;
         run.finish(result).await
+    }
+
+    /// The file's URL and its mirrors, each with its credentials.
+    fn sources(&self, task: &FileTask) -> Vec<Source> {
+        std::iter::once(&task.url)
+            .chain(&task.mirrors)
+            .map(|url| {
+                let secret = self.credentials.headers_for(url, &task.headers);
+                Source::new(url.clone(), secret.into_owned())
+            })
+            .collect()
     }
 
     /// Makes a fresh file's first request: either the whole (small) file, or the response
@@ -526,9 +545,13 @@ impl<J: Journal> FileRun<'_, J> {
     /// The first connection of a fresh file.
     fn start_probe(&mut self) {
         let range = Range::new(0, None, 0);
-        self.slots.push(Slot::new(range, State::Pending));
+        let mut slot = Slot::new(range, State::Pending);
+        slot.source = self.mirrors.first_live();
+        self.mirrors.probed_from = slot.source;
+        self.slots.push(slot);
         self.probing = true;
-        match self.first.take() {
+        // The first response came from the file's own URL.
+        match self.first.take().filter(|_| self.mirrors.probed_from == 0) {
             Some((response, permit)) => {
                 self.spawn_with(0, Ask::Probe, Some(permit), Some(response))
             }
@@ -578,10 +601,21 @@ impl<J: Journal> FileRun<'_, J> {
                 self.fill();
                 Ok(None)
             }
+            // A connection on a URL dropped meanwhile: its failure says nothing of the others.
+            Outcome::Restart(_) | Outcome::Failed(_) if self.on_dropped_source(index) => {
+                self.requeue(index);
+                Ok(None)
+            }
             Outcome::Restart(reason) => {
+                // A mirror that serves another version is dropped; the file follows its probe.
+                let source = self.slots.get(index).map_or(0, |s| s.source);
+                if source != self.mirrors.probed_from && self.drop_source(index, reason) {
+                    return Ok(None);
+                }
                 self.probing = false;
                 Ok(Some(End::Restart(reason)))
             }
+            Outcome::Failed(error) if self.drop_source(index, &error.to_string()) => Ok(None),
             Outcome::Failed(error) => {
                 self.halt().await;
                 let _ = self.checkpoint().await;
@@ -652,13 +686,8 @@ impl<J: Journal> FileRun<'_, J> {
                 return;
             }
             // Every connection beyond the first needs a free slot on the host now.
-            let permit = if active == 0 {
-                None
-            } else {
-                match self.env.hosts.try_acquire(&self.env.host) {
-                    Some(permit) => Some(permit),
-                    None => return,
-                }
+            let Some((source, permit)) = self.claim_source(active == 0, None) else {
+                return;
             };
             let ask = if self.parallel {
                 Ask::Segment
@@ -673,6 +702,7 @@ impl<J: Journal> FileRun<'_, J> {
                 },
                 None => return,
             };
+            self.slots[index].source = source;
             self.spawn(index, ask, permit);
         }
     }
@@ -713,6 +743,7 @@ impl<J: Journal> FileRun<'_, J> {
         slot.since = Some(Instant::now());
         let work = Assignment {
             index,
+            source: slot.source,
             range: slot.range.clone(),
             ask,
             meta: self.meta.clone(),
@@ -744,6 +775,7 @@ impl<J: Journal> FileRun<'_, J> {
                 .min();
             self.growth.update(arrived(&self.slots), active, limit);
             self.shed();
+            self.drop_slow_mirror();
             self.fill();
             self.race();
         }
@@ -815,18 +847,21 @@ impl<J: Journal> FileRun<'_, J> {
                 && slot.rate * SLOW_FACTOR < self.typical_rate
         });
         let Some(original) = slow else { return };
-        let Some(permit) = self.env.hosts.try_acquire(&self.env.host) else {
+        // A race goes to another URL when there is one with room.
+        let avoid = Some(self.slots[original].source);
+        let Some((source, permit)) = self.claim_source(false, avoid) else {
             return;
         };
         let range = &self.slots[original].range;
         let copy = Range::new(range.next(), range.end(), 0);
         let mut slot = Slot::new(copy, State::Pending);
         slot.races = Some(original);
+        slot.source = source;
         self.slots.push(slot);
         let index = self.slots.len() - 1;
         self.slots[original].raced_by = Some(index);
         tracing::debug!(url = %redact_url(&self.task.url), "racing a slow connection's tail");
-        self.spawn(index, Ask::Segment, Some(permit));
+        self.spawn(index, Ask::Segment, permit);
     }
 
     fn plan(&self, counts: &[u64]) -> Vec<Segment> {

@@ -16,22 +16,63 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub max_redirects: usize,
+    /// Hosts reached without a proxy (`NO_PROXY` syntax); `None`: the environment's
+    /// `NO_PROXY` / `no_proxy`.
+    pub no_proxy: Option<String>,
 }
 
-/// The one client every download shares (connection pool, TLS sessions).
+/// The one client every download shares (connection pool, TLS sessions), through `proxy` if
+/// one is given.
 ///
 /// No transparent decompression: the bytes stored are the bytes served, so lengths, ranges and
 /// checksums all refer to the same thing. No `Accept-Encoding` is sent. Redirects are followed
-/// by [`get_following`], not by the client, so credentials never leave their origin.
-pub fn build_client(settings: &ClientSettings) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// by [`get_following`], not by the client, so credentials never leave their origin. Without a
+/// proxy, none is taken from the environment: a daemon's proxy is its configuration's choice.
+pub fn build_client(
+    settings: &ClientSettings,
+    proxy: Option<&str>,
+) -> Result<reqwest::Client, FetchError> {
+    let builder = reqwest::Client::builder()
         .user_agent(&settings.user_agent)
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
+        .pool_idle_timeout(Duration::from_secs(30));
+    let builder = match proxy {
+        None => builder.no_proxy(),
+        Some(proxy) => {
+            let no_proxy = match &settings.no_proxy {
+                Some(list) => reqwest::NoProxy::from_string(list),
+                None => reqwest::NoProxy::from_env(),
+            };
+            let proxy = parse_proxy(proxy).map_err(|reason| FetchError::InvalidResponse {
+                url: String::new(),
+                reason: format!("the proxy: {reason}"),
+            })?;
+            builder.proxy(proxy.no_proxy(no_proxy))
+        }
+    };
+    builder.build().map_err(|e| FetchError::InvalidResponse {
+        url: String::new(),
+        reason: format!("cannot build an HTTP client: {e}"),
+    })
+}
+
+/// A proxy URL: `http`, `https`, `socks5` (names resolved here) or `socks5h` (names resolved
+/// by the proxy), with a host. The error never repeats the URL (it may carry a password).
+pub fn parse_proxy(raw: &str) -> Result<reqwest::Proxy, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
+        return Err(format!(
+            "scheme {:?} is not supported; use http, https, socks5 or socks5h",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("it has no host".into());
+    }
+    reqwest::Proxy::all(url).map_err(|_| "not a usable proxy URL".to_owned())
 }
 
 /// A job's extra headers plus its bearer token, ready to send.
@@ -66,20 +107,23 @@ pub fn request_headers(
     Ok(headers)
 }
 
-/// GETs `url`, following up to `max_redirects` redirects. `secret` (the job's headers and
-/// token) is sent only to the origin — scheme, host and port — of `url` itself: a redirect to
-/// another host, or from https to http, loses it. `always` (Range, If-Range) goes everywhere.
+/// GETs `start`, following up to `max_redirects` redirects. `secret` (the job's headers and
+/// token, or a credential rule's) is sent only to the origin — scheme, host and port — of
+/// `url`, the URL the credentials belong to: a redirect to another host or port, or from https
+/// to http, loses them, whatever their names (`Authorization`, `Cookie`, `X-Api-Key`, …).
+/// `start` is `url` itself or where its redirects led before. `always` (Range, If-Range) goes
+/// everywhere.
 pub async fn get_following(
     client: &reqwest::Client,
-    url: &url::Url,
+    (start, url): (&url::Url, &url::Url),
     secret: &HeaderMap,
     always: &HeaderMap,
     max_redirects: usize,
 ) -> Result<reqwest::Response, FetchError> {
-    let mut current = url.clone();
+    let mut current = start.clone();
     for _ in 0..=max_redirects {
         let mut request = client.get(current.clone()).headers(always.clone());
-        if current.origin() == url.origin() {
+        if !secret.is_empty() && current.origin() == url.origin() {
             request = request.headers(secret.clone());
         }
         let response = request

@@ -6,16 +6,20 @@
 //! per-host budgets every download shares, and `place` puts verified files in place. The fetch
 //! layer knows nothing of the store: it reports through a [`Journal`] the worker implements.
 
+mod clients;
 mod connection;
+mod credentials;
 pub mod disposition;
 mod error;
 mod file;
 mod http;
 pub mod limits;
+mod mirrors;
 pub mod place;
 pub mod plan;
 mod retry;
 mod small;
+mod source;
 mod writer;
 
 use std::future::Future;
@@ -26,9 +30,11 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
+pub use clients::Clients;
+pub use credentials::CredentialRules;
 pub use error::FetchError;
 pub use file::FileLimits;
-pub use http::{ClientSettings, build_client, request_headers};
+pub use http::{ClientSettings, build_client, parse_proxy, request_headers};
 pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;
 
@@ -55,8 +61,12 @@ pub trait Journal: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct FileTask {
     pub url: url::Url,
-    /// The job's headers and bearer token (sensitive values).
+    /// Other URLs serving the same bytes; ranges are spread over them and `url`.
+    pub mirrors: Vec<url::Url>,
+    /// The job's headers and bearer token, and a credential rule's (sensitive values).
     pub headers: HeaderMap,
+    /// The client to fetch with: the shared one, or the job's proxy's.
+    pub client: reqwest::Client,
     /// The `.part` file to write.
     pub part: PathBuf,
     /// Validators and size saved from an earlier run.
@@ -164,7 +174,8 @@ impl Drop for ConnectionGuard<'_> {
 
 /// What a [`Fetcher`] is made of.
 pub struct FetcherSettings {
-    pub client: reqwest::Client,
+    pub clients: Clients,
+    pub credentials: CredentialRules,
     pub retry: RetryPolicy,
     pub checkpoint_every: Duration,
     pub max_redirects: usize,
@@ -175,7 +186,9 @@ pub struct FetcherSettings {
 /// The shared machinery every file fetch uses. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// The shared client, and those of jobs' own proxies.
+    clients: Clients,
+    credentials: CredentialRules,
     retry: RetryPolicy,
     checkpoint_every: Duration,
     max_redirects: usize,
@@ -191,7 +204,8 @@ impl Fetcher {
     /// A fetcher over a shared client.
     pub fn new(settings: FetcherSettings) -> Self {
         Self {
-            client: settings.client,
+            clients: settings.clients,
+            credentials: settings.credentials,
             retry: settings.retry,
             checkpoint_every: settings.checkpoint_every,
             max_redirects: settings.max_redirects,
@@ -199,6 +213,11 @@ impl Fetcher {
             throttle: Throttle::new(settings.max_bytes_per_second),
             connections: Arc::default(),
         }
+    }
+
+    /// The clients downloads use.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     /// The daemon-wide bandwidth limit, changeable at run time.

@@ -35,6 +35,7 @@ pub async fn first_request(
     stop: &CancellationToken,
 ) -> Result<First, FetchError> {
     let host = task.url.host_str().unwrap_or_default();
+    let headers = fetcher.credentials.headers_for(&task.url, &task.headers);
     let permit = tokio::select! {
         biased;
         () = stop.cancelled() => return Err(FetchError::Stopped),
@@ -43,9 +44,9 @@ pub async fn first_request(
     let mut range = HeaderMap::new();
     range.insert(RANGE, HeaderValue::from_static("bytes=0-"));
     let sent = get_following(
-        &fetcher.client,
-        &task.url,
-        &task.headers,
+        &task.client,
+        (&task.url, &task.url),
+        &headers,
         &range,
         fetcher.max_redirects,
     );
@@ -54,12 +55,15 @@ pub async fn first_request(
         () = stop.cancelled() => return Err(FetchError::Stopped),
         sent = sent => match sent {
             Ok(response) => response,
-            // Worth another try: the coordinator makes it, with its backoff.
-            Err(error) if error.is_retryable() => return Ok(First::Nothing),
+            // Worth another try: the coordinator makes it, with its backoff (or, with
+            // mirrors, from another URL).
+            Err(error) if error.is_retryable() || !task.mirrors.is_empty() => return Ok(First::Nothing),
             Err(error) => return Err(error),
         },
     };
-    let Some(size) = whole_and_small(&response) else {
+    // An error status goes to the coordinator too: with mirrors, another may serve the file.
+    let failed = !response.status().is_success() && !task.mirrors.is_empty();
+    let Some(size) = whole_and_small(&response).filter(|_| !failed) else {
         return Ok(First::Response(response, permit));
     };
     let Some(body) = read_all(fetcher, task, response, size, stop).await? else {

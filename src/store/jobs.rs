@@ -8,7 +8,7 @@ use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
 use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
 
-/// SQLite allows 32766 bound parameters per statement; files take 7 each.
+/// SQLite allows 32766 bound parameters per statement; files take 8 each.
 pub(super) const FILE_INSERT_CHUNK: usize = 1000;
 
 /// What `list_jobs` returns.
@@ -117,7 +117,7 @@ fn push_files(
     (chunk_no, chunk): (usize, &[crate::domain::NewFile]),
 ) {
     insert.push(
-        "INSERT INTO files (id, job_id, idx, url, path, status, sha256) \
+        "INSERT INTO files (id, job_id, idx, url, path, status, sha256, mirrors) \
          SELECT * FROM (",
     );
     insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
@@ -128,12 +128,22 @@ fn push_files(
             .push_bind(file.url.to_string())
             .push_bind(file.path.clone())
             .push_bind("queued")
-            .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()));
+            .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()))
+            .push_bind(mirrors_json(&file.mirrors));
     });
     insert
         .push(") WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
         .push_bind(job.id.to_string())
         .push(")");
+}
+
+/// A file's mirrors as stored: a JSON array, or NULL for none (the common case).
+fn mirrors_json(mirrors: &[url::Url]) -> Option<String> {
+    if mirrors.is_empty() {
+        return None;
+    }
+    let urls: Vec<&str> = mirrors.iter().map(url::Url::as_str).collect();
+    serde_json::to_string(&urls).ok()
 }
 
 /// The read model of a job just inserted with `insert_job`.
@@ -157,6 +167,7 @@ fn inserted_job(job: &NewJob, now: i64) -> Job {
             last_modified: None,
             cached: false,
             error: None,
+            mirrors: file.mirrors.iter().map(url::Url::to_string).collect(),
         })
         .collect::<Vec<_>>();
     Job {
@@ -208,7 +219,7 @@ impl Store {
         insert.push(
             "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
              access_token, created_at, updated_at, max_connections, min_segment_size, \
-             max_bytes_per_second, callback_url) SELECT ",
+             max_bytes_per_second, callback_url, proxy) SELECT ",
         );
         let mut values = insert.separated(", ");
         values
@@ -225,7 +236,8 @@ impl Store {
             .push_bind(job.limits.max_connections)
             .push_bind(job.limits.min_segment_size.map(to_i64))
             .push_bind(job.limits.max_bytes_per_second.map(to_i64))
-            .push_bind(job.callback_url.as_ref().map(url::Url::to_string));
+            .push_bind(job.callback_url.as_ref().map(url::Url::to_string))
+            .push_bind(job.proxy.clone());
         insert
             .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
             .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))

@@ -59,14 +59,17 @@ pub struct LoadedRun {
     pub files: Vec<RunFile>,
     pub headers: Vec<(String, String)>,
     pub access_token: Option<String>,
+    /// The job's own proxy.
+    pub proxy: Option<String>,
 }
 
-/// A job row with the job's access token.
+/// A job row with the job's access token and proxy.
 #[derive(sqlx::FromRow)]
 struct RunJobRow {
     #[sqlx(flatten)]
     job: JobRow,
     secret_token: Option<String>,
+    secret_proxy: Option<String>,
 }
 
 /// A file as a worker needs it: its record plus its saved segments.
@@ -140,7 +143,7 @@ impl Store {
         let row: RunJobRow = sqlx::query_as(concat!(
             "SELECT ",
             job_columns!(),
-            ", j.access_token AS secret_token FROM jobs j WHERE j.id = ?"
+            ", j.access_token AS secret_token, j.proxy AS secret_proxy FROM jobs j WHERE j.id = ?"
         ))
         .bind(id.to_string())
         .fetch_optional(&mut *writer)
@@ -237,6 +240,7 @@ impl Store {
             files,
             headers,
             access_token: row.secret_token,
+            proxy: row.secret_proxy,
         })
     }
 

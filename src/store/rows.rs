@@ -51,7 +51,7 @@ macro_rules! concat_job_query {
 macro_rules! file_columns {
     () => {
         "id, idx, url, path, path_claimed, status, sha256, bytes_done, bytes_total, etag, \
-         last_modified, cached, error_type, error_message, error_http_status"
+         last_modified, cached, error_type, error_message, error_http_status, mirrors"
     };
 }
 
@@ -143,6 +143,7 @@ pub(super) struct FileRow {
     error_type: Option<String>,
     error_message: Option<String>,
     error_http_status: Option<i64>,
+    mirrors: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -255,6 +256,10 @@ impl TryFrom<FileRow> for FileRecord {
             last_modified: row.last_modified,
             cached: row.cached,
             error: error(row.error_type, row.error_message, row.error_http_status),
+            mirrors: match row.mirrors {
+                Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("mirrors", text))?,
+                None => Vec::new(),
+            },
         })
     }
 }

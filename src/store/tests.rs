@@ -54,6 +54,7 @@ fn job_of_files(dir: &tempfile::TempDir, count: usize) -> NewJob {
             url: format!("http://h/f{i}"),
             path: None,
             sha256: None,
+            mirrors: None,
         })
         .collect();
     JobRequest {
@@ -1084,4 +1085,38 @@ async fn deliveries_left_waiting_for_a_retry_are_marked_failed() {
         Some("the receiver answered 500; abandoned: the daemon stopped before a retry")
     );
     assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_jobs_proxy_and_its_files_mirrors_reach_the_worker() {
+    let (dir, store) = store().await;
+    let root = DownloadRoot::open(&dir.path().join("root")).unwrap();
+    let request = JobRequest {
+        url: Some("http://h/a".into()),
+        mirrors: Some(vec!["http://m1/a".into(), "https://m2/a?x=1".into()]),
+        proxy: Some("socks5h://user:pw@127.0.0.1:1080".into()),
+        ..Default::default()
+    };
+    let new = request.parse(&root, 10).unwrap();
+    let id = new.id;
+    let inserted = store.insert_job(&new, 10).await.unwrap();
+    assert_eq!(store.get_job(id).await.unwrap(), inserted);
+    assert_eq!(store.claim_next(OWNER, LEASE).await.unwrap(), Some(id));
+    let loaded = store.load_run(id).await.unwrap();
+    assert_eq!(
+        loaded.proxy.as_deref(),
+        Some("socks5h://user:pw@127.0.0.1:1080")
+    );
+    assert_eq!(
+        loaded.files[0].record.mirrors,
+        vec!["http://m1/a".to_owned(), "https://m2/a?x=1".to_owned()]
+    );
+    // Without mirrors or a proxy nothing is stored for them.
+    let plain = new_job(&dir, "http://h/b", 1, "");
+    store.insert_job(&plain, 10).await.unwrap();
+    assert!(
+        store.get_job(plain.id).await.unwrap().files[0]
+            .mirrors
+            .is_empty()
+    );
 }

@@ -21,15 +21,18 @@ mod plan;
 
 mod auth;
 mod contract;
+mod credentials;
 mod download;
 mod errors;
 mod events;
 mod files;
 mod helpers;
 mod lifecycle;
+mod mirrors;
 mod ops;
 mod origin_checks;
 mod parallel;
+mod proxy;
 mod receiver;
 mod replay;
 mod resume;

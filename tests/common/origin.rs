@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -82,12 +82,17 @@ pub struct Faults {
     pub stall_once_at: Option<u64>,
     /// Answer `302 Found` with this `Location` (absolute or relative) instead of the body.
     pub redirect_to: Option<String>,
+    /// Answer `403 Forbidden` unless the request's query is exactly this (a signed link: a
+    /// test moves it on to expire the old signature).
+    pub require_query: Option<String>,
 }
 
 /// One request as the origin saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    /// The query string, if the request had one.
+    pub query: Option<String>,
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub authorization: Option<String>,
@@ -395,6 +400,7 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
 async fn serve(
     State(shared): State<Arc<Shared>>,
     Path(path): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/{path}");
@@ -406,6 +412,7 @@ async fn serve(
     };
     let mut seen = Seen {
         path: path.clone(),
+        query,
         range: text(header::RANGE),
         if_range: text(header::IF_RANGE),
         authorization: text(header::AUTHORIZATION),
@@ -472,6 +479,11 @@ fn canned(resource: &mut Resource) -> Option<Response> {
 fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
     if let Some(response) = canned(resource) {
         return Err(response);
+    }
+    if let Some(required) = &resource.faults.require_query
+        && seen.query.as_ref() != Some(required)
+    {
+        return Err(StatusCode::FORBIDDEN.into_response());
     }
     let len = resource.body.len() as u64;
     let faults = resource.faults.clone();

@@ -22,4 +22,5 @@ mod cli;
 mod client;
 mod daemon;
 mod restart;
+mod secrets;
 mod settings;

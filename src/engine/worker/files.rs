@@ -71,9 +71,12 @@ pub(super) async fn run_files(
     ctx: &Ctx<'_>,
     files: Vec<RunFile>,
     lives: &[Arc<LiveFile>],
-    secrets: &(Vec<(String, String)>, Option<String>),
+    secrets: &(Vec<(String, String)>, Option<String>, Option<String>),
 ) -> Result<Vec<(String, JobError)>, Stop> {
-    let headers = request_headers(&secrets.0, secrets.1.as_deref());
+    // Once per job: the job's headers, and the client of its proxy (the shared one without).
+    let clients = ctx.engine.inner.fetcher.clients();
+    let headers = request_headers(&secrets.0, secrets.1.as_deref())
+        .and_then(|headers| Ok((headers, clients.for_job(secrets.2.as_deref())?)));
     let headers = &headers;
     let at_once = file_limits(ctx).max_connections.max(1);
     let owner = Owner {
@@ -173,14 +176,17 @@ async fn fetch_tracked(
     ctx: &Ctx<'_>,
     file: RunFile,
     live: &Arc<LiveFile>,
-    headers: &Result<HeaderMap, FetchError>,
+    headers: &Result<(HeaderMap, reqwest::Client), FetchError>,
     commits: (&Owner, &Handoff),
     claimed: Option<String>,
 ) -> (String, FileId, Result<(), FetchError>) {
     let (path, id) = (file.record.path.clone(), file.record.id);
     let outcome = match headers {
         Ok(headers) => fetch_one(ctx, file, live, headers, &commits, claimed).await,
-        Err(err) => Err(FetchError::Store(err.to_string())),
+        Err(err) => Err(FetchError::InvalidResponse {
+            url: String::new(),
+            reason: err.to_string(),
+        }),
     };
     (path, id, outcome)
 }
@@ -218,7 +224,7 @@ async fn fetch_one(
     ctx: &Ctx<'_>,
     file: RunFile,
     live: &Arc<LiveFile>,
-    headers: &HeaderMap,
+    (headers, client): &(HeaderMap, reqwest::Client),
     (owner, handoff): &(&Owner, &Handoff),
     claimed: Option<String>,
 ) -> Result<(), FetchError> {
@@ -234,9 +240,17 @@ async fn fetch_one(
     let inner = &ctx.engine.inner;
     let url =
         url::Url::parse(&record.url).map_err(|e| FetchError::Store(format!("stored URL: {e}")))?;
+    let mirrors = record
+        .mirrors
+        .iter()
+        .map(|m| url::Url::parse(m))
+        .collect::<Result<_, _>>()
+        .map_err(|e| FetchError::Store(format!("stored mirror URL: {e}")))?;
     let task = FileTask {
         url,
+        mirrors,
         headers: headers.clone(),
+        client: client.clone(),
         part: place::part_path(&inner.root.join(&destination.claim.rel)),
         meta: destination.meta.clone(),
         segments: destination.segments.clone(),

@@ -1,0 +1,61 @@
+//! HTTP clients: the shared one (through the configured proxy, if any) and one per proxy a job
+//! names. A client owns a connection pool, so jobs without a proxy of their own all share one
+//! and keep reusing its connections; a job's proxy gets its own client, built once and kept
+//! for the next job that names it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::FetchError;
+use super::http::{ClientSettings, build_client};
+
+/// Clients kept for jobs' proxies; beyond this the cache starts over (a bound, not an LRU:
+/// many distinct proxies at once is not the common case).
+const MAX_PROXY_CLIENTS: usize = 32;
+
+/// The shared client and a small cache of per-proxy clients. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    shared: reqwest::Client,
+    settings: Arc<ClientSettings>,
+    by_proxy: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+}
+
+impl Clients {
+    /// The shared client, through `proxy` if given.
+    pub fn new(settings: ClientSettings, proxy: Option<&str>) -> Result<Self, FetchError> {
+        Ok(Self {
+            shared: build_client(&settings, proxy)?,
+            settings: Arc::new(settings),
+            by_proxy: Arc::default(),
+        })
+    }
+
+    /// The shared client.
+    pub fn shared(&self) -> &reqwest::Client {
+        &self.shared
+    }
+
+    /// The client for a job: its own proxy's, or the shared one. Called once per file, never
+    /// per request.
+    pub fn for_job(&self, proxy: Option<&str>) -> Result<reqwest::Client, FetchError> {
+        let Some(proxy) = proxy else {
+            return Ok(self.shared.clone());
+        };
+        if let Some(client) = self.cached(proxy) {
+            return Ok(client);
+        }
+        let client = build_client(&self.settings, Some(proxy))?;
+        if let Ok(mut cache) = self.by_proxy.lock() {
+            if cache.len() >= MAX_PROXY_CLIENTS {
+                cache.clear();
+            }
+            cache.insert(proxy.to_owned(), client.clone());
+        }
+        Ok(client)
+    }
+
+    fn cached(&self, proxy: &str) -> Option<reqwest::Client> {
+        self.by_proxy.lock().ok()?.get(proxy).cloned()
+    }
+}
