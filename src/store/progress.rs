@@ -63,6 +63,18 @@ pub struct LoadedRun {
     pub proxy: Option<String>,
 }
 
+/// `SELECT` a [`RunJobRow`] `FROM jobs j <tail>`.
+macro_rules! run_job_query {
+    ($tail:literal) => {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            ", j.access_token AS secret_token, j.proxy AS secret_proxy FROM jobs j ",
+            $tail
+        )
+    };
+}
+
 /// A job row with the job's access token and proxy.
 #[derive(sqlx::FromRow)]
 struct RunJobRow {
@@ -140,15 +152,11 @@ impl Store {
     pub async fn load_run(&self, id: JobId) -> Result<LoadedRun, StoreError> {
         // On the writer's connection: a pooled one costs a ping each time it is given back.
         let mut writer = self.writer().await?;
-        let row: RunJobRow = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            ", j.access_token AS secret_token, j.proxy AS secret_proxy FROM jobs j WHERE j.id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&mut *writer)
-        .await?
-        .ok_or(StoreError::NotFound(id))?;
+        let row: RunJobRow = sqlx::query_as(run_job_query!("WHERE j.id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *writer)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
         let records = super::jobs::files_of(&mut *writer, id).await?;
         drop(writer);
         self.assemble_run(row, records).await
@@ -166,10 +174,9 @@ impl Store {
         let now = now_ms();
         let query = sqlx::query(concat!(
             claim_next_sql!(),
-            "; SELECT ",
-            job_columns!(),
-            ", j.access_token AS secret_token FROM jobs j \
-             WHERE j.status = 'running' AND j.lease_owner = ?; ",
+            "; ",
+            run_job_query!("WHERE j.status = 'running' AND j.lease_owner = ?"),
+            "; ",
             concat_file_query!(
                 "WHERE job_id = (SELECT id FROM jobs WHERE status = 'running' AND lease_owner = ?) \
                  ORDER BY idx"
