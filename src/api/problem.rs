@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::domain::ValidationError;
 use crate::domain::paths::PathError;
+use crate::domain::template::TemplateError;
 use crate::store::StoreError;
 
 /// Every error code the API can return.
@@ -47,9 +48,11 @@ pub enum ErrorCode {
     UnknownField,
     /// 422: a field has the wrong type or a required one is missing.
     InvalidBody,
-    /// 422: give either `url` or `files`.
+    /// 422: give exactly one of `url`, `files`, `url_template` (or a `text/plain` manifest).
     InvalidSource,
-    /// 422: too many (or zero) files.
+    /// 422: `url_template` is malformed; the detail names the character where.
+    InvalidUrlTemplate,
+    /// 422: too many (or zero) files, also when a `url_template` expands to too many.
     InvalidFileCount,
     /// 422: a URL does not parse or has no host.
     InvalidUrl,
@@ -199,6 +202,8 @@ impl From<ValidationError> for ApiError {
         use ValidationError as V;
         let code = match &err {
             V::MissingSource | V::AmbiguousSource => ErrorCode::InvalidSource,
+            V::Template(TemplateError::Malformed { .. }) => ErrorCode::InvalidUrlTemplate,
+            V::Template(TemplateError::TooLarge { .. }) => ErrorCode::InvalidFileCount,
             V::FileCount { .. } => ErrorCode::InvalidFileCount,
             V::InvalidUrl { .. } => ErrorCode::InvalidUrl,
             V::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,

@@ -10,6 +10,7 @@ pub mod job;
 pub mod paths;
 pub mod request;
 pub mod segment;
+pub mod template;
 pub mod time;
 
 pub use delivery::{Delivery, DeliveryStatus, DeliveryTarget};

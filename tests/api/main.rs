@@ -36,5 +36,6 @@ mod resume;
 mod retention;
 mod smoke;
 mod support;
+mod templates;
 mod wait;
 mod webhooks;

@@ -213,6 +213,7 @@ async fn the_openapi_document_names_every_error_code() {
         "unknown-field",
         "invalid-body",
         "invalid-source",
+        "invalid-url-template",
         "invalid-file-count",
         "invalid-url",
         "unsupported-scheme",
