@@ -1060,3 +1060,57 @@ async fn deliveries_left_waiting_for_a_retry_are_marked_failed() {
     );
     assert_eq!(store.abandon_pending_deliveries().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_names_one_job_and_goes_with_it() {
+    let (dir, store) = store().await;
+    let request = JobRequest {
+        url: Some("http://h/a".into()),
+        ..Default::default()
+    };
+    let key = crate::domain::IdempotencyKey::new("k-1", &request).unwrap();
+    let first = new_job(&dir, "http://h/a", 10, "a");
+    let Submitted::Created(created) = store.insert_job_once(&first, 10, &key).await.unwrap() else {
+        panic!("the first use creates the job");
+    };
+    // A second job under the same key is rolled back whole: no job, no files.
+    let second = job_of_files(&dir, 3);
+    let again = store.insert_job_once(&second, 10, &key).await.unwrap();
+    let Submitted::Existing(keyed) = again else {
+        panic!("the key is taken: {again:?}");
+    };
+    assert_eq!((keyed.job, keyed.same_request), (created.id, true));
+    let other = JobRequest {
+        url: Some("http://h/b".into()),
+        ..Default::default()
+    };
+    let reused = crate::domain::IdempotencyKey::new("k-1", &other).unwrap();
+    let found = store.find_key(&reused).await.unwrap().unwrap();
+    assert_eq!((found.job, found.same_request), (created.id, false));
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let files: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!((jobs, files), (1, 1));
+    // A full queue refuses the job and records no key.
+    let full = crate::domain::IdempotencyKey::new("k-2", &request).unwrap();
+    let refused = store.insert_job_once(&second, 1, &full).await.unwrap_err();
+    assert!(matches!(refused, StoreError::QueueFull { .. }), "{refused}");
+    assert!(store.find_key(&full).await.unwrap().is_none());
+    // Forgetting the job forgets its key: the key may then be used again.
+    store
+        .transition(created.id, Transition::Cancel, JobChanges::default())
+        .await
+        .unwrap();
+    store
+        .transition(created.id, Transition::Forget, JobChanges::default())
+        .await
+        .unwrap();
+    assert!(store.find_key(&key).await.unwrap().is_none());
+    let reborn = store.insert_job_once(&second, 10, &key).await.unwrap();
+    assert!(matches!(reborn, Submitted::Created(_)), "{reborn:?}");
+}
