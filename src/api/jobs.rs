@@ -195,7 +195,7 @@ async fn transition(
     // Announce the change before anything can act on it: `job.queued` precedes the
     // `job.started` a resume leads to, even if the dispatcher is awake already.
     let claims = match action {
-        Transition::Resume => Some(state.engine.hold_claims().await),
+        Transition::Resume | Transition::Retry => Some(state.engine.hold_claims().await),
         _ => None,
     };
     let (before, job) = state.store.transition(id, action, changes).await?;
@@ -261,6 +261,13 @@ action_route!(
     Transition::Resume,
     "Queue a paused job again, or retry a failed one; it continues from its checkpoint.",
     "The job is completed or cancelled"
+);
+action_route!(
+    retry_job,
+    "/v1/jobs/{id}/retry",
+    Transition::Retry,
+    "Queue a failed job again to fetch its failed files anew; complete files are kept, not fetched again.",
+    "The job is not failed"
 );
 
 /// Change a job's priority or its download rate limit.

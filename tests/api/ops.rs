@@ -105,6 +105,7 @@ fn routes() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("/v1/jobs/{id}/cancel", BTreeSet::from(["post"])),
         ("/v1/jobs/{id}/pause", BTreeSet::from(["post"])),
         ("/v1/jobs/{id}/resume", BTreeSet::from(["post"])),
+        ("/v1/jobs/{id}/retry", BTreeSet::from(["post"])),
         ("/v1/jobs/{id}/events", BTreeSet::from(["get"])),
         ("/v1/jobs/{id}/wait", BTreeSet::from(["get"])),
         ("/v1/jobs/cancel-all", BTreeSet::from(["post"])),
