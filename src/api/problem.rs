@@ -30,6 +30,8 @@ pub enum ErrorCode {
     InvalidJobId,
     /// 400: `Last-Event-ID` (or `last_event_id`) is not an event id (a number).
     InvalidLastEventId,
+    /// 400: `Idempotency-Key` is empty, longer than 255 characters or not printable ASCII.
+    InvalidIdempotencyKey,
     /// 401: a bearer token is required and was missing or wrong.
     Unauthorized,
     /// 404: no job has this id.
@@ -40,9 +42,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: the job's status does not allow this action.
     InvalidTransition,
+    /// 409: this `Idempotency-Key` came with another request; use a new key for a new job.
+    IdempotencyKeyReused,
     /// 413: the request body is larger than `max_request_bytes`.
     PayloadTooLarge,
-    /// 415: the body must be `application/json`.
+    /// 415: the body must be `application/json` (or, to submit a job, a `text/plain` manifest).
     UnsupportedMediaType,
     /// 422: the body has a field the API does not know.
     UnknownField,
@@ -52,6 +56,8 @@ pub enum ErrorCode {
     InvalidSource,
     /// 422: `url_template` is malformed; the detail names the character where.
     InvalidUrlTemplate,
+    /// 422: a `text/plain` manifest does not parse; the detail names the line.
+    InvalidManifest,
     /// 422: too many (or zero) files, also when a `url_template` expands to too many.
     InvalidFileCount,
     /// 422: a URL does not parse or has no host.
@@ -91,12 +97,17 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidJson | InvalidQuery | InvalidCursor | InvalidRegex | InvalidJobId
-            | InvalidLastEventId => StatusCode::BAD_REQUEST,
+            InvalidJson
+            | InvalidQuery
+            | InvalidCursor
+            | InvalidRegex
+            | InvalidJobId
+            | InvalidLastEventId
+            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             JobNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            InvalidTransition => StatusCode::CONFLICT,
+            InvalidTransition | IdempotencyKeyReused => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
@@ -204,6 +215,7 @@ impl From<ValidationError> for ApiError {
             V::MissingSource | V::AmbiguousSource => ErrorCode::InvalidSource,
             V::Template(TemplateError::Malformed { .. }) => ErrorCode::InvalidUrlTemplate,
             V::Template(TemplateError::TooLarge { .. }) => ErrorCode::InvalidFileCount,
+            V::Manifest(_) => ErrorCode::InvalidManifest,
             V::FileCount { .. } => ErrorCode::InvalidFileCount,
             V::InvalidUrl { .. } => ErrorCode::InvalidUrl,
             V::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,

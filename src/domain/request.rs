@@ -94,6 +94,8 @@ pub enum ValidationError {
     AmbiguousSource,
     #[error("{0}")]
     Template(#[from] TemplateError),
+    #[error("{0}")]
+    Manifest(#[from] super::manifest::ManifestError),
     #[error("a job must have between 1 and {max} files")]
     FileCount { max: usize },
     #[error("{url:?} is not a valid URL: {reason}")]
@@ -421,6 +423,7 @@ mod tests {
             ValidationError::MissingSource | ValidationError::AmbiguousSource => "invalid-source",
             ValidationError::Template(TemplateError::Malformed { .. }) => "invalid-url-template",
             ValidationError::Template(TemplateError::TooLarge { .. }) => "invalid-file-count",
+            ValidationError::Manifest(_) => "invalid-manifest",
             ValidationError::FileCount { .. } => "invalid-file-count",
             ValidationError::InvalidUrl { .. } => "invalid-url",
             ValidationError::UnsupportedScheme(_) => "unsupported-scheme",

@@ -20,6 +20,7 @@ mod origin;
 mod plan;
 
 mod auth;
+mod batches;
 mod contract;
 mod download;
 mod errors;
