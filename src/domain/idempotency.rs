@@ -33,6 +33,8 @@ impl IdempotencyKey {
         if key.len() > MAX_KEY_LEN || !printable || key.trim().is_empty() {
             return Err(InvalidKey);
         }
+        // Cannot fail (strings, numbers and string-keyed maps only); were it to, refusing the
+        // key is safer than hashing nothing.
         let canonical = serde_json::to_vec(request).map_err(|_| InvalidKey)?;
         Ok(Self {
             key: key.to_owned(),

@@ -33,8 +33,7 @@ pub struct ManifestOptions {
     pub priority: Option<i64>,
     /// Manifest only: free text, searchable with `GET /v1/jobs?q=`.
     pub description: Option<String>,
-    /// Manifest only: `rename` (default), `overwrite` or `skip`.
-    #[param(value_type = Option<String>)]
+    /// Manifest only: what to do when a destination exists; default `rename`.
     pub on_conflict: Option<OnConflict>,
 }
 

@@ -1114,3 +1114,32 @@ async fn an_idempotency_key_names_one_job_and_goes_with_it() {
     let reborn = store.insert_job_once(&second, 10, &key).await.unwrap();
     assert!(matches!(reborn, Submitted::Created(_)), "{reborn:?}");
 }
+
+#[tokio::test]
+async fn racing_submissions_under_one_key_insert_one_job() {
+    let (dir, store) = store().await;
+    let request = JobRequest::default();
+    let key = crate::domain::IdempotencyKey::new("race", &request).unwrap();
+    let jobs: Vec<NewJob> = (0..4).map(|i| job_of_files(&dir, i + 1)).collect();
+    let inserts = jobs.iter().map(|job| store.insert_job_once(job, 10, &key));
+    let outcomes = futures::future::join_all(inserts).await;
+    let created: Vec<JobId> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Ok(Submitted::Created(job)) => Some(job.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{outcomes:?}");
+    for outcome in &outcomes {
+        if let Ok(Submitted::Existing(keyed)) = outcome {
+            assert_eq!(keyed.job, created[0]);
+        }
+    }
+    let files: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let winner = jobs.iter().find(|j| j.id == created[0]).unwrap();
+    assert_eq!(files as usize, winner.files.len(), "losers left no files");
+}
