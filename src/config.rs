@@ -36,7 +36,7 @@ pub struct Settings {
     pub max_concurrent_jobs: usize,
     /// Queued jobs allowed before submissions get 429.
     pub max_queued_jobs: u64,
-    /// Files allowed in one job.
+    /// Files allowed in one job; also caps what a `url_template` expands to.
     pub max_files_per_job: usize,
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,

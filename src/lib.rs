@@ -10,7 +10,8 @@
 //!
 //! - [`app`]: builds the daemon from [`config::Settings`] and runs it until shutdown.
 //! - [`api`]: axum routes, validation, RFC 9457 problems, the OpenAPI document.
-//! - [`domain`]: jobs, files, segments, statuses and path rules; no I/O but the path checks.
+//! - [`domain`]: jobs, files, segments, statuses, path rules, URL templates, manifests and
+//!   idempotency keys; no I/O but the path checks.
 //! - [`store`]: the single source of truth (SQLite through sqlx); all SQL lives here.
 //! - [`engine`]: claims queued jobs with leases and runs them on workers.
 //! - [`fetch`]: one file's bytes: requests, resume, retries, writer, verification, placement.

@@ -2,12 +2,14 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::problem::{ApiError, ErrorCode};
-use crate::domain::JobId;
+use crate::domain::manifest::{self, ManifestOptions};
+use crate::domain::{JobId, JobRequest, ValidationError};
 
 /// `Json<T>` whose failures become `invalid-json` (400), `unknown-field` / `invalid-body`
 /// (422), `unsupported-media-type` (415) or `payload-too-large` (413).
@@ -40,6 +42,109 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidBody, detail),
         JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::InvalidJson, detail),
         _ => ApiError::new(ErrorCode::InvalidJson, detail),
+    }
+}
+
+/// The body of `POST /v1/jobs`: a JSON [`JobRequest`], or a `text/plain` manifest whose job
+/// options come from the query ([`ManifestOptions`]). Failures are those of [`AppJson`], plus
+/// `invalid-manifest` (422, naming the line) and `invalid-query` (400: a bad option, or any
+/// query parameter with a JSON body, where it would be silently ignored).
+pub struct Submission(pub JobRequest);
+
+/// What a body's `Content-Type` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Manifest,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Submission {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let kind = body_kind(req.headers())?;
+        let uri = req.uri().clone();
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(ErrorCode::InvalidBody, rejection.body_text())
+            }
+        })?;
+        if kind == BodyKind::Json {
+            if uri.query().is_some_and(|q| !q.is_empty()) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    "query parameters set a text/plain manifest's options; \
+                     a JSON body carries its own",
+                ));
+            }
+            return axum::Json::<JobRequest>::from_bytes(&body)
+                .map(|axum::Json(request)| Self(request))
+                .map_err(|rejection| json_rejection(&rejection));
+        }
+        let axum::extract::Query(options) =
+            axum::extract::Query::<ManifestOptions>::try_from_uri(&uri)
+                .map_err(|rejection| query_rejection(&rejection))?;
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            let line = body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            let detail = format!("manifest line {line}: not UTF-8");
+            ApiError::new(ErrorCode::InvalidManifest, detail)
+        })?;
+        let files = manifest::parse(text).map_err(ValidationError::from)?;
+        Ok(Self(options.into_request(files)))
+    }
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let essence = essence.to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    match essence.as_str() {
+        _ if json => Ok(BodyKind::Json),
+        "text/plain" => Ok(BodyKind::Manifest),
+        _ => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the job as JSON (`Content-Type: application/json`) or as a manifest, one \
+             URL per line (`Content-Type: text/plain`)",
+        )),
+    }
+}
+
+/// The `Idempotency-Key` header, when given once and as text (`invalid-idempotency-key`,
+/// 400, otherwise). Its length and characters are checked with the request it names.
+pub struct IdempotencyHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            if parts.headers.contains_key("idempotency-key") {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidIdempotencyKey,
+                    "give Idempotency-Key once",
+                ));
+            }
+            return Ok(Self(None));
+        };
+        let text = value.to_str().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidIdempotencyKey,
+                "Idempotency-Key must be printable ASCII",
+            )
+        })?;
+        Ok(Self(Some(text.to_owned())))
     }
 }
 

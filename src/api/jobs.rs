@@ -8,27 +8,45 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::AppState;
 use super::dto::{Count, JobList, JobPatch, JobView, ListParams};
-use super::extract::{AppJson, AppQuery, JobIdPath};
+use super::extract::{AppJson, AppQuery, IdempotencyHeader, JobIdPath, Submission};
 use super::problem::{ApiError, ErrorCode, ProblemDetails};
-use crate::domain::{JobChanges, JobId, JobRequest, JobStatus, Priority, Transition};
+use crate::domain::manifest::ManifestOptions;
+use crate::domain::{
+    IdempotencyKey, JobChanges, JobId, JobRequest, JobStatus, KeyedJob, Priority, Transition,
+};
 use crate::events::{EventKind, JobEvent};
-use crate::store::ListQuery;
+use crate::store::{ListQuery, Submitted};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 1000;
 
-/// Submit a job.
+/// Submit a job: JSON, or a `text/plain` manifest (one URL per line, indented `sha256=`,
+/// `out=`, `dir=` options below a URL; job options as query parameters). With an
+/// `Idempotency-Key`, sending the same request again answers 200 with the job it created.
 #[utoipa::path(
     post, path = "/v1/jobs", operation_id = "create_job", tag = "jobs",
-    request_body = JobRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Names this submission (1 to 255 printable ASCII characters): the same key with the same request answers 200 with the job it created (as long as that job is known), with another request 409"),
+        ManifestOptions,
+    ),
+    request_body(
+        description = "The job as JSON, or a manifest as text: one URL per line, options indented below it (`sha256=<hex>`, `out=<path>`, `dir=<dir>`), blank lines and `#` comments ignored",
+        content(
+            (JobRequest = "application/json"),
+            (String = "text/plain", example = "https://example.com/a.bin\n  sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n  out=weights/a.bin\n"),
+        ),
+    ),
     responses(
+        (status = 200, description = "The `Idempotency-Key` already created this job (with the same request): the job now; nothing new is queued", body = JobView,
+            headers(("Location" = String, description = "/v1/jobs/{id}"))),
         (status = 201, description = "Queued; `Location` names the new job", body = JobView,
             headers(("Location" = String, description = "/v1/jobs/{id}"))),
-        (status = 400, description = "The body is not JSON", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not JSON, a query parameter or the `Idempotency-Key` is malformed", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong bearer token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` came with another request", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The request is invalid (see `code`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "The body is neither `application/json` nor `text/plain`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "The request, its `url_template` or its manifest is invalid (see `code`)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "The queue is full; retry after `Retry-After` seconds", body = ProblemDetails, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 503, description = "The store is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
@@ -36,8 +54,19 @@ const MAX_PAGE: u32 = 1000;
 )]
 pub async fn create_job(
     State(state): State<AppState>,
-    AppJson(request): AppJson<JobRequest>,
+    IdempotencyHeader(key): IdempotencyHeader,
+    Submission(request): Submission,
 ) -> Result<Response, ApiError> {
+    let key = key
+        .map(|key| IdempotencyKey::new(&key, &request))
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidIdempotencyKey, e.to_string()))?;
+    // A replay is answered without parsing again or counting against a full queue.
+    if let Some(key) = &key
+        && let Some(keyed) = state.store.find_key(key).await?
+    {
+        return replay(&state, keyed).await;
+    }
     let api = state.api.clone();
     // Parsing checks the disk (existing directories, symlinks): keep it off the async threads.
     let parsed =
@@ -48,23 +77,55 @@ pub async fn create_job(
     if new_job.callback_url.is_some() {
         state.webhooks.expect_callbacks();
     }
-    let job = state
-        .store
-        .insert_job(&new_job, state.api.max_queued_jobs)
-        .await?;
+    let max_queued = state.api.max_queued_jobs;
+    let job = match &key {
+        None => state.store.insert_job(&new_job, max_queued).await?,
+        Some(key) => match state
+            .store
+            .insert_job_once(&new_job, max_queued, key)
+            .await?
+        {
+            Submitted::Created(job) => *job,
+            // An identical request committed first: this one is its replay.
+            Submitted::Existing(keyed) => return replay(&state, keyed).await,
+        },
+    };
     tracing::info!(job.id = %job.id, files = job.file_count, "queued job {}", job.id);
     state
         .events
         .publish(JobEvent::about(EventKind::Queued, &job));
     state.engine.wake();
-    let location = format!("/v1/jobs/{}", job.id);
-    let view = JobView::new(job, None, true);
-    Ok((
+    Ok(with_location(
         StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(view),
-    )
-        .into_response())
+        JobView::new(job, None, true),
+    ))
+}
+
+/// The answer to a submission whose `Idempotency-Key` names a job already.
+async fn replay(state: &AppState, keyed: KeyedJob) -> Result<Response, ApiError> {
+    if !keyed.same_request {
+        // The key is not echoed: clients may build it from something private.
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            format!(
+                "this Idempotency-Key created job {} from another request; use a new key for a \
+                 new job",
+                keyed.job
+            ),
+        ));
+    }
+    let job = state.store.get_job(keyed.job).await?;
+    tracing::info!(job.id = %job.id, "submission of job {} replayed", job.id);
+    let run = state.engine.live(job.id);
+    Ok(with_location(
+        StatusCode::OK,
+        JobView::new(job, run.as_deref(), true),
+    ))
+}
+
+fn with_location(status: StatusCode, view: JobView) -> Response {
+    let location = format!("/v1/jobs/{}", view.id);
+    (status, [(header::LOCATION, location)], axum::Json(view)).into_response()
 }
 
 /// List jobs, newest first.
@@ -195,7 +256,7 @@ async fn transition(
     // Announce the change before anything can act on it: `job.queued` precedes the
     // `job.started` a resume leads to, even if the dispatcher is awake already.
     let claims = match action {
-        Transition::Resume => Some(state.engine.hold_claims().await),
+        Transition::Resume | Transition::Retry => Some(state.engine.hold_claims().await),
         _ => None,
     };
     let (before, job) = state.store.transition(id, action, changes).await?;
@@ -261,6 +322,13 @@ action_route!(
     Transition::Resume,
     "Queue a paused job again, or retry a failed one; it continues from its checkpoint.",
     "The job is completed or cancelled"
+);
+action_route!(
+    retry_job,
+    "/v1/jobs/{id}/retry",
+    Transition::Retry,
+    "Queue a failed job again to fetch its failed files anew; complete files are kept, not fetched again.",
+    "The job is not failed"
 );
 
 /// Change a job's priority or its download rate limit.

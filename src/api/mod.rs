@@ -82,6 +82,7 @@ fn timed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::pause_job))
         .routes(routes!(jobs::resume_job))
+        .routes(routes!(jobs::retry_job))
         .routes(routes!(jobs::cancel_all_jobs))
         .routes(routes!(jobs::prune_jobs))
         .routes(routes!(deliveries::list_job_deliveries))

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::domain::ValidationError;
 use crate::domain::paths::PathError;
+use crate::domain::template::TemplateError;
 use crate::store::StoreError;
 
 /// Every error code the API can return.
@@ -29,6 +30,8 @@ pub enum ErrorCode {
     InvalidJobId,
     /// 400: `Last-Event-ID` (or `last_event_id`) is not an event id (a number).
     InvalidLastEventId,
+    /// 400: `Idempotency-Key` is empty, longer than 255 characters or not printable ASCII.
+    InvalidIdempotencyKey,
     /// 401: a bearer token is required and was missing or wrong.
     Unauthorized,
     /// 404: no job has this id.
@@ -39,17 +42,23 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: the job's status does not allow this action.
     InvalidTransition,
+    /// 409: this `Idempotency-Key` came with another request; use a new key for a new job.
+    IdempotencyKeyReused,
     /// 413: the request body is larger than `max_request_bytes`.
     PayloadTooLarge,
-    /// 415: the body must be `application/json`.
+    /// 415: the body must be `application/json` (or, to submit a job, a `text/plain` manifest).
     UnsupportedMediaType,
     /// 422: the body has a field the API does not know.
     UnknownField,
     /// 422: a field has the wrong type or a required one is missing.
     InvalidBody,
-    /// 422: give either `url` or `files`.
+    /// 422: give exactly one of `url`, `files`, `url_template` (or a `text/plain` manifest).
     InvalidSource,
-    /// 422: too many (or zero) files.
+    /// 422: `url_template` is malformed; the detail names the character where.
+    InvalidUrlTemplate,
+    /// 422: a `text/plain` manifest does not parse; the detail names the line.
+    InvalidManifest,
+    /// 422: too many (or zero) files, also when a `url_template` expands to too many.
     InvalidFileCount,
     /// 422: a URL does not parse or has no host.
     InvalidUrl,
@@ -90,12 +99,17 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidJson | InvalidQuery | InvalidCursor | InvalidRegex | InvalidJobId
-            | InvalidLastEventId => StatusCode::BAD_REQUEST,
+            InvalidJson
+            | InvalidQuery
+            | InvalidCursor
+            | InvalidRegex
+            | InvalidJobId
+            | InvalidLastEventId
+            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             JobNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            InvalidTransition => StatusCode::CONFLICT,
+            InvalidTransition | IdempotencyKeyReused => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
@@ -201,6 +215,9 @@ impl From<ValidationError> for ApiError {
         use ValidationError as V;
         let code = match &err {
             V::MissingSource | V::AmbiguousSource | V::MirrorsWithFiles => ErrorCode::InvalidSource,
+            V::Template(TemplateError::Malformed { .. }) => ErrorCode::InvalidUrlTemplate,
+            V::Template(TemplateError::TooLarge { .. }) => ErrorCode::InvalidFileCount,
+            V::Manifest(_) => ErrorCode::InvalidManifest,
             V::FileCount { .. } => ErrorCode::InvalidFileCount,
             V::InvalidUrl { .. } => ErrorCode::InvalidUrl,
             V::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,

@@ -112,7 +112,7 @@ impl Client {
         self.call(Method::GET, &path).await
     }
 
-    /// `POST /v1/jobs/{id}/{action}` for cancel, pause and resume.
+    /// `POST /v1/jobs/{id}/{action}` for cancel, pause, resume and retry.
     pub async fn act(&self, id: &str, action: &str) -> Result<JobView, CliError> {
         self.call(Method::POST, &format!("/v1/jobs/{}/{action}", segment(id)))
             .await

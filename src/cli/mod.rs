@@ -58,6 +58,8 @@ pub enum Command {
     Pause { id: String },
     /// Resume a paused job, or retry a failed one.
     Resume { id: String },
+    /// Retry a failed job: its failed files are fetched again, complete ones kept.
+    Retry { id: String },
     /// Forget every finished job.
     Prune,
     /// Wait until a job is completed, failed or cancelled; exit 6 unless it completed.
@@ -202,6 +204,7 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         Command::Cancel { id, .. } => act(&client, &id.unwrap_or_default(), "cancel", json).await,
         Command::Pause { id } => act(&client, &id, "pause", json).await,
         Command::Resume { id } => act(&client, &id, "resume", json).await,
+        Command::Retry { id } => act(&client, &id, "retry", json).await,
         Command::Prune => {
             let count = client.prune().await?;
             output::print(json, &count, || {

@@ -76,6 +76,9 @@ pub enum Transition {
     Pause,
     /// Put a paused (or failed) job back in the queue.
     Resume,
+    /// Put a failed job back in the queue to fetch its failed files again; complete files
+    /// stay as they are.
+    Retry,
     /// Change the priority or limits of a job that has not finished.
     Update,
     /// Forget a finished job.
@@ -100,6 +103,7 @@ impl Transition {
             Self::Cancel => "cancelled",
             Self::Pause => "paused",
             Self::Resume => "resumed",
+            Self::Retry => "retried (only a failed job can be)",
             Self::Update => "changed",
             Self::Forget => "deleted",
         }
@@ -114,6 +118,9 @@ impl Transition {
             (Self::Pause, Paused) => Some(Outcome::Unchanged),
             (Self::Resume, Paused | Failed) => Some(Outcome::MoveTo(Queued)),
             (Self::Resume, Queued | Running) => Some(Outcome::Unchanged),
+            // Not idempotent on purpose: retrying a job that is no longer failed is a mistake
+            // worth a 409 (two clients retrying the same job, one of them sees it).
+            (Self::Retry, Failed) => Some(Outcome::MoveTo(Queued)),
             (Self::Update, Queued | Running | Paused) => Some(Outcome::Unchanged),
             (Self::Forget, Completed | Failed | Cancelled) => Some(Outcome::Remove),
             _ => None,
@@ -272,6 +279,15 @@ mod tests {
             Transition::Resume.apply(JobStatus::Failed),
             Some(Outcome::MoveTo(JobStatus::Queued))
         );
+    }
+
+    #[test]
+    fn only_a_failed_job_can_be_retried() {
+        for from in JobStatus::ALL {
+            let expected =
+                (from == JobStatus::Failed).then_some(Outcome::MoveTo(JobStatus::Queued));
+            assert_eq!(Transition::Retry.apply(from), expected, "{from}");
+        }
     }
 
     #[test]

@@ -5,15 +5,19 @@
 
 pub mod delivery;
 pub mod file;
+pub mod idempotency;
 pub mod ids;
 pub mod job;
+pub mod manifest;
 pub mod paths;
 pub mod request;
 pub mod segment;
+pub mod template;
 pub mod time;
 
 pub use delivery::{Delivery, DeliveryStatus, DeliveryTarget};
 pub use file::{FileError, FileRecord, FileStatus, OnConflict, Sha256};
+pub use idempotency::{IdempotencyKey, KeyedJob};
 pub use ids::{FileId, JobId};
 pub use job::{Job, JobChanges, JobError, JobLimits, JobStatus, Priority, Transition};
 pub use request::{FileRequest, JobRequest, NewFile, NewJob, ValidationError};

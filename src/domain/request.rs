@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paths::{self, DownloadRoot, PathError};
+use super::template::{self, TemplateError};
 use super::{FileId, JobId, JobLimits, OnConflict, Priority, Sha256};
 
 const MAX_URL_BYTES: usize = 8192;
@@ -29,15 +30,22 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
-/// The body of `POST /v1/jobs`: one `url`, or several `files`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+/// The body of `POST /v1/jobs`: one `url`, several `files`, or a `url_template`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// The one file to fetch (http or https). Give either this or `files`.
+    /// The one file to fetch (http or https). Give exactly one of `url`, `files` and
+    /// `url_template`.
     #[schema(example = "https://example.com/model.safetensors")]
     pub url: Option<String>,
-    /// Several files fetched as one job. Give either this or `url`.
+    /// Several files fetched as one job.
     pub files: Option<Vec<FileRequest>>,
+    /// A URL with brace expressions, one file per expansion: `{0001..1000}` (zero padding
+    /// kept), `{0..100..10}` (a step), `{9..0}` (down), `{a,b,c}` (a list); several multiply.
+    /// At most `max_files_per_job` expansions. Each file is named after its URL's last
+    /// segment, in `dest` as a directory.
+    #[schema(example = "https://example.com/shards/part-{0001..0100}.bin")]
+    pub url_template: Option<String>,
     /// Where to put the result, relative to the download root. Ending in `/`, naming an existing
     /// directory or used with `files`, it is a directory and names come from the URLs (or
     /// `files[].path`); otherwise it is the file's path. Default: the root itself.
@@ -75,7 +83,7 @@ pub struct JobRequest {
 }
 
 /// One file of a multi-file job.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRequest {
     /// Where to fetch it from (http or https).
@@ -91,10 +99,14 @@ pub struct FileRequest {
 /// Why a submission was rejected. The API gives each variant a stable error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
-    #[error("give either `url` or `files`")]
+    #[error("give one of `url`, `files` and `url_template`")]
     MissingSource,
-    #[error("give either `url` or `files`, not both")]
+    #[error("give only one of `url`, `files` and `url_template`")]
     AmbiguousSource,
+    #[error("{0}")]
+    Template(#[from] TemplateError),
+    #[error("{0}")]
+    Manifest(#[from] super::manifest::ManifestError),
     #[error("a job must have between 1 and {max} files")]
     FileCount { max: usize },
     #[error("{url:?} is not a valid URL: {reason}")]
@@ -190,8 +202,15 @@ impl JobRequest {
         if let Some(proxy) = &self.proxy {
             crate::fetch::parse_proxy(proxy).map_err(ValidationError::Proxy)?;
         }
-        let listed = self.files.is_some();
-        let sources = sources(self.url, self.files, self.sha256, self.mirrors)?;
+        let listed = self.files.is_some() || self.url_template.is_some();
+        let sources = sources(
+            self.url,
+            self.files,
+            self.url_template,
+            self.sha256,
+            self.mirrors,
+            max_files,
+        )?;
         if sources.is_empty() || sources.len() > max_files {
             return Err(ValidationError::FileCount { max: max_files });
         }
@@ -224,22 +243,50 @@ impl JobRequest {
 fn sources(
     url: Option<String>,
     files: Option<Vec<FileRequest>>,
+    url_template: Option<String>,
     sha256: Option<String>,
     mirrors: Option<Vec<String>>,
+    max_files: usize,
 ) -> Result<Vec<FileRequest>, ValidationError> {
-    match (url, files) {
-        (Some(url), None) => Ok(vec![FileRequest {
+    let given = [url.is_some(), files.is_some(), url_template.is_some()];
+    match given.into_iter().filter(|&g| g).count() {
+        0 => return Err(ValidationError::MissingSource),
+        1 => {}
+        _ => return Err(ValidationError::AmbiguousSource),
+    }
+    if let Some(url) = url {
+        return Ok(vec![FileRequest {
             url,
             path: None,
             sha256,
             mirrors,
-        }]),
-        (None, Some(_)) if mirrors.is_some() => Err(ValidationError::MirrorsWithFiles),
-        (None, Some(files)) if sha256.is_none() => Ok(files),
-        (None, Some(_)) => Err(ValidationError::Sha256WithFiles),
-        (Some(_), Some(_)) => Err(ValidationError::AmbiguousSource),
-        (None, None) => Err(ValidationError::MissingSource),
+        }]);
     }
+    if mirrors.is_some() {
+        return Err(ValidationError::MirrorsWithFiles);
+    }
+    if sha256.is_some() {
+        return Err(ValidationError::Sha256WithFiles);
+    }
+    if let Some(template) = url_template {
+        if template.len() > MAX_URL_BYTES {
+            return Err(ValidationError::InvalidUrl {
+                url: template.chars().take(200).collect(),
+                reason: "longer than 8192 bytes".into(),
+            });
+        }
+        let urls = template::expand(&template, max_files)?;
+        return Ok(urls
+            .into_iter()
+            .map(|url| FileRequest {
+                url,
+                path: None,
+                sha256: None,
+                mirrors: None,
+            })
+            .collect());
+    }
+    Ok(files.unwrap_or_default())
 }
 
 fn plan_files(
@@ -414,6 +461,9 @@ mod tests {
     fn code(err: ValidationError) -> &'static str {
         match err {
             ValidationError::MissingSource | ValidationError::AmbiguousSource => "invalid-source",
+            ValidationError::Template(TemplateError::Malformed { .. }) => "invalid-url-template",
+            ValidationError::Template(TemplateError::TooLarge { .. }) => "invalid-file-count",
+            ValidationError::Manifest(_) => "invalid-manifest",
             ValidationError::FileCount { .. } => "invalid-file-count",
             ValidationError::InvalidUrl { .. } => "invalid-url",
             ValidationError::UnsupportedScheme(_) => "unsupported-scheme",
@@ -567,6 +617,33 @@ mod tests {
                 .to_string()
                 .contains("SECRET")
         );
+    }
+
+    #[test]
+    fn a_url_template_is_a_directory_of_its_expansions() {
+        let (_d, root) = root();
+        let req = JobRequest {
+            url_template: Some("https://h/x/{1..3}.bin".into()),
+            dest: Some("set".into()),
+            ..Default::default()
+        };
+        let job = req.parse(&root, 3).unwrap();
+        let paths: Vec<_> = job.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["set/1.bin", "set/2.bin", "set/3.bin"]);
+        let too_many = JobRequest {
+            url_template: Some("https://h/x/{1..4}.bin".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(too_many.parse(&root, 3).unwrap_err()),
+            "invalid-file-count"
+        );
+        let both = JobRequest {
+            url_template: Some("https://h/{a,b}".into()),
+            url: Some("https://h/c".into()),
+            ..Default::default()
+        };
+        assert_eq!(code(both.parse(&root, 3).unwrap_err()), "invalid-source");
     }
 
     #[test]

@@ -175,6 +175,7 @@ impl Engine {
                 }
             }
             Transition::Resume if before != JobStatus::Queued => self.wake(),
+            Transition::Retry => self.wake(),
             _ => {}
         }
     }

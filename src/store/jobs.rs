@@ -6,7 +6,9 @@ use super::rows::{FileRow, JOB_COLUMNS, JobRow, parse_status, to_i64};
 use super::{Store, StoreError, at_once, begin_write};
 use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
-use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
+use crate::domain::{
+    FileRecord, IdempotencyKey, Job, JobChanges, JobId, JobStatus, KeyedJob, NewJob, Transition,
+};
 
 /// SQLite allows 32766 bound parameters per statement; files take 8 each.
 pub(super) const FILE_INSERT_CHUNK: usize = 1000;
@@ -31,6 +33,15 @@ pub struct CancelledJobs {
     pub jobs: Vec<Job>,
     /// Root-relative destinations whose `.part` files nobody is writing any more.
     pub partials: Vec<String>,
+}
+
+/// What [`Store::insert_job_once`] did.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// The job is new.
+    Created(Box<Job>),
+    /// The key names a job already; nothing was inserted.
+    Existing(KeyedJob),
 }
 
 /// One page of jobs, newest first.
@@ -211,10 +222,60 @@ impl Store {
     /// limit and whose others insert the files only with their job, so a refused job leaves
     /// nothing behind.
     pub async fn insert_job(&self, job: &NewJob, max_queued: u64) -> Result<Job, StoreError> {
+        self.insert(job, max_queued, None).await
+    }
+
+    /// [`Store::insert_job`], recording `key` in the same transaction. When the key is taken
+    /// (also by a submission committed a moment earlier), its insert fails, the whole
+    /// transaction rolls back, and the job the key names is returned instead.
+    pub async fn insert_job_once(
+        &self,
+        job: &NewJob,
+        max_queued: u64,
+        key: &IdempotencyKey,
+    ) -> Result<Submitted, StoreError> {
+        match self.insert(job, max_queued, Some(key)).await {
+            Ok(job) => Ok(Submitted::Created(Box::new(job))),
+            Err(err) if err.is_unique_violation() => match self.find_key(key).await? {
+                Some(keyed) => Ok(Submitted::Existing(keyed)),
+                // The job it named was forgotten in between: the client may simply retry.
+                None => Err(StoreError::Unavailable(
+                    "the job of this idempotency key was just forgotten".into(),
+                )),
+            },
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The job `key` created, if it is still known, and whether its request was the same.
+    pub async fn find_key(&self, key: &IdempotencyKey) -> Result<Option<KeyedJob>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT job_id, request_hash FROM idempotency_keys WHERE key = ?")
+                .bind(key.key())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(job, hash)| {
+            let job = job
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("job id {job:?}")))?;
+            Ok(KeyedJob {
+                job,
+                same_request: hash == key.request_hash(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert(
+        &self,
+        job: &NewJob,
+        max_queued: u64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Job, StoreError> {
         let headers =
             serde_json::to_string(&job.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
-        let key = job.id.to_string();
+        let id = job.id.to_string();
         let mut insert = at_once();
         insert.push(
             "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
@@ -223,7 +284,7 @@ impl Store {
         );
         let mut values = insert.separated(", ");
         values
-            .push_bind(key.clone())
+            .push_bind(id.clone())
             .push_bind("queued")
             .push_bind(job.priority.get())
             .push_bind(job.description.clone())
@@ -242,6 +303,22 @@ impl Store {
             .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
             .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
             .push(" RETURNING id");
+        if let Some(key) = key {
+            // Before the files: a taken key fails the batch before it writes them.
+            insert
+                .push("; INSERT INTO idempotency_keys (key, request_hash, job_id, created_at) ")
+                .push("SELECT ")
+                .push_bind(key.key().to_owned())
+                .push(", ")
+                .push_bind(key.request_hash().to_owned())
+                .push(", ")
+                .push_bind(id.clone())
+                .push(", ")
+                .push_bind(now)
+                .push(" WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
+                .push_bind(id)
+                .push(")");
+        }
         for chunk in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
             insert.push("; ");
             push_files(&mut insert, job, chunk);

@@ -28,7 +28,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use crate::domain::{JobId, JobStatus, Transition};
 
 pub use claims::ByteTotals;
-pub use jobs::{CancelledJobs, ListQuery, Page};
+pub use jobs::{CancelledJobs, ListQuery, Page, Submitted};
 pub use progress::{
     Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile, Verifying,
 };
@@ -88,6 +88,19 @@ impl From<sqlx::Error> for StoreError {
         } else {
             Self::Database(Box::new(err))
         }
+    }
+}
+
+impl StoreError {
+    /// True when a UNIQUE or PRIMARY KEY constraint refused a write.
+    fn is_unique_violation(&self) -> bool {
+        let Self::Database(source) = self else {
+            return false;
+        };
+        source
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .is_some_and(|db| db.is_unique_violation())
     }
 }
 

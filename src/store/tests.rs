@@ -1120,3 +1120,86 @@ async fn a_jobs_proxy_and_its_files_mirrors_reach_the_worker() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_names_one_job_and_goes_with_it() {
+    let (dir, store) = store().await;
+    let request = JobRequest {
+        url: Some("http://h/a".into()),
+        ..Default::default()
+    };
+    let key = crate::domain::IdempotencyKey::new("k-1", &request).unwrap();
+    let first = new_job(&dir, "http://h/a", 10, "a");
+    let Submitted::Created(created) = store.insert_job_once(&first, 10, &key).await.unwrap() else {
+        panic!("the first use creates the job");
+    };
+    // A second job under the same key is rolled back whole: no job, no files.
+    let second = job_of_files(&dir, 3);
+    let again = store.insert_job_once(&second, 10, &key).await.unwrap();
+    let Submitted::Existing(keyed) = again else {
+        panic!("the key is taken: {again:?}");
+    };
+    assert_eq!((keyed.job, keyed.same_request), (created.id, true));
+    let other = JobRequest {
+        url: Some("http://h/b".into()),
+        ..Default::default()
+    };
+    let reused = crate::domain::IdempotencyKey::new("k-1", &other).unwrap();
+    let found = store.find_key(&reused).await.unwrap().unwrap();
+    assert_eq!((found.job, found.same_request), (created.id, false));
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let files: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!((jobs, files), (1, 1));
+    // A full queue refuses the job and records no key.
+    let full = crate::domain::IdempotencyKey::new("k-2", &request).unwrap();
+    let refused = store.insert_job_once(&second, 1, &full).await.unwrap_err();
+    assert!(matches!(refused, StoreError::QueueFull { .. }), "{refused}");
+    assert!(store.find_key(&full).await.unwrap().is_none());
+    // Forgetting the job forgets its key: the key may then be used again.
+    store
+        .transition(created.id, Transition::Cancel, JobChanges::default())
+        .await
+        .unwrap();
+    store
+        .transition(created.id, Transition::Forget, JobChanges::default())
+        .await
+        .unwrap();
+    assert!(store.find_key(&key).await.unwrap().is_none());
+    let reborn = store.insert_job_once(&second, 10, &key).await.unwrap();
+    assert!(matches!(reborn, Submitted::Created(_)), "{reborn:?}");
+}
+
+#[tokio::test]
+async fn racing_submissions_under_one_key_insert_one_job() {
+    let (dir, store) = store().await;
+    let request = JobRequest::default();
+    let key = crate::domain::IdempotencyKey::new("race", &request).unwrap();
+    let jobs: Vec<NewJob> = (0..4).map(|i| job_of_files(&dir, i + 1)).collect();
+    let inserts = jobs.iter().map(|job| store.insert_job_once(job, 10, &key));
+    let outcomes = futures::future::join_all(inserts).await;
+    let created: Vec<JobId> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Ok(Submitted::Created(job)) => Some(job.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{outcomes:?}");
+    for outcome in &outcomes {
+        if let Ok(Submitted::Existing(keyed)) = outcome {
+            assert_eq!(keyed.job, created[0]);
+        }
+    }
+    let files: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let winner = jobs.iter().find(|j| j.id == created[0]).unwrap();
+    assert_eq!(files as usize, winner.files.len(), "losers left no files");
+}

@@ -298,7 +298,11 @@ async fn the_access_token_and_headers_reach_the_origin_on_every_request() {
     // The API says they exist but never shows the values.
     assert_eq!(job["has_access_token"], true);
     let shown = job.to_string();
-    assert!(!shown.contains("s3cret-token") && !shown.contains("key-1") && !shown.contains("abc"));
+    assert!(
+        !shown.contains("s3cret-token")
+            && !shown.contains("key-1")
+            && !shown.contains("session=abc")
+    );
 
     app.wait_for(&id_of(&job), "completed").await;
     assert_file(&app.file("private.bin"), &body);

@@ -20,6 +20,7 @@ mod origin;
 mod plan;
 
 mod auth;
+mod batches;
 mod contract;
 mod credentials;
 mod download;
@@ -39,5 +40,6 @@ mod resume;
 mod retention;
 mod smoke;
 mod support;
+mod templates;
 mod wait;
 mod webhooks;

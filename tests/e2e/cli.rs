@@ -95,6 +95,14 @@ async fn failures_have_their_exit_codes() {
     let failed = s.daemon.jobs().await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["status"], "failed");
+    // Once the file is there, `haul retry` gets it; a job that has not failed cannot be retried.
+    let id = failed[0]["id"].as_str().unwrap().to_owned();
+    origin.put("missing.bin", content(12, 3_000));
+    s.ok(&["retry", &id]).await;
+    s.daemon.wait_for(&id, "completed").await;
+    let again = s.haul(&["retry", &id]).await;
+    assert_eq!(again.code, 4, "{again:?}");
+    assert!(again.stderr.contains("retried"), "{again:?}");
 
     let ftp = s.haul(&["add", "ftp://x"]).await;
     assert_eq!(ftp.code, 4, "{ftp:?}");
