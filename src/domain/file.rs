@@ -128,10 +128,14 @@ pub struct FileRecord {
     /// Position within the job, from 0.
     pub index: u32,
     pub url: String,
-    /// Destination relative to the download root. Fixed once `path_claimed` is true.
+    /// Destination relative to the download root. Fixed once `path_claimed` is true, except
+    /// that an `auto_name` file takes the name its first response gives (once, before a byte
+    /// of it is written).
     pub path: String,
     /// True once the worker has applied the conflict policy and owns `path` (and `path.part`).
     pub path_claimed: bool,
+    /// The name was not given: the server may name the file (`Content-Disposition`).
+    pub auto_name: bool,
     pub status: FileStatus,
     pub sha256: Option<Sha256>,
     pub bytes_done: u64,

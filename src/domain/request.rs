@@ -136,6 +136,9 @@ pub struct NewFile {
     /// Planned destination relative to the download root (the conflict policy may change it).
     pub path: String,
     pub sha256: Option<Sha256>,
+    /// The name was not given (a directory `dest` without `files[].path`): the first response
+    /// may name the file (`Content-Disposition`); until then it is the URL's.
+    pub auto_name: bool,
 }
 
 impl JobRequest {
@@ -230,6 +233,7 @@ fn plan_files(
             Some(s) => Some(Sha256::parse(&s).ok_or(ValidationError::Sha256(s))?),
             None => None,
         };
+        let auto_name = dest_is_dir && source.path.is_none();
         let path = if !dest_is_dir {
             dest.to_owned()
         } else {
@@ -252,6 +256,7 @@ fn plan_files(
             url,
             path,
             sha256,
+            auto_name,
         });
     }
     Ok(files)

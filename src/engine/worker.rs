@@ -5,6 +5,7 @@
 mod destination;
 mod files;
 mod journal;
+mod naming;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

@@ -284,26 +284,49 @@ fn resumes_parallel(task: &FileTask, saved_segments: usize) -> bool {
 /// The first response of a fresh file and the host permit it holds.
 type FirstResponse = (reqwest::Response, super::limits::HostPermit);
 
+/// A fresh file's first request, made before its `.part` is opened, so that the engine can
+/// still name the file after its response (`Content-Disposition`).
+pub struct Opening {
+    first: small::First,
+    name: Option<String>,
+}
+
+impl Opening {
+    /// The file name the response suggests, as the server sent it (not yet sanitised).
+    pub fn suggested_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
 impl Fetcher {
+    /// Makes a fresh file's first request (see [`Opening`]); a failure removes the empty
+    /// `.part` it was to go to.
+    pub async fn open(
+        &self,
+        task: &FileTask,
+        live: &Arc<LiveFile>,
+        stop: &CancellationToken,
+    ) -> Result<Opening, FetchError> {
+        let (first, name) = self.first_request(task, live, stop).await?;
+        Ok(Opening { first, name })
+    }
+
     /// Fetches `task` (resuming saved progress when it is safe), retrying transient failures.
-    /// Returns once every byte has arrived: in the `.part`, or in memory for a small file. On
-    /// `Stopped` the progress so far is checkpointed and the `.part` kept.
+    /// `opening` is the first request when the caller made it (a fresh file only). Returns once
+    /// every byte has arrived: in the `.part`, or in memory for a small file. On `Stopped` the
+    /// progress so far is checkpointed and the `.part` kept.
     pub async fn fetch_file(
         &self,
         task: &FileTask,
+        opening: Option<Opening>,
         journal: &impl Journal,
         live: &Arc<LiveFile>,
         stop: &CancellationToken,
     ) -> Result<Fetched, FetchError> {
         // A fresh file's first request is made up front: a small file is done right there.
-        let first = if task.segments.is_empty() {
-            match self.first_request(task, live, stop).await? {
-                small::First::Done(fetched) => return Ok(fetched),
-                small::First::Response(response, permit) => Some((response, permit)),
-                small::First::Nothing => None,
-            }
-        } else {
-            None
+        let first = match self.first_of(task, opening, live, stop).await? {
+            Ok(fetched) => return Ok(fetched),
+            Err(first) => first,
         };
         let (file, on_disk) = open_part(task.part.clone()).await?;
         let saved = usable_plan(&task.segments, &task.meta, on_disk);
@@ -375,6 +398,29 @@ impl Fetcher {
         run.finish(result).await
     }
 
+    /// A fresh file's first request (the caller's `opening`, or made now): `Ok` with a small
+    /// file done in one go, else `Err` with the response to carry on with, if any.
+    async fn first_of(
+        &self,
+        task: &FileTask,
+        opening: Option<Opening>,
+        live: &Arc<LiveFile>,
+        stop: &CancellationToken,
+    ) -> Result<Result<Fetched, Option<FirstResponse>>, FetchError> {
+        if !task.segments.is_empty() {
+            return Ok(Err(None));
+        }
+        let first = match opening {
+            Some(opening) => opening.first,
+            None => self.first_request(task, live, stop).await?.0,
+        };
+        Ok(match first {
+            small::First::Done(fetched) => Ok(fetched),
+            small::First::Response(response, permit) => Err(Some((response, permit))),
+            small::First::Nothing => Err(None),
+        })
+    }
+
     /// Makes a fresh file's first request: either the whole (small) file, or the response
     /// for the probe to continue with; a failure removes the empty `.part` it created.
     async fn first_request(
@@ -382,7 +428,7 @@ impl Fetcher {
         task: &FileTask,
         live: &Arc<LiveFile>,
         stop: &CancellationToken,
-    ) -> Result<small::First, FetchError> {
+    ) -> Result<(small::First, Option<String>), FetchError> {
         match small::first_request(self, task, live, stop).await {
             Ok(first) => Ok(first),
             Err(err) => {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 
 pub use error::FetchError;
-pub use file::FileLimits;
+pub use file::{FileLimits, Opening};
 pub use http::{ClientSettings, build_client, request_headers};
 pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;

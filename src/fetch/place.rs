@@ -38,7 +38,8 @@ pub fn part_path(final_path: &Path) -> PathBuf {
     final_path.with_file_name(name)
 }
 
-fn sibling(rel: &str, name: &str) -> String {
+/// `name` in the directory of the relative path `rel`.
+pub fn sibling(rel: &str, name: &str) -> String {
     match rel.rsplit_once('/') {
         Some((dir, _)) => format!("{dir}/{name}"),
         None => name.to_owned(),

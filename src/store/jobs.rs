@@ -8,7 +8,7 @@ use crate::domain::job::Outcome;
 use crate::domain::time::now_ms;
 use crate::domain::{FileRecord, Job, JobChanges, JobId, JobStatus, NewJob, Transition};
 
-/// SQLite allows 32766 bound parameters per statement; files take 7 each.
+/// SQLite allows 32766 bound parameters per statement; files take 8 each.
 pub(super) const FILE_INSERT_CHUNK: usize = 1000;
 
 /// What `list_jobs` returns.
@@ -117,7 +117,7 @@ fn push_files(
     (chunk_no, chunk): (usize, &[crate::domain::NewFile]),
 ) {
     insert.push(
-        "INSERT INTO files (id, job_id, idx, url, path, status, sha256) \
+        "INSERT INTO files (id, job_id, idx, url, path, status, sha256, auto_name) \
          SELECT * FROM (",
     );
     insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
@@ -128,7 +128,8 @@ fn push_files(
             .push_bind(file.url.to_string())
             .push_bind(file.path.clone())
             .push_bind("queued")
-            .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()));
+            .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()))
+            .push_bind(file.auto_name);
     });
     insert
         .push(") WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
@@ -149,6 +150,7 @@ fn inserted_job(job: &NewJob, now: i64) -> Job {
             url: file.url.to_string(),
             path: file.path.clone(),
             path_claimed: false,
+            auto_name: file.auto_name,
             status: crate::domain::FileStatus::Queued,
             sha256: file.sha256.clone(),
             bytes_done: 0,

@@ -27,6 +27,7 @@ mod events;
 mod files;
 mod helpers;
 mod lifecycle;
+mod names;
 mod ops;
 mod origin_checks;
 mod parallel;

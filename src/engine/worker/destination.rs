@@ -109,7 +109,7 @@ async fn claim<'a>(
 }
 
 /// Finds a destination for a file not yet claimed, applying the conflict policy.
-async fn plan<'a>(
+pub(super) async fn plan<'a>(
     ctx: &'a Ctx<'a>,
     record: &FileRecord,
     live: &LiveFile,

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::super::commit::{self, Owner};
 use super::destination::{self, Destination};
 use super::journal::StoreJournal;
+use super::naming;
 use super::{Ctx, Stop};
 use crate::domain::{FileId, FileRecord, FileStatus, JobError};
 use crate::fetch::place::{self, Finish};
@@ -234,7 +235,7 @@ async fn fetch_one(
     let inner = &ctx.engine.inner;
     let url =
         url::Url::parse(&record.url).map_err(|e| FetchError::Store(format!("stored URL: {e}")))?;
-    let task = FileTask {
+    let mut task = FileTask {
         url,
         headers: headers.clone(),
         part: place::part_path(&inner.root.join(&destination.claim.rel)),
@@ -244,6 +245,11 @@ async fn fetch_one(
         limits: file_limits(ctx),
         throttle: ctx.run.throttle.clone(),
     };
+    let Some((destination, opening)) =
+        naming::open(ctx, record, destination, &mut task, live).await?
+    else {
+        return Ok(());
+    };
     let journal = StoreJournal {
         ctx,
         file: record.id,
@@ -251,7 +257,7 @@ async fn fetch_one(
     };
     let fetched = inner
         .fetcher
-        .fetch_file(&task, &journal, live, &ctx.run.stop)
+        .fetch_file(&task, opening, &journal, live, &ctx.run.stop)
         .await?;
     let fetched = verify(ctx, record, &destination, fetched).await?;
     let _handed = handoff.hand_off(fetched.data.in_memory());
