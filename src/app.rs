@@ -244,6 +244,7 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         max_redirects: settings.max_redirects,
         max_connections_per_host: settings.max_connections_per_host,
         max_bytes_per_second: Some(settings.max_bytes_per_second).filter(|r| *r > 0),
+        min_free_space: settings.min_free_space,
     }))
 }
 

@@ -29,6 +29,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Every download lands inside this directory.
     pub download_root: PathBuf,
+    /// Bytes to keep free on a download's filesystem: a file of known size that would leave
+    /// less is not started, and its job pauses with `insufficient-storage`; 0 checks only
+    /// that the file fits.
+    pub min_free_space: u64,
     /// When set, every `/v1` route requires `Authorization: Bearer <token>`.
     #[serde(skip_serializing)]
     pub api_token: Option<Secret>,
@@ -132,6 +136,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("./haul-data"),
             download_root: PathBuf::from("./downloads"),
+            min_free_space: 1 << 30,
             api_token: None,
             max_concurrent_jobs: 4,
             max_queued_jobs: 100_000,

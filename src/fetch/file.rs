@@ -330,6 +330,9 @@ impl Fetcher {
         };
         let (file, on_disk) = open_part(task.part.clone()).await?;
         let saved = usable_plan(&task.segments, &task.meta, on_disk);
+        if let (false, Some(total)) = (saved.is_empty(), task.meta.total) {
+            reserve_space(self, task, total).await?;
+        }
         let written: Vec<u64> = saved.iter().map(|s| s.written).collect();
         let fresh = saved.is_empty();
         let writer = Writer::spawn(
@@ -432,7 +435,7 @@ impl Fetcher {
         match small::first_request(self, task, live, stop).await {
             Ok(first) => Ok(first),
             Err(err) => {
-                if !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                if !keeps_part(&err) {
                     discard_empty_part(&task.part).await;
                 }
                 Err(err)
@@ -467,6 +470,15 @@ fn usable_plan(segments: &[Segment], meta: &FileMeta, on_disk: u64) -> Vec<Segme
     sorted
 }
 
+/// A stop keeps the `.part` (the job still owns its name), and so does a full disk (the job
+/// pauses, to resume into it).
+fn keeps_part(err: &FetchError) -> bool {
+    matches!(
+        err,
+        FetchError::Stopped | FetchError::LeaseLost | FetchError::InsufficientStorage { .. }
+    )
+}
+
 /// Removes the `.part` of a file that failed for good without keeping a byte: an empty one
 /// helps no resume, outlives its job, and would push the next download of this name to an
 /// alternative ("NAME (1)"). A stop keeps it, because the job still owns the name.
@@ -478,6 +490,17 @@ async fn discard_empty_part(part: &std::path::Path) {
             tracing::warn!(path = %part.display(), error.message = %e, "cannot remove an empty partial file")
         }
     }
+}
+
+/// Checks the free space for a file of `total` bytes and preallocates it (see `space`).
+async fn reserve_space(fetcher: &Fetcher, task: &FileTask, total: u64) -> Result<(), FetchError> {
+    let (part, keep) = (task.part.clone(), fetcher.min_free_space);
+    tokio::task::spawn_blocking(move || super::space::reserve(&part, total, keep))
+        .await
+        .map_err(|e| FetchError::Io {
+            path: String::new(),
+            source: std::io::Error::other(e),
+        })?
 }
 
 /// Opens (creating) the `.part` without truncating it; returns it with its current length.
@@ -595,6 +618,9 @@ impl<J: Journal> FileRun<'_, J> {
                         .total
                         .is_some_and(|t| plan::splittable(t, self.task.limits.min_segment));
                 self.live.set_total(meta.total);
+                if let Some(total) = meta.total {
+                    reserve_space(self.fetcher, self.task, total).await?;
+                }
                 self.meta = meta;
                 self.meta_saved = false;
                 if self.parallel {
@@ -974,7 +1000,7 @@ impl<J: Journal> FileRun<'_, J> {
             Ok(total) => total,
             Err(err) => {
                 writer.close().await;
-                if live.done() == 0 && !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                if live.done() == 0 && !keeps_part(&err) {
                     discard_empty_part(&task.part).await;
                 }
                 return Err(err);

@@ -16,6 +16,7 @@ pub mod place;
 pub mod plan;
 mod retry;
 mod small;
+pub mod space;
 mod writer;
 
 use std::future::Future;
@@ -170,6 +171,8 @@ pub struct FetcherSettings {
     pub max_redirects: usize,
     pub max_connections_per_host: usize,
     pub max_bytes_per_second: Option<u64>,
+    /// Bytes to leave free on a destination's filesystem (see [`space`]).
+    pub min_free_space: u64,
 }
 
 /// The shared machinery every file fetch uses. Cheap to clone.
@@ -179,6 +182,8 @@ pub struct Fetcher {
     retry: RetryPolicy,
     checkpoint_every: Duration,
     max_redirects: usize,
+    /// Bytes to leave free on a destination's filesystem.
+    min_free_space: u64,
     /// Connections per host, shared by every job.
     hosts: Hosts,
     /// The daemon-wide bandwidth limit.
@@ -195,6 +200,7 @@ impl Fetcher {
             retry: settings.retry,
             checkpoint_every: settings.checkpoint_every,
             max_redirects: settings.max_redirects,
+            min_free_space: settings.min_free_space,
             hosts: Hosts::new(settings.max_connections_per_host),
             throttle: Throttle::new(settings.max_bytes_per_second),
             connections: Arc::default(),

@@ -21,6 +21,7 @@ mod plan;
 
 mod auth;
 mod contract;
+mod disk;
 mod download;
 mod errors;
 mod events;

@@ -137,7 +137,8 @@ pub(super) async fn run_files(
     record_outcomes(ctx, fetching.await).await
 }
 
-/// Records the files that failed for good; a lost lease or a stop wins over failures.
+/// Records the files that failed for good; a lost lease or a stop wins over failures, and a
+/// full disk pauses the job (its files keep their state, to resume).
 async fn record_outcomes(
     ctx: &Ctx<'_>,
     outcomes: Vec<(String, FileId, Result<(), FetchError>)>,
@@ -148,7 +149,15 @@ async fn record_outcomes(
         match outcome {
             Ok(()) => {}
             Err(FetchError::LeaseLost) => stop = Some(Stop::LeaseLost),
-            Err(FetchError::Stopped) => stop = stop.or(Some(Stop::Stopped)),
+            Err(FetchError::Stopped) => {
+                if !matches!(stop, Some(Stop::LeaseLost)) {
+                    stop = Some(Stop::Stopped);
+                }
+            }
+            Err(err @ FetchError::InsufficientStorage { .. }) => {
+                tracing::warn!(file.id = %id, error.message = %err, "file {path} does not fit");
+                stop = stop.or(Some(Stop::NoSpace(err.to_job_error())));
+            }
             Err(err) => {
                 tracing::warn!(file.id = %id, error.message = %err, "file {path} failed");
                 let error = err.to_job_error();
