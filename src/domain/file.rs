@@ -10,13 +10,20 @@ use super::{FileId, JobError};
 /// A file fails for the same reasons a job does, and is shown the same way.
 pub type FileError = JobError;
 
-/// Where one file of a job is.
+/// Where one file of a job is. `preparing` and `hashing_existing` last as long as a directory
+/// creation or a read of an existing file: they are shown while the job runs in this daemon but
+/// never stored (the store keeps `queued` until the file's first checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileStatus {
     /// Not started yet.
     Queued,
-    /// Bytes are being fetched into `NAME.part`.
+    /// Its destination is being settled: directories, the conflict policy, claims.
+    Preparing,
+    /// A file already at the destination is being hashed: if it has the job's `sha256`, it
+    /// is the download (`complete`, `cached: true`).
+    HashingExisting,
+    /// Bytes are being fetched (into `NAME.part`, or into memory for a small file).
     Downloading,
     /// Size and checksum are being checked before the final rename.
     Verifying,
@@ -33,6 +40,8 @@ impl FileStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
+            Self::Preparing => "preparing",
+            Self::HashingExisting => "hashing_existing",
             Self::Downloading => "downloading",
             Self::Verifying => "verifying",
             Self::Complete => "complete",
@@ -41,18 +50,33 @@ impl FileStatus {
         }
     }
 
+    /// Every status, in the order a file goes through them.
+    pub const ALL: [Self; 8] = [
+        Self::Queued,
+        Self::Preparing,
+        Self::HashingExisting,
+        Self::Downloading,
+        Self::Verifying,
+        Self::Complete,
+        Self::Skipped,
+        Self::Failed,
+    ];
+
     /// Parses the lowercase name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Downloading,
-            Self::Verifying,
-            Self::Complete,
-            Self::Skipped,
-            Self::Failed,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// True while the file is on its way (what the live phase of a running file refines).
+    pub fn is_under_way(self) -> bool {
+        matches!(
+            self,
+            Self::Queued
+                | Self::Preparing
+                | Self::HashingExisting
+                | Self::Downloading
+                | Self::Verifying
+        )
     }
 
     /// True when the worker has nothing more to do for this file.

@@ -22,7 +22,7 @@ mod writer;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -33,7 +33,7 @@ pub use http::{ClientSettings, build_client, request_headers};
 pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;
 
-use crate::domain::Segment;
+use crate::domain::{FileStatus, Segment};
 use crate::store::FileMeta;
 
 /// Where the fetch layer records progress (implemented by the worker over the store).
@@ -108,6 +108,9 @@ pub struct LiveFile {
     pub bytes_done: Arc<AtomicU64>,
     bytes_total: AtomicU64,
     pub connections: AtomicU32,
+    /// The phase the file is in now (an index into `FileStatus::ALL`; `u8::MAX` for none
+    /// yet). Phases that last microseconds live only here, not in the store.
+    phase: AtomicU8,
 }
 
 impl Default for LiveFile {
@@ -116,6 +119,7 @@ impl Default for LiveFile {
             bytes_done: Arc::default(),
             bytes_total: AtomicU64::new(u64::MAX),
             connections: AtomicU32::new(0),
+            phase: AtomicU8::new(u8::MAX),
         }
     }
 }
@@ -136,6 +140,20 @@ impl LiveFile {
     pub fn set(&self, done: u64, total: Option<u64>) {
         self.bytes_done.store(done, Ordering::Relaxed);
         self.set_total(total);
+    }
+
+    /// Enters a phase (see [`crate::domain::FileStatus`]).
+    pub fn set_phase(&self, phase: FileStatus) {
+        let index = FileStatus::ALL.iter().position(|s| *s == phase);
+        let index = index.and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX);
+        self.phase.store(index, Ordering::Relaxed);
+    }
+
+    /// The phase the file is in, once its run has set one.
+    pub fn phase(&self) -> Option<FileStatus> {
+        FileStatus::ALL
+            .get(usize::from(self.phase.load(Ordering::Relaxed)))
+            .copied()
     }
 
     /// Sets the size (`None`: unknown).

@@ -55,7 +55,8 @@ fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {
 }
 
 /// Applies the conflict policy to the planned destination `rel`. `busy` says whether another
-/// running download is using a relative path.
+/// running download is using a relative path; `hashing` is called before an existing file is
+/// read to compare it with `expected` (a phase the API shows).
 pub fn prepare(
     root: &DownloadRoot,
     rel: &str,
@@ -63,12 +64,16 @@ pub fn prepare(
     expected: Option<&Sha256>,
     stop: &CancellationToken,
     busy: &dyn Fn(&str) -> bool,
+    hashing: &dyn Fn(),
 ) -> Result<Prepared, FetchError> {
     root.confine(rel).map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
     if let Ok(meta) = std::fs::symlink_metadata(&target) {
         if let Some(expected) = expected.filter(|_| meta.is_file())
-            && sha256_of(&target, stop)? == *expected
+            && {
+                hashing();
+                sha256_of(&target, stop)? == *expected
+            }
         {
             return Ok(Prepared::Cached {
                 path: rel.to_owned(),
@@ -112,7 +117,15 @@ fn free_alternative(
             && std::fs::symlink_metadata(&path).is_err()
             && !part_path(&path).exists()
         {
-            return prepare(root, &candidate, OnConflict::Overwrite, None, stop, busy);
+            return prepare(
+                root,
+                &candidate,
+                OnConflict::Overwrite,
+                None,
+                stop,
+                busy,
+                &|| {},
+            );
         }
     }
     Err(destination_error(rel, "no free alternative name"))
@@ -413,8 +426,16 @@ mod tests {
         let (_d, root) = root();
         std::fs::write(root.join("a.bin"), b"x").unwrap();
         std::fs::write(root.join("a (1).bin.part"), b"x").unwrap();
-        let prepared =
-            prepare(&root, "a.bin", OnConflict::Rename, None, &never(), NOT_BUSY).unwrap();
+        let prepared = prepare(
+            &root,
+            "a.bin",
+            OnConflict::Rename,
+            None,
+            &never(),
+            NOT_BUSY,
+            &|| {},
+        )
+        .unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -422,7 +443,16 @@ mod tests {
             }
         );
         let busy: &dyn Fn(&str) -> bool = &|p| p == "b.bin";
-        let prepared = prepare(&root, "b.bin", OnConflict::Rename, None, &never(), busy).unwrap();
+        let prepared = prepare(
+            &root,
+            "b.bin",
+            OnConflict::Rename,
+            None,
+            &never(),
+            busy,
+            &|| {},
+        )
+        .unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -437,6 +467,7 @@ mod tests {
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f"), b"abc").unwrap();
         let sha = sha256_of(&root.join("sub/f"), &never()).unwrap();
+        let hashed = std::cell::Cell::new(false);
         let prepared = prepare(
             &root,
             "sub/f",
@@ -444,8 +475,10 @@ mod tests {
             Some(&sha),
             &never(),
             NOT_BUSY,
+            &|| hashed.set(true),
         )
         .unwrap();
+        assert!(hashed.get(), "the hashing phase is announced");
         assert_eq!(
             prepared,
             Prepared::Cached {
@@ -453,7 +486,16 @@ mod tests {
                 size: 3
             }
         );
-        let prepared = prepare(&root, "sub/f", OnConflict::Skip, None, &never(), NOT_BUSY).unwrap();
+        let prepared = prepare(
+            &root,
+            "sub/f",
+            OnConflict::Skip,
+            None,
+            &never(),
+            NOT_BUSY,
+            &|| {},
+        )
+        .unwrap();
         assert_eq!(prepared, Prepared::Skipped);
     }
 

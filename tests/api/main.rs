@@ -32,6 +32,7 @@ mod names;
 mod ops;
 mod origin_checks;
 mod parallel;
+mod phases;
 mod receiver;
 mod replay;
 mod resume;

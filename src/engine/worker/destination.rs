@@ -7,6 +7,7 @@
 //! with `create_new`, so a file that is not ours is never opened as ours).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::Ctx;
 use super::files::{set_status, store_error, update};
@@ -44,10 +45,11 @@ impl Drop for PathClaim<'_> {
 pub(super) async fn settle<'a>(
     ctx: &'a Ctx<'a>,
     file: RunFile,
-    live: &LiveFile,
+    live: &Arc<LiveFile>,
     claimed: Option<String>,
 ) -> Result<Option<Destination<'a>>, FetchError> {
     let record = &file.record;
+    live.set_phase(FileStatus::Preparing);
     if let Some(rel) = claimed {
         // Claimed with others of its job a moment ago (registry, store and `.part`).
         return Ok(Some(Destination {
@@ -112,12 +114,12 @@ async fn claim<'a>(
 pub(super) async fn plan<'a>(
     ctx: &'a Ctx<'a>,
     record: &FileRecord,
-    live: &LiveFile,
+    live: &Arc<LiveFile>,
     mut taken: HashSet<String>,
 ) -> Result<Option<Destination<'a>>, FetchError> {
     let renames = ctx.job.on_conflict == OnConflict::Rename;
     for _ in 0..ATTEMPTS {
-        let path = match prepare(ctx, record, &taken).await? {
+        let path = match prepare(ctx, record, live, &taken).await? {
             Prepared::Cached { path, size } => {
                 record_cached(ctx, record, live, &path, size).await?;
                 return Ok(None);
@@ -154,9 +156,11 @@ pub(super) async fn plan<'a>(
 async fn prepare(
     ctx: &Ctx<'_>,
     record: &FileRecord,
+    live: &Arc<LiveFile>,
     taken: &HashSet<String>,
 ) -> Result<Prepared, FetchError> {
     let inner = &ctx.engine.inner;
+    let live = live.clone();
     let (root, rel, sha) = (
         inner.root.clone(),
         record.path.clone(),
@@ -165,9 +169,9 @@ async fn prepare(
     let (policy, stop) = (ctx.job.on_conflict, ctx.run.stop.clone());
     let (engine, avoid) = (ctx.engine.clone(), taken.clone());
     tokio::task::spawn_blocking(move || {
-        place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &|p| {
-            avoid.contains(p) || engine.inner.registry.path_busy(p)
-        })
+        let busy = |p: &str| avoid.contains(p) || engine.inner.registry.path_busy(p);
+        let hashing = || live.set_phase(FileStatus::HashingExisting);
+        place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &busy, &hashing)
     })
     .await
     .map_err(|e| FetchError::Store(format!("preparing the destination was interrupted: {e}")))?
@@ -350,7 +354,7 @@ impl<'a> Batch<'a> {
                 .into_iter()
                 .filter_map(|(file, rel)| {
                     let busy = |p: &str| engine.inner.registry.path_busy(p);
-                    match place::prepare(&root, &rel, policy, None, &stop, &busy) {
+                    match place::prepare(&root, &rel, policy, None, &stop, &busy, &|| {}) {
                         Ok(Prepared::Download { path }) => Some((file, path)),
                         _ => None,
                     }

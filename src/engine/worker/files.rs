@@ -241,6 +241,7 @@ async fn fetch_one(
         let total = record.bytes_total.unwrap_or(0);
         return complete(ctx, record.id, live, FileStatus::Complete, total).await;
     }
+    live.set_phase(FileStatus::Downloading);
     let inner = &ctx.engine.inner;
     let url =
         url::Url::parse(&record.url).map_err(|e| FetchError::Store(format!("stored URL: {e}")))?;
@@ -268,6 +269,7 @@ async fn fetch_one(
         .fetcher
         .fetch_file(&task, opening, &journal, live, &ctx.run.stop)
         .await?;
+    live.set_phase(FileStatus::Verifying);
     let fetched = verify(ctx, record, &destination, fetched).await?;
     let _handed = handoff.hand_off(fetched.data.in_memory());
     let rel = &destination.claim.rel;

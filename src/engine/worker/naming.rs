@@ -26,7 +26,7 @@ pub(super) async fn rename<'a>(
     record: &FileRecord,
     destination: Destination<'a>,
     suggested: &str,
-    live: &LiveFile,
+    live: &Arc<LiveFile>,
 ) -> Result<Option<Destination<'a>>, FetchError> {
     let current = destination.claim.rel.clone();
     let Some(name) = name_from_server(suggested) else {
