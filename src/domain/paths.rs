@@ -24,15 +24,101 @@ pub enum PathError {
     Invalid(String),
 }
 
-/// The configured download root, canonicalised once at start-up.
+/// The configured download root, canonicalised once at start-up, and where partial files go.
 #[derive(Debug, Clone)]
-pub struct DownloadRoot(PathBuf);
+pub struct DownloadRoot(PathBuf, Option<PathBuf>);
+
+/// Why an `incomplete_root` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IncompleteRootError {
+    /// It cannot be created or read.
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is on another filesystem than the download root: a finished file could not be
+    /// moved into place with an atomic rename (or hard link).
+    #[error(
+        "{incomplete} is on another filesystem than the download root {root}: partial files \
+         must be renamed into place atomically, which only works within one filesystem"
+    )]
+    OtherFilesystem { incomplete: String, root: String },
+    /// It lies inside the download root, or the root inside it: partial files would show
+    /// among finished ones (or finished files among partial ones).
+    #[error("{incomplete} and the download root {root} must not contain each other")]
+    Nested { incomplete: String, root: String },
+}
 
 impl DownloadRoot {
     /// Creates the directory if needed and canonicalises it.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        Ok(Self(path.canonicalize()?))
+        Ok(Self(path.canonicalize()?, None))
+    }
+
+    /// Keeps partial files under `incomplete` instead of beside their destinations, at the
+    /// same relative path (`<incomplete>/<dest>.part`). It must be on the same filesystem as
+    /// the root, so that a finished file still gets its name with one atomic rename.
+    pub fn with_incomplete(self, incomplete: &Path) -> Result<Self, IncompleteRootError> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| IncompleteRootError::Io {
+            path: incomplete.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(incomplete).map_err(io)?;
+        let canonical = incomplete.canonicalize().map_err(io)?;
+        let (shown, root) = (
+            canonical.display().to_string(),
+            self.0.display().to_string(),
+        );
+        if canonical.starts_with(&self.0) || self.0.starts_with(&canonical) {
+            return Err(IncompleteRootError::Nested {
+                incomplete: shown,
+                root,
+            });
+        }
+        let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+        if device(&canonical).map_err(io)? != device(&self.0).map_err(io)? {
+            return Err(IncompleteRootError::OtherFilesystem {
+                incomplete: shown,
+                root,
+            });
+        }
+        Ok(Self(self.0, Some(canonical)))
+    }
+
+    /// The partial file of the root-relative destination `rel`: `NAME.part` beside it, or at
+    /// the same relative path under the incomplete root.
+    pub fn part(&self, rel: &str) -> PathBuf {
+        let base = self.1.as_ref().unwrap_or(&self.0);
+        let mut part = base.join(rel).into_os_string();
+        part.push(".part");
+        PathBuf::from(part)
+    }
+
+    /// Makes the directory of `rel`'s partial file under the incomplete root (the destination's
+    /// own directory is made by the conflict policy), checking that nothing in it — a symlink
+    /// planted there — leads out of the incomplete root.
+    pub fn prepare_part_dir(&self, rel: &str) -> Result<(), PathError> {
+        let Some(incomplete) = &self.1 else {
+            return Ok(());
+        };
+        let part = self.part(rel);
+        let Some(dir) = part.parent() else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|_| PathError::Invalid(rel.to_owned()))?;
+        match real_path(dir) {
+            Ok(real) if real.starts_with(incomplete) => Ok(()),
+            _ => Err(PathError::EscapesRoot(rel.to_owned())),
+        }
+    }
+
+    /// The incomplete root, when partial files have one.
+    pub fn incomplete(&self) -> Option<&Path> {
+        self.1.as_deref()
     }
 
     /// The canonical absolute path.

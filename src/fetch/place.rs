@@ -31,13 +31,6 @@ pub enum Prepared {
     Skipped,
 }
 
-/// The `.part` beside a destination.
-pub fn part_path(final_path: &Path) -> PathBuf {
-    let mut name = final_path.file_name().unwrap_or_default().to_os_string();
-    name.push(".part");
-    final_path.with_file_name(name)
-}
-
 /// `name` in the directory of the relative path `rel`.
 pub fn sibling(rel: &str, name: &str) -> String {
     match rel.rsplit_once('/') {
@@ -88,7 +81,7 @@ pub fn prepare(
             OnConflict::Overwrite => {}
             OnConflict::Rename => return free_alternative(root, rel, stop, busy),
         }
-    } else if policy == OnConflict::Rename && (busy(rel) || part_path(&target).exists()) {
+    } else if policy == OnConflict::Rename && (busy(rel) || root.part(rel).exists()) {
         return free_alternative(root, rel, stop, busy);
     }
     if busy(rel) {
@@ -115,7 +108,7 @@ fn free_alternative(
         let path = root.join(&candidate);
         if !busy(&candidate)
             && std::fs::symlink_metadata(&path).is_err()
-            && !part_path(&path).exists()
+            && !root.part(&candidate).exists()
         {
             return prepare(
                 root,
@@ -134,7 +127,9 @@ fn free_alternative(
 /// Creates the `.part` of a destination just claimed. `Ok(false)` when a file already has that
 /// name: it is not ours (no store record owns it), so it is neither opened nor removed.
 pub fn create_part(root: &DownloadRoot, rel: &str) -> Result<bool, FetchError> {
-    let part = part_path(&root.join(rel));
+    let part = root.part(rel);
+    root.prepare_part_dir(rel)
+        .map_err(|e| destination_error(rel, e))?;
     // create_new refuses any existing name, a symlink included, so it cannot be redirected.
     match File::options().write(true).create_new(true).open(&part) {
         Ok(_) => Ok(true),
@@ -167,7 +162,7 @@ pub fn placed_before_crash(
     stop: &CancellationToken,
 ) -> Result<bool, FetchError> {
     let target = root.join(rel);
-    if std::fs::symlink_metadata(part_path(&target)).is_ok() {
+    if std::fs::symlink_metadata(root.part(rel)).is_ok() {
         return Ok(false);
     }
     match std::fs::symlink_metadata(&target) {
@@ -233,7 +228,7 @@ pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
 /// Checks size and checksum. On a checksum mismatch the `.part` is deleted: its bytes are
 /// wrong and must not be resumed. Blocks only for a file in its `.part`.
 pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
-    let part = part_path(&job.root.join(job.rel));
+    let part = job.root.part(job.rel);
     let size = match job.data {
         Data::Part(file) => file.metadata().map_err(|e| FetchError::io(&part, e))?.len(),
         Data::Memory(body) => body.len() as u64,
@@ -266,10 +261,7 @@ pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
 /// journal commit instead of one per file; since Linux 5.8 it reports the writeback errors of
 /// every file on it). Returns one result per file, in order.
 pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), FetchError>> {
-    let parts: Vec<PathBuf> = files
-        .iter()
-        .map(|(rel, _)| part_path(&root.join(rel)))
-        .collect();
+    let parts: Vec<PathBuf> = files.iter().map(|(rel, _)| root.part(rel)).collect();
     let mut results: Vec<Result<(), FetchError>> = Vec::with_capacity(files.len());
     let mut written: Vec<Option<File>> = Vec::with_capacity(files.len());
     for ((_, data), part) in files.iter().zip(&parts) {
@@ -350,7 +342,7 @@ pub fn place(
     }
     root.confine(rel).map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
-    let part = part_path(&target);
+    let part = root.part(rel);
     let placed = match policy {
         OnConflict::Overwrite => {
             std::fs::rename(&part, &target).map_err(|e| FetchError::io(&target, e))?;
@@ -506,7 +498,7 @@ mod tests {
         policy: OnConflict,
         expected: Option<&Sha256>,
     ) -> Result<Placed, FetchError> {
-        let part = part_path(&root.join(rel));
+        let part = root.part(rel);
         std::fs::write(&part, body).unwrap();
         let data = Data::Part(File::options().read(true).write(true).open(&part).unwrap());
         finish(Finish {
@@ -543,13 +535,13 @@ mod tests {
             finish_with(&root, "f", b"zzz", OnConflict::Skip, None).unwrap(),
             Placed::Skipped
         );
-        assert!(!part_path(&root.join("f")).exists());
+        assert!(!root.part("f").exists());
     }
 
     #[test]
     fn a_stop_before_the_rename_keeps_the_part_and_takes_no_name() {
         let (_d, root) = root();
-        let part = part_path(&root.join("h"));
+        let part = root.part("h");
         std::fs::write(&part, b"data").unwrap();
         let stop = never();
         stop.cancel();
@@ -575,13 +567,13 @@ mod tests {
         let err = finish_with(&root, "g", b"data", OnConflict::Rename, Some(&wrong)).unwrap_err();
         assert!(matches!(err, FetchError::ChecksumMismatch { .. }));
         assert!(!root.join("g").exists());
-        assert!(!part_path(&root.join("g")).exists());
+        assert!(!root.part("g").exists());
     }
 
     #[test]
     fn files_in_memory_are_written_and_synced_as_a_group() {
         let (_d, root) = root();
-        let on_disk = part_path(&root.join("d"));
+        let on_disk = root.part("d");
         std::fs::write(&on_disk, b"disk").unwrap();
         let group = [
             ("a", Data::Memory(bytes::Bytes::from_static(b"alpha"))),
@@ -589,13 +581,13 @@ mod tests {
             ("d", Data::Part(File::open(&on_disk).unwrap())),
         ];
         // A `.part` that vanished since its claim is created again.
-        std::fs::write(part_path(&root.join("a")), b"stale and longer").unwrap();
+        std::fs::write(root.part("a"), b"stale and longer").unwrap();
         let files: Vec<(&str, &Data)> = group.iter().map(|(rel, data)| (*rel, data)).collect();
         let results = persist(&root, &files);
         assert_eq!(results.len(), 3);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
-        assert_eq!(std::fs::read(part_path(&root.join("a"))).unwrap(), b"alpha");
-        assert_eq!(std::fs::read(part_path(&root.join("b"))).unwrap(), b"");
+        assert_eq!(std::fs::read(root.part("a")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(root.part("b")).unwrap(), b"");
         assert_eq!(std::fs::read(&on_disk).unwrap(), b"disk");
     }
 
@@ -629,6 +621,6 @@ mod tests {
             check(4, Some(&wrong)),
             Err(FetchError::ChecksumMismatch { .. })
         ));
-        assert!(!root.join("m").exists() && !part_path(&root.join("m")).exists());
+        assert!(!root.join("m").exists() && !root.part("m").exists());
     }
 }

@@ -27,6 +27,7 @@ mod errors;
 mod events;
 mod files;
 mod helpers;
+mod incomplete;
 mod lifecycle;
 mod names;
 mod ops;

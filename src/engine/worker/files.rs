@@ -248,7 +248,7 @@ async fn fetch_one(
     let mut task = FileTask {
         url,
         headers: headers.clone(),
-        part: place::part_path(&inner.root.join(&destination.claim.rel)),
+        part: inner.root.part(&destination.claim.rel),
         meta: destination.meta.clone(),
         segments: destination.segments.clone(),
         hash: record.sha256.is_some(),

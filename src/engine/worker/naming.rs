@@ -16,7 +16,7 @@ use super::Ctx;
 use super::destination::{self, Destination};
 use crate::domain::FileRecord;
 use crate::domain::paths::{is_numbered_alternative, name_from_server};
-use crate::fetch::place::{part_path, sibling};
+use crate::fetch::place::sibling;
 use crate::fetch::{FetchError, FileTask, LiveFile, Opening};
 
 /// Moves `destination` to the name the server suggests. `None` when there is nothing to
@@ -61,7 +61,7 @@ fn file_name(rel: &str) -> &str {
 }
 
 async fn discard_part(ctx: &Ctx<'_>, rel: &str) {
-    let part = part_path(&ctx.engine.inner.root.join(rel));
+    let part = ctx.engine.inner.root.part(rel);
     match tokio::fs::remove_file(&part).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -94,6 +94,6 @@ pub(super) async fn open<'a>(
     let Some(destination) = rename(ctx, record, destination, name, live).await? else {
         return Ok(None);
     };
-    task.part = part_path(&inner.root.join(&destination.claim.rel));
+    task.part = inner.root.part(&destination.claim.rel);
     Ok(Some((destination, Some(opening))))
 }
