@@ -126,7 +126,13 @@ pub(super) async fn run_files(
             }
             tokio::select! {
                 outcome = running.next() => match outcome {
-                    Some(outcome) => outcomes.push(outcome),
+                    Some(outcome) => {
+                        // A full disk pauses the job: start nothing more, let the rest end.
+                        if matches!(outcome.2, Err(FetchError::InsufficientStorage { .. })) {
+                            pending.clear();
+                        }
+                        outcomes.push(outcome);
+                    }
                     None => break,
                 },
                 () = handoff.handed.notified() => {}

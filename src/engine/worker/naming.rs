@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::Ctx;
 use super::destination::{self, Destination};
 use crate::domain::FileRecord;
-use crate::domain::paths::{is_numbered_alternative, name_from_server};
+use crate::domain::paths::{is_numbered_alternative, name_from_server, name_from_url};
 use crate::fetch::place::sibling;
 use crate::fetch::{FetchError, FileTask, LiveFile, Opening};
 
@@ -33,9 +33,7 @@ pub(super) async fn rename<'a>(
         return Ok(Some(destination));
     };
     let wanted = sibling(&current, &name);
-    // Already there, or at an alternative of it that the conflict policy chose on an earlier
-    // attempt (a retried file sees the same header again).
-    if wanted == current || is_numbered_alternative(file_name(&current), file_name(&wanted)) {
+    if wanted == current || named_before(record, &current, &name) {
         return Ok(Some(destination));
     }
     let named = FileRecord {
@@ -58,6 +56,18 @@ pub(super) async fn rename<'a>(
 
 fn file_name(rel: &str) -> &str {
     rel.rsplit_once('/').map_or(rel, |(_, name)| name)
+}
+
+/// Whether an earlier attempt already moved the file to `name`, and the conflict policy chose
+/// an alternative of it (`name (1).ext`): a retried file sees the same header again. A file
+/// still under its URL's name (or an alternative of that) has not been named yet.
+fn named_before(record: &FileRecord, current: &str, name: &str) -> bool {
+    let current = file_name(current);
+    let from_url = url::Url::parse(&record.url)
+        .map(|url| name_from_url(&url))
+        .unwrap_or_default();
+    let unnamed = current == from_url || is_numbered_alternative(current, &from_url);
+    !unnamed && is_numbered_alternative(current, name)
 }
 
 async fn discard_part(ctx: &Ctx<'_>, rel: &str) {
