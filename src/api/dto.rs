@@ -64,7 +64,9 @@ pub struct FileView {
     pub index: u32,
     /// The source URL, without any user-info.
     pub url: String,
-    /// Destination relative to the download root (final once the file starts).
+    /// Destination relative to the download root. In a directory `dest` it is the URL's name
+    /// until the first response names the file (`Content-Disposition`); final once bytes are
+    /// written (or an alternative `name (1).ext` the conflict policy chose).
     pub path: String,
     pub status: FileStatus,
     pub bytes_done: u64,

@@ -4,8 +4,8 @@
 //! connections (probe, parallel ranges, work stealing, racing, restarts, checkpoints),
 //! `connection` runs one range, `writer` owns the `.part`, `space` checks free space and
 //! preallocates, `limits` holds the bandwidth and per-host budgets every download shares, and
-//! `place` puts verified files in place. The fetch
-//! layer knows nothing of the store: it reports through a [`Journal`] the worker implements.
+//! `place` puts verified files in place. The fetch layer knows nothing of the store: it reports
+//! through a [`Journal`] the worker implements.
 
 mod connection;
 pub mod disposition;
