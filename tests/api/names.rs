@@ -174,3 +174,61 @@ async fn jobs_racing_for_one_server_name_both_land_under_different_names() {
     );
     assert_eq!(files_below(&app.root), names);
 }
+
+#[tokio::test]
+async fn a_file_already_under_the_servers_name_is_cached() {
+    let origin = Origin::start().await;
+    let app = TestApp::spawn().await;
+    let body = content(970, 6_000);
+    std::fs::write(app.file("named.bin"), &body).unwrap();
+    serve_named(
+        &origin,
+        "c/url.bin",
+        &body,
+        "attachment; filename=\"named.bin\"",
+    );
+    let job = app
+        .create_job(
+            json!({ "url": origin.url("c/url.bin"), "sha256": crate::origin::sha256_hex(&body) }),
+        )
+        .await;
+    let job = app.wait_for(&id_of(&job), "completed").await;
+    assert_eq!(job["files"][0]["path"], "named.bin");
+    assert_eq!(job["files"][0]["cached"], true);
+    assert_eq!(files_below(&app.root), ["named.bin"]);
+}
+
+#[tokio::test]
+async fn a_retried_file_keeps_the_alternative_name_it_was_given() {
+    let origin = Origin::start().await;
+    let app = TestApp::spawn().await;
+    std::fs::write(app.file("same.bin"), b"someone else's").unwrap();
+    let good = content(971, 5_000);
+    // First served wrong: the checksum fails the file after it was named.
+    serve_named(
+        &origin,
+        "t/u.bin",
+        &content(972, 5_000),
+        "attachment; filename=\"same.bin\"",
+    );
+    let job = app
+        .create_job(
+            json!({ "url": origin.url("t/u.bin"), "sha256": crate::origin::sha256_hex(&good) }),
+        )
+        .await;
+    let id = id_of(&job);
+    let job = app.wait_for(&id, "failed").await;
+    assert_eq!(job["files"][0]["path"], "same (1).bin", "{job}");
+    serve_named(
+        &origin,
+        "t/u.bin",
+        &good,
+        "attachment; filename=\"same.bin\"",
+    );
+    let (status, _) = app.action(&id, "resume").await;
+    assert_eq!(status, 200);
+    let job = app.wait_for(&id, "completed").await;
+    assert_eq!(job["files"][0]["path"], "same (1).bin", "{job}");
+    assert_file(&app.file("same (1).bin"), &good);
+    assert_eq!(files_below(&app.root), ["same (1).bin", "same.bin"]);
+}
