@@ -232,3 +232,24 @@ async fn a_retried_file_keeps_the_alternative_name_it_was_given() {
     assert_file(&app.file("same (1).bin"), &good);
     assert_eq!(files_below(&app.root), ["same (1).bin", "same.bin"]);
 }
+
+#[tokio::test]
+async fn a_server_name_that_exists_is_skipped_under_skip() {
+    let origin = Origin::start().await;
+    let app = TestApp::spawn().await;
+    std::fs::write(app.file("taken.bin"), b"mine").unwrap();
+    serve_named(
+        &origin,
+        "k/u.bin",
+        &content(973, 3_000),
+        "attachment; filename=\"taken.bin\"",
+    );
+    let job = app
+        .create_job(json!({ "url": origin.url("k/u.bin"), "on_conflict": "skip" }))
+        .await;
+    let job = app.wait_for(&id_of(&job), "completed").await;
+    assert_eq!(job["files"][0]["status"], "skipped");
+    assert_eq!(job["files"][0]["path"], "taken.bin");
+    assert_eq!(files_below(&app.root), ["taken.bin"]);
+    assert_eq!(std::fs::read(app.file("taken.bin")).unwrap(), b"mine");
+}

@@ -125,6 +125,10 @@ pub(super) async fn plan<'a>(
                 return Ok(None);
             }
             Prepared::Skipped => {
+                if record.auto_name {
+                    // The name skipped may be the server's, which the store does not have yet.
+                    record_path(ctx, record, &record.path).await?;
+                }
                 // Nothing of it is downloaded: it counts as zero bytes of zero.
                 set_status(ctx, record.id, &update(FileStatus::Skipped, Some(0))).await?;
                 tracing::info!(file.id = %record.id, "{} exists; skipping it", record.path);
@@ -201,6 +205,14 @@ async fn take<'a>(
     }
 }
 
+/// Records where a file that needs no download ended up.
+async fn record_path(ctx: &Ctx<'_>, record: &FileRecord, path: &str) -> Result<(), FetchError> {
+    ctx.store()
+        .record_path(ctx.job.id, ctx.lease(), record.id, path)
+        .await
+        .map_err(store_error)
+}
+
 /// An existing file already has the expected checksum: it is the download.
 async fn record_cached(
     ctx: &Ctx<'_>,
@@ -209,10 +221,7 @@ async fn record_cached(
     path: &str,
     size: u64,
 ) -> Result<(), FetchError> {
-    ctx.store()
-        .record_path(ctx.job.id, ctx.lease(), record.id, path)
-        .await
-        .map_err(store_error)?;
+    record_path(ctx, record, path).await?;
     let cached = FileStatusUpdate {
         cached: true,
         ..update(FileStatus::Complete, Some(size))
