@@ -85,6 +85,10 @@ pub fn prepare(
         return free_alternative(root, rel, stop, busy);
     }
     if busy(rel) {
+        // Claimed by another download since the check above: under `rename`, another name.
+        if policy == OnConflict::Rename {
+            return free_alternative(root, rel, stop, busy);
+        }
         return Err(FetchError::PathBusy(rel.to_owned()));
     }
     if let Some(parent) = target.parent() {
@@ -110,15 +114,12 @@ fn free_alternative(
             && std::fs::symlink_metadata(&path).is_err()
             && !root.part(&candidate).exists()
         {
-            return prepare(
-                root,
-                &candidate,
-                OnConflict::Overwrite,
-                None,
-                stop,
-                busy,
-                &|| {},
-            );
+            let overwrite = OnConflict::Overwrite;
+            match prepare(root, &candidate, overwrite, None, stop, busy, &|| {}) {
+                // Claimed by another download meanwhile: try the next one.
+                Err(FetchError::PathBusy(_)) => continue,
+                prepared => return prepared,
+            }
         }
     }
     Err(destination_error(rel, "no free alternative name"))
@@ -451,6 +452,42 @@ mod tests {
                 path: "b (1).bin".into()
             }
         );
+    }
+
+    #[test]
+    fn a_name_claimed_while_it_is_checked_gets_an_alternative_under_rename() {
+        let (_d, root) = root();
+        // Free at the first look, taken at the next (another job claimed it in between).
+        let looks = std::cell::Cell::new(0);
+        let busy = |p: &str| {
+            looks.set(looks.get() + 1);
+            (p == "r.bin" && looks.get() > 1) || (p == "r (1).bin" && looks.get() > 3)
+        };
+        let prepared = prepare(
+            &root,
+            "r.bin",
+            OnConflict::Rename,
+            None,
+            &never(),
+            &busy,
+            &|| {},
+        );
+        assert_eq!(
+            prepared.unwrap(),
+            Prepared::Download {
+                path: "r (2).bin".into()
+            }
+        );
+        let prepared = prepare(
+            &root,
+            "r.bin",
+            OnConflict::Skip,
+            None,
+            &never(),
+            &|_| true,
+            &|| {},
+        );
+        assert!(matches!(prepared, Err(FetchError::PathBusy(_))));
     }
 
     #[test]
