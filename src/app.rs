@@ -62,12 +62,7 @@ impl App {
         })?;
         let lock = lock_data_dir(&settings)?;
         let store = open_store(&settings).await?;
-        let root = DownloadRoot::open(&settings.download_root).with_context(|| {
-            format!(
-                "cannot use the download root {}",
-                settings.download_root.display()
-            )
-        })?;
+        let root = download_root(&settings)?;
         let shutdown = CancellationToken::new();
         let events = EventBus::new(settings.event_replay_buffer);
         let webhooks = webhooks(&settings, &store, &shutdown).await?;
@@ -252,7 +247,24 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         max_redirects: settings.max_redirects,
         max_connections_per_host: settings.max_connections_per_host,
         max_bytes_per_second: Some(settings.max_bytes_per_second).filter(|r| *r > 0),
+        min_free_space: settings.min_free_space,
     }))
+}
+
+/// The download root, with the incomplete root for partial files when one is set.
+fn download_root(settings: &Settings) -> anyhow::Result<DownloadRoot> {
+    let root = DownloadRoot::open(&settings.download_root).with_context(|| {
+        format!(
+            "cannot use the download root {}",
+            settings.download_root.display()
+        )
+    })?;
+    match &settings.incomplete_root {
+        Some(incomplete) => Ok(root
+            .with_incomplete(incomplete)
+            .context("cannot use incomplete_root")?),
+        None => Ok(root),
+    }
 }
 
 fn engine_settings(settings: &Settings) -> EngineSettings {

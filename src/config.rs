@@ -29,6 +29,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Every download lands inside this directory.
     pub download_root: PathBuf,
+    /// Where partial (`.part`) files are written, at the same relative path as their
+    /// destination, instead of beside it; a finished file is renamed into place. Must be on
+    /// the download root's filesystem (checked at start) and outside it. Unset: beside.
+    pub incomplete_root: Option<PathBuf>,
+    /// Bytes to keep free on a download's filesystem: a file of known size that would leave
+    /// less is not started, and its job pauses with `insufficient-storage`; 0 checks only
+    /// that the file fits.
+    pub min_free_space: u64,
     /// When set, every `/v1` route requires `Authorization: Bearer <token>`.
     #[serde(skip_serializing)]
     pub api_token: Option<Secret>,
@@ -176,6 +184,8 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("./haul-data"),
             download_root: PathBuf::from("./downloads"),
+            incomplete_root: None,
+            min_free_space: 1 << 30,
             api_token: None,
             max_concurrent_jobs: 4,
             max_queued_jobs: 100_000,

@@ -48,6 +48,10 @@ pub struct JobView {
     pub progress: Option<f64>,
     /// Current download rate while running.
     pub bytes_per_second: Option<u64>,
+    /// Bytes not downloaded because a file with the expected SHA-256 was already in place
+    /// (its files are `cached`). On single-job responses, like `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileView>>,
 }
@@ -60,7 +64,9 @@ pub struct FileView {
     pub index: u32,
     /// The source URL, without any user-info.
     pub url: String,
-    /// Destination relative to the download root (final once the file starts).
+    /// Destination relative to the download root. In a directory `dest` it is the URL's name
+    /// until the first response names the file (`Content-Disposition`); final once bytes are
+    /// written (or an alternative `name (1).ext` the conflict policy chose).
     pub path: String,
     pub status: FileStatus,
     pub bytes_done: u64,
@@ -83,11 +89,18 @@ impl JobView {
             (bytes_done, bytes_total) = run.live.totals();
             bytes_per_second = Some(run.live.rate());
         }
-        let files = with_files.then(|| {
+        let files: Option<Vec<FileView>> = with_files.then(|| {
             job.files
                 .into_iter()
                 .map(|f| FileView::new(f, run))
                 .collect()
+        });
+        let cached_bytes = files.as_ref().map(|files| {
+            files
+                .iter()
+                .filter(|f| f.cached)
+                .filter_map(|f| f.bytes_total)
+                .sum()
         });
         Self {
             id: job.id,
@@ -112,6 +125,7 @@ impl JobView {
             bytes_total,
             progress: progress(bytes_done, bytes_total),
             bytes_per_second,
+            cached_bytes,
             files,
         }
     }
@@ -141,7 +155,13 @@ impl FileView {
             index: file.index,
             url: without_userinfo(&file.url),
             path: file.path,
-            status: file.status,
+            // A running file's phase, finer than what the store keeps (which wins once the
+            // file is done or failed).
+            status: live
+                .as_ref()
+                .and_then(|live| live.phase())
+                .filter(|_| file.status.is_under_way())
+                .unwrap_or(file.status),
             bytes_done,
             bytes_total,
             sha256: file.sha256.map(|s| s.to_string()),

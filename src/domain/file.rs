@@ -10,13 +10,20 @@ use super::{FileId, JobError};
 /// A file fails for the same reasons a job does, and is shown the same way.
 pub type FileError = JobError;
 
-/// Where one file of a job is.
+/// Where one file of a job is. `preparing` and `hashing_existing` last as long as a directory
+/// creation or a read of an existing file: they are shown while the job runs in this daemon but
+/// never stored (the store keeps `queued` until the file's first checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileStatus {
     /// Not started yet.
     Queued,
-    /// Bytes are being fetched into `NAME.part`.
+    /// Its destination is being settled: directories, the conflict policy, claims.
+    Preparing,
+    /// A file already at the destination is being hashed: if it has the job's `sha256`, it
+    /// is the download (`complete`, `cached: true`).
+    HashingExisting,
+    /// Bytes are being fetched (into `NAME.part`, or into memory for a small file).
     Downloading,
     /// Size and checksum are being checked before the final rename.
     Verifying,
@@ -33,6 +40,8 @@ impl FileStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
+            Self::Preparing => "preparing",
+            Self::HashingExisting => "hashing_existing",
             Self::Downloading => "downloading",
             Self::Verifying => "verifying",
             Self::Complete => "complete",
@@ -41,18 +50,33 @@ impl FileStatus {
         }
     }
 
+    /// Every status, in the order a file goes through them.
+    pub const ALL: [Self; 8] = [
+        Self::Queued,
+        Self::Preparing,
+        Self::HashingExisting,
+        Self::Downloading,
+        Self::Verifying,
+        Self::Complete,
+        Self::Skipped,
+        Self::Failed,
+    ];
+
     /// Parses the lowercase name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Downloading,
-            Self::Verifying,
-            Self::Complete,
-            Self::Skipped,
-            Self::Failed,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// True while the file is on its way (what the live phase of a running file refines).
+    pub fn is_under_way(self) -> bool {
+        matches!(
+            self,
+            Self::Queued
+                | Self::Preparing
+                | Self::HashingExisting
+                | Self::Downloading
+                | Self::Verifying
+        )
     }
 
     /// True when the worker has nothing more to do for this file.
@@ -128,10 +152,14 @@ pub struct FileRecord {
     /// Position within the job, from 0.
     pub index: u32,
     pub url: String,
-    /// Destination relative to the download root. Fixed once `path_claimed` is true.
+    /// Destination relative to the download root. Fixed once `path_claimed` is true, except
+    /// that an `auto_name` file takes the name its first response gives (once, before a byte
+    /// of it is written).
     pub path: String,
     /// True once the worker has applied the conflict policy and owns `path` (and `path.part`).
     pub path_claimed: bool,
+    /// The name was not given: the server may name the file (`Content-Disposition`).
+    pub auto_name: bool,
     pub status: FileStatus,
     pub sha256: Option<Sha256>,
     pub bytes_done: u64,

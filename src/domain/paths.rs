@@ -24,15 +24,101 @@ pub enum PathError {
     Invalid(String),
 }
 
-/// The configured download root, canonicalised once at start-up.
+/// The configured download root, canonicalised once at start-up, and where partial files go.
 #[derive(Debug, Clone)]
-pub struct DownloadRoot(PathBuf);
+pub struct DownloadRoot(PathBuf, Option<PathBuf>);
+
+/// Why an `incomplete_root` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IncompleteRootError {
+    /// It cannot be created or read.
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is on another filesystem than the download root: a finished file could not be
+    /// moved into place with an atomic rename (or hard link).
+    #[error(
+        "{incomplete} is on another filesystem than the download root {root}: partial files \
+         must be renamed into place atomically, which only works within one filesystem"
+    )]
+    OtherFilesystem { incomplete: String, root: String },
+    /// It lies inside the download root, or the root inside it: partial files would show
+    /// among finished ones (or finished files among partial ones).
+    #[error("{incomplete} and the download root {root} must not contain each other")]
+    Nested { incomplete: String, root: String },
+}
 
 impl DownloadRoot {
     /// Creates the directory if needed and canonicalises it.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        Ok(Self(path.canonicalize()?))
+        Ok(Self(path.canonicalize()?, None))
+    }
+
+    /// Keeps partial files under `incomplete` instead of beside their destinations, at the
+    /// same relative path (`<incomplete>/<dest>.part`). It must be on the same filesystem as
+    /// the root, so that a finished file still gets its name with one atomic rename.
+    pub fn with_incomplete(self, incomplete: &Path) -> Result<Self, IncompleteRootError> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| IncompleteRootError::Io {
+            path: incomplete.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(incomplete).map_err(io)?;
+        let canonical = incomplete.canonicalize().map_err(io)?;
+        let (shown, root) = (
+            canonical.display().to_string(),
+            self.0.display().to_string(),
+        );
+        if canonical.starts_with(&self.0) || self.0.starts_with(&canonical) {
+            return Err(IncompleteRootError::Nested {
+                incomplete: shown,
+                root,
+            });
+        }
+        let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+        if device(&canonical).map_err(io)? != device(&self.0).map_err(io)? {
+            return Err(IncompleteRootError::OtherFilesystem {
+                incomplete: shown,
+                root,
+            });
+        }
+        Ok(Self(self.0, Some(canonical)))
+    }
+
+    /// The partial file of the root-relative destination `rel`: `NAME.part` beside it, or at
+    /// the same relative path under the incomplete root.
+    pub fn part(&self, rel: &str) -> PathBuf {
+        let base = self.1.as_ref().unwrap_or(&self.0);
+        let mut part = base.join(rel).into_os_string();
+        part.push(".part");
+        PathBuf::from(part)
+    }
+
+    /// Makes the directory of `rel`'s partial file under the incomplete root (the destination's
+    /// own directory is made by the conflict policy), checking that nothing in it — a symlink
+    /// planted there — leads out of the incomplete root.
+    pub fn prepare_part_dir(&self, rel: &str) -> Result<(), PathError> {
+        let Some(incomplete) = &self.1 else {
+            return Ok(());
+        };
+        let part = self.part(rel);
+        let Some(dir) = part.parent() else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|_| PathError::Invalid(rel.to_owned()))?;
+        match real_path(dir) {
+            Ok(real) if real.starts_with(incomplete) => Ok(()),
+            _ => Err(PathError::EscapesRoot(rel.to_owned())),
+        }
+    }
+
+    /// The incomplete root, when partial files have one.
+    pub fn incomplete(&self) -> Option<&Path> {
+        self.1.as_deref()
     }
 
     /// The canonical absolute path.
@@ -122,19 +208,37 @@ pub fn name_from_url(url: &url::Url) -> String {
     sanitize_component(&decoded)
 }
 
-/// Reduces any string to one safe path component: no separators, no control characters, no
-/// `.`/`..`, no Windows reserved names, at most [`MAX_NAME_BYTES`], unicode kept.
+/// The file name a server suggests (`Content-Disposition`), as one safe path component.
+/// Following RFC 6266 §4.3, folder information is never trusted: only what follows the last
+/// `/` or `\\` counts (`../../etc/passwd` is `passwd`, `C:\\x\\a.exe` is `a.exe`). `None` when
+/// nothing usable is left (`..`, `/`): the URL's name stands.
+pub fn name_from_server(raw: &str) -> Option<String> {
+    let last = raw
+        .rsplit(['/', '\\'])
+        .find(|part| !part.trim().is_empty())?;
+    let name = sanitize_component(last);
+    (name != FALLBACK_NAME || last.trim() == FALLBACK_NAME).then_some(name)
+}
+
+/// Reduces any string to one safe path component: no separators, no control characters (nor
+/// the invisible ones that reorder text: bidi overrides), no leading dot (a server does not
+/// make hidden files such as `.bashrc`), no leading or trailing spaces or trailing dots, no
+/// Windows reserved names, at most [`MAX_NAME_BYTES`] keeping the extension, unicode kept;
+/// [`FALLBACK_NAME`] when nothing is left.
 pub fn sanitize_component(raw: &str) -> String {
     let replaced: String = raw
         .chars()
         .map(|c| match c {
             '/' | '\\' => '_',
-            c if c.is_control() => '_',
+            c if c.is_control() || is_invisible_format(c) => '_',
             c => c,
         })
         .collect();
-    let trimmed = replaced.trim().trim_end_matches(['.', ' ']);
-    if trimmed.is_empty() || trimmed.chars().all(|c| c == '.') {
+    let trimmed = replaced
+        .trim()
+        .trim_start_matches(['.', ' '])
+        .trim_end_matches(['.', ' ']);
+    if trimmed.is_empty() {
         return FALLBACK_NAME.to_owned();
     }
     let name = if is_reserved(trimmed) {
@@ -145,6 +249,15 @@ pub fn sanitize_component(raw: &str) -> String {
     truncate_keeping_extension(&name, MAX_NAME_BYTES)
 }
 
+/// Bidirectional overrides and isolates, and zero-width characters: they make a name read
+/// otherwise than it is (`evil\u{202e}txt.exe` shows as `evilexe.txt`).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Windows device names (`CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`, `LPT1`–`LPT9`, with any
+/// extension): harmless on Linux, but a download folder is often shared with Windows machines
+/// (Samba, a synced folder), where such a file cannot be opened.
 fn is_reserved(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or(name).to_ascii_uppercase();
     matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
@@ -174,6 +287,19 @@ pub fn numbered_alternative(name: &str, n: u32) -> String {
         Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
         _ => format!("{name} ({n})"),
     }
+}
+
+/// Whether `name` is `of (n).ext`, an alternative [`numbered_alternative`] gives for `of`.
+pub fn is_numbered_alternative(name: &str, of: &str) -> bool {
+    let (stem, ext) = match of.rfind('.') {
+        Some(dot) if dot > 0 => of.split_at(dot),
+        _ => (of, ""),
+    };
+    name.strip_prefix(stem)
+        .and_then(|rest| rest.strip_prefix(" ("))
+        .and_then(|rest| rest.strip_suffix(ext))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A download root in a fresh temporary directory, for tests.
@@ -238,7 +364,10 @@ mod tests {
 
     #[test]
     fn server_names_become_one_safe_component() {
-        assert_eq!(sanitize_component("../../etc/passwd"), ".._.._etc_passwd");
+        assert_eq!(sanitize_component("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(sanitize_component(".bashrc"), "bashrc");
+        assert_eq!(sanitize_component(" . a b . "), "a b");
+        assert_eq!(sanitize_component("evil\u{202e}txt.exe"), "evil_txt.exe");
         assert_eq!(sanitize_component(".."), FALLBACK_NAME);
         assert_eq!(sanitize_component(""), FALLBACK_NAME);
         assert_eq!(sanitize_component("a\0b\nc"), "a_b_c");
@@ -254,6 +383,35 @@ mod tests {
     }
 
     #[test]
+    fn server_names_lose_their_folders() {
+        let name = |raw| name_from_server(raw).unwrap();
+        assert_eq!(name("../../etc/passwd"), "passwd");
+        assert_eq!(name("/etc/passwd"), "passwd");
+        assert_eq!(name("C:\\Windows\\evil.exe"), "evil.exe");
+        assert_eq!(name("dir/"), "dir");
+        assert_eq!(name("a\0b.txt"), "a_b.txt");
+        assert_eq!(name("line\nbreak.txt"), "line_break.txt");
+        assert_eq!(name("NUL"), "_NUL");
+        assert_eq!(name("lpt9.log"), "_lpt9.log");
+        assert_eq!(name("€ rates.txt"), "€ rates.txt");
+        assert_eq!(name("download"), FALLBACK_NAME);
+        for nothing in ["/", "..", " . ", "../..", ""] {
+            assert_eq!(name_from_server(nothing), None, "{nothing:?}");
+        }
+        let long = format!("{}.txt", "x".repeat(300));
+        let cut = name(&long);
+        assert_eq!(cut.len(), MAX_NAME_BYTES);
+        assert!(cut.ends_with(".txt"));
+        // A cut inside a multi-byte character moves back to its start.
+        let long = format!("a{}.bin", "€".repeat(100));
+        let cut = name(&long);
+        assert!(
+            cut.len() <= MAX_NAME_BYTES && cut.ends_with("€.bin"),
+            "{cut}"
+        );
+    }
+
+    #[test]
     fn names_come_from_the_last_url_segment() {
         let url = |s| url::Url::parse(s).unwrap();
         assert_eq!(
@@ -262,7 +420,7 @@ mod tests {
         );
         assert_eq!(name_from_url(&url("http://h/")), FALLBACK_NAME);
         assert_eq!(name_from_url(&url("http://h/a/%2e%2e")), FALLBACK_NAME);
-        assert_eq!(name_from_url(&url("http://h/a/..%2f..%2fx")), ".._.._x");
+        assert_eq!(name_from_url(&url("http://h/a/..%2f..%2fx")), "_.._x");
     }
 
     #[test]
@@ -270,5 +428,11 @@ mod tests {
         assert_eq!(numbered_alternative("a.tar.gz", 2), "a.tar (2).gz");
         assert_eq!(numbered_alternative("README", 1), "README (1)");
         assert_eq!(numbered_alternative(".env", 1), ".env (1)");
+        for (name, of) in [("a.tar (2).gz", "a.tar.gz"), ("README (12)", "README")] {
+            assert!(is_numbered_alternative(name, of), "{name}");
+        }
+        for (name, of) in [("a (x).gz", "a.gz"), ("a ().gz", "a.gz"), ("a.gz", "a.gz")] {
+            assert!(!is_numbered_alternative(name, of), "{name}");
+        }
     }
 }

@@ -167,6 +167,9 @@ pub struct NewFile {
     pub sha256: Option<Sha256>,
     /// Other URLs serving the same bytes.
     pub mirrors: Vec<url::Url>,
+    /// The name was not given (a directory `dest` without `files[].path`): the first response
+    /// may name the file (`Content-Disposition`); until then it is the URL's.
+    pub auto_name: bool,
 }
 
 impl JobRequest {
@@ -303,6 +306,7 @@ fn plan_files(
             Some(s) => Some(Sha256::parse(&s).ok_or(ValidationError::Sha256(s))?),
             None => None,
         };
+        let auto_name = dest_is_dir && source.path.is_none();
         let path = if !dest_is_dir {
             dest.to_owned()
         } else {
@@ -335,6 +339,7 @@ fn plan_files(
             path,
             sha256,
             mirrors,
+            auto_name,
         });
     }
     Ok(files)

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::domain::paths::DownloadRoot;
 use crate::domain::{JobId, JobStatus, Transition};
 use crate::events::EventBus;
-use crate::fetch::{Fetcher, place};
+use crate::fetch::Fetcher;
 use crate::store::Store;
 
 pub use registry::{LiveJob, Run};
@@ -201,7 +201,7 @@ impl Engine {
         let removed = tokio::task::spawn_blocking(move || {
             let registry = &engine.inner.registry;
             for rel in paths.iter().filter(|rel| registry.claim_path(rel)) {
-                let part = place::part_path(&engine.inner.root.join(rel));
+                let part = engine.inner.root.part(rel);
                 match std::fs::remove_file(&part) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -5,6 +5,7 @@
 mod destination;
 mod files;
 mod journal;
+mod naming;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -42,12 +43,14 @@ impl Ctx<'_> {
 }
 
 /// Why the file loop ended early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Stop {
     /// Cancel, pause or shutdown fired the job's token.
     Stopped,
     /// Another owner holds the job now: touch nothing.
     LeaseLost,
+    /// A file found its disk too full (`insufficient-storage`): the job pauses until resumed.
+    NoSpace(JobError),
 }
 
 /// Entry point spawned by the dispatcher with the job it claimed and loaded. Holds the
@@ -141,6 +144,31 @@ async fn run_job(engine: &Engine, id: JobId, loaded: Option<LoadedRun>, run: &Ru
         Err(Stop::LeaseLost) => tracing::warn!("lost the lease on job {id}; another run owns it"),
         Ok(failed) => complete(engine, id, run, &failed, count).await,
         Err(Stop::Stopped) => stopped(engine, id, run).await,
+        Err(Stop::NoSpace(error)) => out_of_space(engine, id, run, &error).await,
+    }
+}
+
+/// Pauses the job for want of disk space, keeping its partial files and checkpoints; a resume
+/// carries on from them. A user's pause or cancel that came first wins.
+async fn out_of_space(engine: &Engine, id: JobId, run: &Run, error: &JobError) {
+    let inner = &engine.inner;
+    match inner.store.pause_job(id, &run.lease, error).await {
+        Ok(Some(totals)) => {
+            tracing::warn!(error.message = %error.message, "job {id} paused: the disk is full");
+            inner.events.publish(JobEvent::ended(
+                id,
+                JobStatus::Paused,
+                totals.bytes_done,
+                totals.bytes_total,
+                Some(error.clone()),
+            ));
+        }
+        Ok(None) => stopped(engine, id, run).await,
+        Err(err) => tracing::error!(
+            error.message = %err,
+            error.cause_chain = ?err,
+            "cannot pause job {id} for want of disk space"
+        ),
     }
 }
 

@@ -42,6 +42,11 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    /// The destination's filesystem has too little free space (checked before a file of known
+    /// size starts, or a write met a full disk). The job pauses instead of failing, keeping
+    /// what it wrote; a resume once space is freed carries on.
+    #[error("not enough free space for {path}: {detail}")]
+    InsufficientStorage { path: String, detail: String },
     /// The destination cannot be used (outside the root, a directory in the way, …).
     #[error("unusable destination {0}")]
     Destination(String),
@@ -95,6 +100,7 @@ impl FetchError {
             Self::InvalidResponse { .. } => "invalid-response",
             Self::ChecksumMismatch { .. } => "checksum-mismatch",
             Self::Io { .. } => "io",
+            Self::InsufficientStorage { .. } => "insufficient-storage",
             Self::PathBusy(_) => "path-busy",
             Self::Destination(_) => "invalid-destination",
             Self::Store(_) | Self::StoreUnavailable(_) => "store",
@@ -114,8 +120,15 @@ impl FetchError {
         }
     }
 
-    /// Wraps a local I/O error with the path it concerns.
+    /// Wraps a local I/O error with the path it concerns; a full disk is
+    /// [`FetchError::InsufficientStorage`].
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        if super::space::is_full(&source) {
+            return Self::InsufficientStorage {
+                path: path.display().to_string(),
+                detail: source.to_string(),
+            };
+        }
         Self::Io {
             path: path.display().to_string(),
             source,

@@ -293,29 +293,55 @@ fn resumes_parallel(task: &FileTask, saved_segments: usize) -> bool {
 /// The first response of a fresh file and the host permit it holds.
 type FirstResponse = (reqwest::Response, super::limits::HostPermit);
 
+/// A fresh file's first request, made before its `.part` is opened, so that the engine can
+/// still name the file after its response (`Content-Disposition`).
+pub struct Opening {
+    first: small::First,
+    name: Option<String>,
+}
+
+impl Opening {
+    /// The file name the response suggests, as the server sent it (not yet sanitised).
+    pub fn suggested_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
 impl Fetcher {
+    /// Makes a fresh file's first request (see [`Opening`]); a failure removes the empty
+    /// `.part` it was to go to.
+    pub async fn open(
+        &self,
+        task: &FileTask,
+        live: &Arc<LiveFile>,
+        stop: &CancellationToken,
+    ) -> Result<Opening, FetchError> {
+        let (first, name) = self.first_request(task, live, stop).await?;
+        Ok(Opening { first, name })
+    }
+
     /// Fetches `task` (resuming saved progress when it is safe), retrying transient failures.
-    /// Returns once every byte has arrived: in the `.part`, or in memory for a small file. On
-    /// `Stopped` the progress so far is checkpointed and the `.part` kept.
+    /// `opening` is the first request when the caller made it (a fresh file only). Returns once
+    /// every byte has arrived: in the `.part`, or in memory for a small file. On `Stopped` the
+    /// progress so far is checkpointed and the `.part` kept.
     pub async fn fetch_file(
         &self,
         task: &FileTask,
+        opening: Option<Opening>,
         journal: &impl Journal,
         live: &Arc<LiveFile>,
         stop: &CancellationToken,
     ) -> Result<Fetched, FetchError> {
         // A fresh file's first request is made up front: a small file is done right there.
-        let first = if task.segments.is_empty() {
-            match self.first_request(task, live, stop).await? {
-                small::First::Done(fetched) => return Ok(fetched),
-                small::First::Response(response, permit) => Some((response, permit)),
-                small::First::Nothing => None,
-            }
-        } else {
-            None
+        let first = match self.first_of(task, opening, live, stop).await? {
+            Ok(fetched) => return Ok(fetched),
+            Err(first) => first,
         };
         let (file, on_disk) = open_part(task.part.clone()).await?;
         let saved = usable_plan(&task.segments, &task.meta, on_disk);
+        if let (false, Some(total)) = (saved.is_empty(), task.meta.total) {
+            reserve_space(self, task, total).await?;
+        }
         let written: Vec<u64> = saved.iter().map(|s| s.written).collect();
         let fresh = saved.is_empty();
         let writer = Writer::spawn(
@@ -394,6 +420,29 @@ impl Fetcher {
             .collect()
     }
 
+    /// A fresh file's first request (the caller's `opening`, or made now): `Ok` with a small
+    /// file done in one go, else `Err` with the response to carry on with, if any.
+    async fn first_of(
+        &self,
+        task: &FileTask,
+        opening: Option<Opening>,
+        live: &Arc<LiveFile>,
+        stop: &CancellationToken,
+    ) -> Result<Result<Fetched, Option<FirstResponse>>, FetchError> {
+        if !task.segments.is_empty() {
+            return Ok(Err(None));
+        }
+        let first = match opening {
+            Some(opening) => opening.first,
+            None => self.first_request(task, live, stop).await?.0,
+        };
+        Ok(match first {
+            small::First::Done(fetched) => Ok(fetched),
+            small::First::Response(response, permit) => Err(Some((response, permit))),
+            small::First::Nothing => Err(None),
+        })
+    }
+
     /// Makes a fresh file's first request: either the whole (small) file, or the response
     /// for the probe to continue with; a failure removes the empty `.part` it created.
     async fn first_request(
@@ -401,11 +450,11 @@ impl Fetcher {
         task: &FileTask,
         live: &Arc<LiveFile>,
         stop: &CancellationToken,
-    ) -> Result<small::First, FetchError> {
+    ) -> Result<(small::First, Option<String>), FetchError> {
         match small::first_request(self, task, live, stop).await {
             Ok(first) => Ok(first),
             Err(err) => {
-                if !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                if !keeps_part(&err) {
                     discard_empty_part(&task.part).await;
                 }
                 Err(err)
@@ -440,6 +489,15 @@ fn usable_plan(segments: &[Segment], meta: &FileMeta, on_disk: u64) -> Vec<Segme
     sorted
 }
 
+/// A stop keeps the `.part` (the job still owns its name), and so does a full disk (the job
+/// pauses, to resume into it).
+fn keeps_part(err: &FetchError) -> bool {
+    matches!(
+        err,
+        FetchError::Stopped | FetchError::LeaseLost | FetchError::InsufficientStorage { .. }
+    )
+}
+
 /// Removes the `.part` of a file that failed for good without keeping a byte: an empty one
 /// helps no resume, outlives its job, and would push the next download of this name to an
 /// alternative ("NAME (1)"). A stop keeps it, because the job still owns the name.
@@ -451,6 +509,17 @@ async fn discard_empty_part(part: &std::path::Path) {
             tracing::warn!(path = %part.display(), error.message = %e, "cannot remove an empty partial file")
         }
     }
+}
+
+/// Checks the free space for a file of `total` bytes and preallocates it (see `space`).
+async fn reserve_space(fetcher: &Fetcher, task: &FileTask, total: u64) -> Result<(), FetchError> {
+    let (part, keep) = (task.part.clone(), fetcher.min_free_space);
+    tokio::task::spawn_blocking(move || super::space::reserve(&part, total, keep))
+        .await
+        .map_err(|e| FetchError::Io {
+            path: String::new(),
+            source: std::io::Error::other(e),
+        })?
 }
 
 /// Opens (creating) the `.part` without truncating it; returns it with its current length.
@@ -572,6 +641,9 @@ impl<J: Journal> FileRun<'_, J> {
                         .total
                         .is_some_and(|t| plan::splittable(t, self.task.limits.min_segment));
                 self.live.set_total(meta.total);
+                if let Some(total) = meta.total {
+                    reserve_space(self.fetcher, self.task, total).await?;
+                }
                 self.meta = meta;
                 self.meta_saved = false;
                 if self.parallel {
@@ -963,7 +1035,7 @@ impl<J: Journal> FileRun<'_, J> {
             Ok(total) => total,
             Err(err) => {
                 writer.close().await;
-                if live.done() == 0 && !matches!(err, FetchError::Stopped | FetchError::LeaseLost) {
+                if live.done() == 0 && !keeps_part(&err) {
                     discard_empty_part(&task.part).await;
                 }
                 return Err(err);

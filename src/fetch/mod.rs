@@ -2,9 +2,10 @@
 //!
 //! [`Fetcher::fetch_file`] is the boundary the engine calls: `file` coordinates one file's
 //! connections (probe, parallel ranges, work stealing, racing, restarts, checkpoints),
-//! `connection` runs one range, `writer` owns the `.part`, `limits` holds the bandwidth and
-//! per-host budgets every download shares, and `place` puts verified files in place. The fetch
-//! layer knows nothing of the store: it reports through a [`Journal`] the worker implements.
+//! `connection` runs one range, `writer` owns the `.part`, `space` checks free space and
+//! preallocates, `limits` holds the bandwidth and per-host budgets every download shares, and
+//! `place` puts verified files in place. The fetch layer knows nothing of the store: it reports
+//! through a [`Journal`] the worker implements.
 
 mod clients;
 mod connection;
@@ -20,12 +21,13 @@ pub mod plan;
 mod retry;
 mod small;
 mod source;
+pub mod space;
 mod writer;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -33,12 +35,12 @@ use reqwest::header::HeaderMap;
 pub use clients::Clients;
 pub use credentials::CredentialRules;
 pub use error::FetchError;
-pub use file::FileLimits;
+pub use file::{FileLimits, Opening};
 pub use http::{ClientSettings, build_client, parse_proxy, request_headers};
 pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;
 
-use crate::domain::Segment;
+use crate::domain::{FileStatus, Segment};
 use crate::store::FileMeta;
 
 /// Where the fetch layer records progress (implemented by the worker over the store).
@@ -117,6 +119,9 @@ pub struct LiveFile {
     pub bytes_done: Arc<AtomicU64>,
     bytes_total: AtomicU64,
     pub connections: AtomicU32,
+    /// The phase the file is in now (an index into `FileStatus::ALL`; `u8::MAX` for none
+    /// yet). Phases that last microseconds live only here, not in the store.
+    phase: AtomicU8,
 }
 
 impl Default for LiveFile {
@@ -125,6 +130,7 @@ impl Default for LiveFile {
             bytes_done: Arc::default(),
             bytes_total: AtomicU64::new(u64::MAX),
             connections: AtomicU32::new(0),
+            phase: AtomicU8::new(u8::MAX),
         }
     }
 }
@@ -145,6 +151,20 @@ impl LiveFile {
     pub fn set(&self, done: u64, total: Option<u64>) {
         self.bytes_done.store(done, Ordering::Relaxed);
         self.set_total(total);
+    }
+
+    /// Enters a phase (see [`crate::domain::FileStatus`]).
+    pub fn set_phase(&self, phase: FileStatus) {
+        let index = FileStatus::ALL.iter().position(|s| *s == phase);
+        let index = index.and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX);
+        self.phase.store(index, Ordering::Relaxed);
+    }
+
+    /// The phase the file is in, once its run has set one.
+    pub fn phase(&self) -> Option<FileStatus> {
+        FileStatus::ALL
+            .get(usize::from(self.phase.load(Ordering::Relaxed)))
+            .copied()
     }
 
     /// Sets the size (`None`: unknown).
@@ -181,6 +201,8 @@ pub struct FetcherSettings {
     pub max_redirects: usize,
     pub max_connections_per_host: usize,
     pub max_bytes_per_second: Option<u64>,
+    /// Bytes to leave free on a destination's filesystem (see [`space`]).
+    pub min_free_space: u64,
 }
 
 /// The shared machinery every file fetch uses. Cheap to clone.
@@ -192,6 +214,8 @@ pub struct Fetcher {
     retry: RetryPolicy,
     checkpoint_every: Duration,
     max_redirects: usize,
+    /// Bytes to leave free on a destination's filesystem.
+    min_free_space: u64,
     /// Connections per host, shared by every job.
     hosts: Hosts,
     /// The daemon-wide bandwidth limit.
@@ -209,6 +233,7 @@ impl Fetcher {
             retry: settings.retry,
             checkpoint_every: settings.checkpoint_every,
             max_redirects: settings.max_redirects,
+            min_free_space: settings.min_free_space,
             hosts: Hosts::new(settings.max_connections_per_host),
             throttle: Throttle::new(settings.max_bytes_per_second),
             connections: Arc::default(),

@@ -31,14 +31,8 @@ pub enum Prepared {
     Skipped,
 }
 
-/// The `.part` beside a destination.
-pub fn part_path(final_path: &Path) -> PathBuf {
-    let mut name = final_path.file_name().unwrap_or_default().to_os_string();
-    name.push(".part");
-    final_path.with_file_name(name)
-}
-
-fn sibling(rel: &str, name: &str) -> String {
+/// `name` in the directory of the relative path `rel`.
+pub fn sibling(rel: &str, name: &str) -> String {
     match rel.rsplit_once('/') {
         Some((dir, _)) => format!("{dir}/{name}"),
         None => name.to_owned(),
@@ -54,7 +48,8 @@ fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {
 }
 
 /// Applies the conflict policy to the planned destination `rel`. `busy` says whether another
-/// running download is using a relative path.
+/// running download is using a relative path; `hashing` is called before an existing file is
+/// read to compare it with `expected` (a phase the API shows).
 pub fn prepare(
     root: &DownloadRoot,
     rel: &str,
@@ -62,12 +57,16 @@ pub fn prepare(
     expected: Option<&Sha256>,
     stop: &CancellationToken,
     busy: &dyn Fn(&str) -> bool,
+    hashing: &dyn Fn(),
 ) -> Result<Prepared, FetchError> {
     root.confine(rel).map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
     if let Ok(meta) = std::fs::symlink_metadata(&target) {
         if let Some(expected) = expected.filter(|_| meta.is_file())
-            && sha256_of(&target, stop)? == *expected
+            && {
+                hashing();
+                sha256_of(&target, stop)? == *expected
+            }
         {
             return Ok(Prepared::Cached {
                 path: rel.to_owned(),
@@ -82,10 +81,14 @@ pub fn prepare(
             OnConflict::Overwrite => {}
             OnConflict::Rename => return free_alternative(root, rel, stop, busy),
         }
-    } else if policy == OnConflict::Rename && (busy(rel) || part_path(&target).exists()) {
+    } else if policy == OnConflict::Rename && (busy(rel) || root.part(rel).exists()) {
         return free_alternative(root, rel, stop, busy);
     }
     if busy(rel) {
+        // Claimed by another download since the check above: under `rename`, another name.
+        if policy == OnConflict::Rename {
+            return free_alternative(root, rel, stop, busy);
+        }
         return Err(FetchError::PathBusy(rel.to_owned()));
     }
     if let Some(parent) = target.parent() {
@@ -109,9 +112,14 @@ fn free_alternative(
         let path = root.join(&candidate);
         if !busy(&candidate)
             && std::fs::symlink_metadata(&path).is_err()
-            && !part_path(&path).exists()
+            && !root.part(&candidate).exists()
         {
-            return prepare(root, &candidate, OnConflict::Overwrite, None, stop, busy);
+            let overwrite = OnConflict::Overwrite;
+            match prepare(root, &candidate, overwrite, None, stop, busy, &|| {}) {
+                // Claimed by another download meanwhile: try the next one.
+                Err(FetchError::PathBusy(_)) => continue,
+                prepared => return prepared,
+            }
         }
     }
     Err(destination_error(rel, "no free alternative name"))
@@ -120,7 +128,9 @@ fn free_alternative(
 /// Creates the `.part` of a destination just claimed. `Ok(false)` when a file already has that
 /// name: it is not ours (no store record owns it), so it is neither opened nor removed.
 pub fn create_part(root: &DownloadRoot, rel: &str) -> Result<bool, FetchError> {
-    let part = part_path(&root.join(rel));
+    let part = root.part(rel);
+    root.prepare_part_dir(rel)
+        .map_err(|e| destination_error(rel, e))?;
     // create_new refuses any existing name, a symlink included, so it cannot be redirected.
     match File::options().write(true).create_new(true).open(&part) {
         Ok(_) => Ok(true),
@@ -153,7 +163,7 @@ pub fn placed_before_crash(
     stop: &CancellationToken,
 ) -> Result<bool, FetchError> {
     let target = root.join(rel);
-    if std::fs::symlink_metadata(part_path(&target)).is_ok() {
+    if std::fs::symlink_metadata(root.part(rel)).is_ok() {
         return Ok(false);
     }
     match std::fs::symlink_metadata(&target) {
@@ -219,7 +229,7 @@ pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
 /// Checks size and checksum. On a checksum mismatch the `.part` is deleted: its bytes are
 /// wrong and must not be resumed. Blocks only for a file in its `.part`.
 pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
-    let part = part_path(&job.root.join(job.rel));
+    let part = job.root.part(job.rel);
     let size = match job.data {
         Data::Part(file) => file.metadata().map_err(|e| FetchError::io(&part, e))?.len(),
         Data::Memory(body) => body.len() as u64,
@@ -252,10 +262,7 @@ pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
 /// journal commit instead of one per file; since Linux 5.8 it reports the writeback errors of
 /// every file on it). Returns one result per file, in order.
 pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), FetchError>> {
-    let parts: Vec<PathBuf> = files
-        .iter()
-        .map(|(rel, _)| part_path(&root.join(rel)))
-        .collect();
+    let parts: Vec<PathBuf> = files.iter().map(|(rel, _)| root.part(rel)).collect();
     let mut results: Vec<Result<(), FetchError>> = Vec::with_capacity(files.len());
     let mut written: Vec<Option<File>> = Vec::with_capacity(files.len());
     for ((_, data), part) in files.iter().zip(&parts) {
@@ -336,7 +343,7 @@ pub fn place(
     }
     root.confine(rel).map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
-    let part = part_path(&target);
+    let part = root.part(rel);
     let placed = match policy {
         OnConflict::Overwrite => {
             std::fs::rename(&part, &target).map_err(|e| FetchError::io(&target, e))?;
@@ -412,8 +419,16 @@ mod tests {
         let (_d, root) = root();
         std::fs::write(root.join("a.bin"), b"x").unwrap();
         std::fs::write(root.join("a (1).bin.part"), b"x").unwrap();
-        let prepared =
-            prepare(&root, "a.bin", OnConflict::Rename, None, &never(), NOT_BUSY).unwrap();
+        let prepared = prepare(
+            &root,
+            "a.bin",
+            OnConflict::Rename,
+            None,
+            &never(),
+            NOT_BUSY,
+            &|| {},
+        )
+        .unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -421,7 +436,16 @@ mod tests {
             }
         );
         let busy: &dyn Fn(&str) -> bool = &|p| p == "b.bin";
-        let prepared = prepare(&root, "b.bin", OnConflict::Rename, None, &never(), busy).unwrap();
+        let prepared = prepare(
+            &root,
+            "b.bin",
+            OnConflict::Rename,
+            None,
+            &never(),
+            busy,
+            &|| {},
+        )
+        .unwrap();
         assert_eq!(
             prepared,
             Prepared::Download {
@@ -431,11 +455,48 @@ mod tests {
     }
 
     #[test]
+    fn a_name_claimed_while_it_is_checked_gets_an_alternative_under_rename() {
+        let (_d, root) = root();
+        // Free at the first look, taken at the next (another job claimed it in between).
+        let looks = std::cell::Cell::new(0);
+        let busy = |p: &str| {
+            looks.set(looks.get() + 1);
+            (p == "r.bin" && looks.get() > 1) || (p == "r (1).bin" && looks.get() > 3)
+        };
+        let prepared = prepare(
+            &root,
+            "r.bin",
+            OnConflict::Rename,
+            None,
+            &never(),
+            &busy,
+            &|| {},
+        );
+        assert_eq!(
+            prepared.unwrap(),
+            Prepared::Download {
+                path: "r (2).bin".into()
+            }
+        );
+        let prepared = prepare(
+            &root,
+            "r.bin",
+            OnConflict::Skip,
+            None,
+            &never(),
+            &|_| true,
+            &|| {},
+        );
+        assert!(matches!(prepared, Err(FetchError::PathBusy(_))));
+    }
+
+    #[test]
     fn existing_file_with_the_checksum_is_cached() {
         let (_d, root) = root();
         std::fs::create_dir(root.join("sub")).unwrap();
         std::fs::write(root.join("sub/f"), b"abc").unwrap();
         let sha = sha256_of(&root.join("sub/f"), &never()).unwrap();
+        let hashed = std::cell::Cell::new(false);
         let prepared = prepare(
             &root,
             "sub/f",
@@ -443,8 +504,10 @@ mod tests {
             Some(&sha),
             &never(),
             NOT_BUSY,
+            &|| hashed.set(true),
         )
         .unwrap();
+        assert!(hashed.get(), "the hashing phase is announced");
         assert_eq!(
             prepared,
             Prepared::Cached {
@@ -452,7 +515,16 @@ mod tests {
                 size: 3
             }
         );
-        let prepared = prepare(&root, "sub/f", OnConflict::Skip, None, &never(), NOT_BUSY).unwrap();
+        let prepared = prepare(
+            &root,
+            "sub/f",
+            OnConflict::Skip,
+            None,
+            &never(),
+            NOT_BUSY,
+            &|| {},
+        )
+        .unwrap();
         assert_eq!(prepared, Prepared::Skipped);
     }
 
@@ -463,7 +535,7 @@ mod tests {
         policy: OnConflict,
         expected: Option<&Sha256>,
     ) -> Result<Placed, FetchError> {
-        let part = part_path(&root.join(rel));
+        let part = root.part(rel);
         std::fs::write(&part, body).unwrap();
         let data = Data::Part(File::options().read(true).write(true).open(&part).unwrap());
         finish(Finish {
@@ -500,13 +572,13 @@ mod tests {
             finish_with(&root, "f", b"zzz", OnConflict::Skip, None).unwrap(),
             Placed::Skipped
         );
-        assert!(!part_path(&root.join("f")).exists());
+        assert!(!root.part("f").exists());
     }
 
     #[test]
     fn a_stop_before_the_rename_keeps_the_part_and_takes_no_name() {
         let (_d, root) = root();
-        let part = part_path(&root.join("h"));
+        let part = root.part("h");
         std::fs::write(&part, b"data").unwrap();
         let stop = never();
         stop.cancel();
@@ -532,13 +604,13 @@ mod tests {
         let err = finish_with(&root, "g", b"data", OnConflict::Rename, Some(&wrong)).unwrap_err();
         assert!(matches!(err, FetchError::ChecksumMismatch { .. }));
         assert!(!root.join("g").exists());
-        assert!(!part_path(&root.join("g")).exists());
+        assert!(!root.part("g").exists());
     }
 
     #[test]
     fn files_in_memory_are_written_and_synced_as_a_group() {
         let (_d, root) = root();
-        let on_disk = part_path(&root.join("d"));
+        let on_disk = root.part("d");
         std::fs::write(&on_disk, b"disk").unwrap();
         let group = [
             ("a", Data::Memory(bytes::Bytes::from_static(b"alpha"))),
@@ -546,13 +618,13 @@ mod tests {
             ("d", Data::Part(File::open(&on_disk).unwrap())),
         ];
         // A `.part` that vanished since its claim is created again.
-        std::fs::write(part_path(&root.join("a")), b"stale and longer").unwrap();
+        std::fs::write(root.part("a"), b"stale and longer").unwrap();
         let files: Vec<(&str, &Data)> = group.iter().map(|(rel, data)| (*rel, data)).collect();
         let results = persist(&root, &files);
         assert_eq!(results.len(), 3);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
-        assert_eq!(std::fs::read(part_path(&root.join("a"))).unwrap(), b"alpha");
-        assert_eq!(std::fs::read(part_path(&root.join("b"))).unwrap(), b"");
+        assert_eq!(std::fs::read(root.part("a")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(root.part("b")).unwrap(), b"");
         assert_eq!(std::fs::read(&on_disk).unwrap(), b"disk");
     }
 
@@ -586,6 +658,6 @@ mod tests {
             check(4, Some(&wrong)),
             Err(FetchError::ChecksumMismatch { .. })
         ));
-        assert!(!root.join("m").exists() && !part_path(&root.join("m")).exists());
+        assert!(!root.join("m").exists() && !root.part("m").exists());
     }
 }

@@ -27,13 +27,14 @@ pub enum First {
     Nothing,
 }
 
-/// Makes the first request of a fresh file and finishes it at once if it is small.
+/// Makes the first request of a fresh file and finishes it at once if it is small. Also
+/// returns the name the response suggests (`Content-Disposition`), raw: callers sanitise it.
 pub async fn first_request(
     fetcher: &Fetcher,
     task: &FileTask,
     live: &LiveFile,
     stop: &CancellationToken,
-) -> Result<First, FetchError> {
+) -> Result<(First, Option<String>), FetchError> {
     let host = task.url.host_str().unwrap_or_default();
     let headers = fetcher.credentials.headers_for(&task.url, &task.headers);
     let permit = tokio::select! {
@@ -57,26 +58,42 @@ pub async fn first_request(
             Ok(response) => response,
             // Worth another try: the coordinator makes it, with its backoff (or, with
             // mirrors, from another URL).
-            Err(error) if error.is_retryable() || !task.mirrors.is_empty() => return Ok(First::Nothing),
+            Err(error) if error.is_retryable() || !task.mirrors.is_empty() => {
+                return Ok((First::Nothing, None));
+            }
             Err(error) => return Err(error),
         },
     };
+    let name = suggested_name(&response);
     // An error status goes to the coordinator too: with mirrors, another may serve the file.
     let failed = !response.status().is_success() && !task.mirrors.is_empty();
     let Some(size) = whole_and_small(&response).filter(|_| !failed) else {
-        return Ok(First::Response(response, permit));
+        return Ok((First::Response(response, permit), name));
     };
     let Some(body) = read_all(fetcher, task, response, size, stop).await? else {
-        return Ok(First::Nothing);
+        return Ok((First::Nothing, name));
     };
     drop(permit);
     let digest = task.hash.then(|| sha2::Sha256::digest(&body).into());
     live.set(size, Some(size));
-    Ok(First::Done(Fetched {
+    let fetched = Fetched {
         data: Data::Memory(body),
         total: size,
         digest,
-    }))
+    };
+    Ok((First::Done(fetched), name))
+}
+
+/// The file name a successful response suggests. A header that is not valid UTF-8 (a server
+/// sending raw bytes in `filename="…"`) is read leniently: the sanitiser decides what stays.
+fn suggested_name(response: &reqwest::Response) -> Option<String> {
+    if !response.status().is_success() {
+        return None;
+    }
+    let value = response
+        .headers()
+        .get(reqwest::header::CONTENT_DISPOSITION)?;
+    super::disposition::filename(&String::from_utf8_lossy(value.as_bytes()))
 }
 
 /// The size of a response that is the whole file and small: a 200 with a length, or a 206

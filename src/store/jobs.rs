@@ -128,7 +128,7 @@ fn push_files(
     (chunk_no, chunk): (usize, &[crate::domain::NewFile]),
 ) {
     insert.push(
-        "INSERT INTO files (id, job_id, idx, url, path, status, sha256, mirrors) \
+        "INSERT INTO files (id, job_id, idx, url, path, status, sha256, mirrors, auto_name) \
          SELECT * FROM (",
     );
     insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
@@ -140,7 +140,8 @@ fn push_files(
             .push_bind(file.path.clone())
             .push_bind("queued")
             .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()))
-            .push_bind(mirrors_json(&file.mirrors));
+            .push_bind(mirrors_json(&file.mirrors))
+            .push_bind(file.auto_name);
     });
     insert
         .push(") WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
@@ -170,6 +171,7 @@ fn inserted_job(job: &NewJob, now: i64) -> Job {
             url: file.url.to_string(),
             path: file.path.clone(),
             path_claimed: false,
+            auto_name: file.auto_name,
             status: crate::domain::FileStatus::Queued,
             sha256: file.sha256.clone(),
             bytes_done: 0,

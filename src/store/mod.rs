@@ -13,6 +13,7 @@ mod claims;
 mod deliveries;
 mod history;
 mod jobs;
+mod pauses;
 mod progress;
 
 use std::path::Path;

@@ -50,8 +50,8 @@ macro_rules! concat_job_query {
 
 macro_rules! file_columns {
     () => {
-        "id, idx, url, path, path_claimed, status, sha256, bytes_done, bytes_total, etag, \
-         last_modified, cached, error_type, error_message, error_http_status, mirrors"
+        "id, idx, url, path, path_claimed, auto_name, status, sha256, bytes_done, bytes_total, \
+         etag, last_modified, cached, error_type, error_message, error_http_status, mirrors"
     };
 }
 
@@ -133,6 +133,7 @@ pub(super) struct FileRow {
     url: String,
     path: String,
     path_claimed: bool,
+    auto_name: bool,
     status: String,
     sha256: Option<String>,
     bytes_done: i64,
@@ -241,6 +242,7 @@ impl TryFrom<FileRow> for FileRecord {
             url: row.url,
             path: row.path,
             path_claimed: row.path_claimed,
+            auto_name: row.auto_name,
             status: FileStatus::parse(&row.status)
                 .ok_or_else(|| corrupt("file status", &row.status))?,
             sha256: row

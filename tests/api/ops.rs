@@ -238,6 +238,16 @@ async fn the_openapi_document_names_every_error_code() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Job and file errors are classes of `error.type`, documented on the schema.
+    let classes = doc["components"]["schemas"]["JobError"]["properties"]["type"]["description"]
+        .as_str()
+        .expect("JobError.type is described");
+    for class in ["http-status", "io", "path-busy", "insufficient-storage"] {
+        assert!(
+            classes.contains(class),
+            "{class} is not documented: {classes}"
+        );
+    }
 }
 
 fn request_id(reply: &Reply) -> String {

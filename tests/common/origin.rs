@@ -85,6 +85,8 @@ pub struct Faults {
     /// Answer `403 Forbidden` unless the request's query is exactly this (a signed link: a
     /// test moves it on to expire the old signature).
     pub require_query: Option<String>,
+    /// Send this `Content-Disposition` (raw: UTF-8 goes out as bytes, as some servers do).
+    pub content_disposition: Option<String>,
 }
 
 /// One request as the origin saw it.
@@ -491,6 +493,9 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
     if !faults.no_validators {
         headers.push((header::ETAG, resource.etag.clone()));
         headers.push((header::LAST_MODIFIED, resource.last_modified.clone()));
+    }
+    if let Some(disposition) = &faults.content_disposition {
+        headers.push((header::CONTENT_DISPOSITION, disposition.clone()));
     }
     let validator_matches = faults.ignore_if_range
         || seen.if_range.as_ref().is_none_or(|v| {

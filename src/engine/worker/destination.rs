@@ -7,6 +7,7 @@
 //! with `create_new`, so a file that is not ours is never opened as ours).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::Ctx;
 use super::files::{set_status, store_error, update};
@@ -44,10 +45,11 @@ impl Drop for PathClaim<'_> {
 pub(super) async fn settle<'a>(
     ctx: &'a Ctx<'a>,
     file: RunFile,
-    live: &LiveFile,
+    live: &Arc<LiveFile>,
     claimed: Option<String>,
 ) -> Result<Option<Destination<'a>>, FetchError> {
     let record = &file.record;
+    live.set_phase(FileStatus::Preparing);
     if let Some(rel) = claimed {
         // Claimed with others of its job a moment ago (registry, store and `.part`).
         return Ok(Some(Destination {
@@ -109,20 +111,24 @@ async fn claim<'a>(
 }
 
 /// Finds a destination for a file not yet claimed, applying the conflict policy.
-async fn plan<'a>(
+pub(super) async fn plan<'a>(
     ctx: &'a Ctx<'a>,
     record: &FileRecord,
-    live: &LiveFile,
+    live: &Arc<LiveFile>,
     mut taken: HashSet<String>,
 ) -> Result<Option<Destination<'a>>, FetchError> {
     let renames = ctx.job.on_conflict == OnConflict::Rename;
     for _ in 0..ATTEMPTS {
-        let path = match prepare(ctx, record, &taken).await? {
+        let path = match prepare(ctx, record, live, &taken).await? {
             Prepared::Cached { path, size } => {
                 record_cached(ctx, record, live, &path, size).await?;
                 return Ok(None);
             }
             Prepared::Skipped => {
+                if record.auto_name {
+                    // The name skipped may be the server's, which the store does not have yet.
+                    record_path(ctx, record, &record.path).await?;
+                }
                 // Nothing of it is downloaded: it counts as zero bytes of zero.
                 set_status(ctx, record.id, &update(FileStatus::Skipped, Some(0))).await?;
                 tracing::info!(file.id = %record.id, "{} exists; skipping it", record.path);
@@ -154,9 +160,11 @@ async fn plan<'a>(
 async fn prepare(
     ctx: &Ctx<'_>,
     record: &FileRecord,
+    live: &Arc<LiveFile>,
     taken: &HashSet<String>,
 ) -> Result<Prepared, FetchError> {
     let inner = &ctx.engine.inner;
+    let live = live.clone();
     let (root, rel, sha) = (
         inner.root.clone(),
         record.path.clone(),
@@ -165,9 +173,9 @@ async fn prepare(
     let (policy, stop) = (ctx.job.on_conflict, ctx.run.stop.clone());
     let (engine, avoid) = (ctx.engine.clone(), taken.clone());
     tokio::task::spawn_blocking(move || {
-        place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &|p| {
-            avoid.contains(p) || engine.inner.registry.path_busy(p)
-        })
+        let busy = |p: &str| avoid.contains(p) || engine.inner.registry.path_busy(p);
+        let hashing = || live.set_phase(FileStatus::HashingExisting);
+        place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &busy, &hashing)
     })
     .await
     .map_err(|e| FetchError::Store(format!("preparing the destination was interrupted: {e}")))?
@@ -197,6 +205,14 @@ async fn take<'a>(
     }
 }
 
+/// Records where a file that needs no download ended up.
+async fn record_path(ctx: &Ctx<'_>, record: &FileRecord, path: &str) -> Result<(), FetchError> {
+    ctx.store()
+        .record_path(ctx.job.id, ctx.lease(), record.id, path)
+        .await
+        .map_err(store_error)
+}
+
 /// An existing file already has the expected checksum: it is the download.
 async fn record_cached(
     ctx: &Ctx<'_>,
@@ -205,10 +221,7 @@ async fn record_cached(
     path: &str,
     size: u64,
 ) -> Result<(), FetchError> {
-    ctx.store()
-        .record_path(ctx.job.id, ctx.lease(), record.id, path)
-        .await
-        .map_err(store_error)?;
+    record_path(ctx, record, path).await?;
     let cached = FileStatusUpdate {
         cached: true,
         ..update(FileStatus::Complete, Some(size))
@@ -350,7 +363,7 @@ impl<'a> Batch<'a> {
                 .into_iter()
                 .filter_map(|(file, rel)| {
                     let busy = |p: &str| engine.inner.registry.path_busy(p);
-                    match place::prepare(&root, &rel, policy, None, &stop, &busy) {
+                    match place::prepare(&root, &rel, policy, None, &stop, &busy, &|| {}) {
                         Ok(Prepared::Download { path }) => Some((file, path)),
                         _ => None,
                     }

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::super::commit::{self, Owner};
 use super::destination::{self, Destination};
 use super::journal::StoreJournal;
+use super::naming;
 use super::{Ctx, Stop};
 use crate::domain::{FileId, FileRecord, FileStatus, JobError};
 use crate::fetch::place::{self, Finish};
@@ -128,7 +129,13 @@ pub(super) async fn run_files(
             }
             tokio::select! {
                 outcome = running.next() => match outcome {
-                    Some(outcome) => outcomes.push(outcome),
+                    Some(outcome) => {
+                        // A full disk pauses the job: start nothing more, let the rest end.
+                        if matches!(outcome.2, Err(FetchError::InsufficientStorage { .. })) {
+                            pending.clear();
+                        }
+                        outcomes.push(outcome);
+                    }
                     None => break,
                 },
                 () = handoff.handed.notified() => {}
@@ -139,7 +146,8 @@ pub(super) async fn run_files(
     record_outcomes(ctx, fetching.await).await
 }
 
-/// Records the files that failed for good; a lost lease or a stop wins over failures.
+/// Records the files that failed for good; a lost lease or a stop wins over failures, and a
+/// full disk pauses the job (its files keep their state, to resume).
 async fn record_outcomes(
     ctx: &Ctx<'_>,
     outcomes: Vec<(String, FileId, Result<(), FetchError>)>,
@@ -150,7 +158,15 @@ async fn record_outcomes(
         match outcome {
             Ok(()) => {}
             Err(FetchError::LeaseLost) => stop = Some(Stop::LeaseLost),
-            Err(FetchError::Stopped) => stop = stop.or(Some(Stop::Stopped)),
+            Err(FetchError::Stopped) => {
+                if !matches!(stop, Some(Stop::LeaseLost)) {
+                    stop = Some(Stop::Stopped);
+                }
+            }
+            Err(err @ FetchError::InsufficientStorage { .. }) => {
+                tracing::warn!(file.id = %id, error.message = %err, "file {path} does not fit");
+                stop = stop.or(Some(Stop::NoSpace(err.to_job_error())));
+            }
             Err(err) => {
                 tracing::warn!(file.id = %id, error.message = %err, "file {path} failed");
                 let error = err.to_job_error();
@@ -237,6 +253,7 @@ async fn fetch_one(
         let total = record.bytes_total.unwrap_or(0);
         return complete(ctx, record.id, live, FileStatus::Complete, total).await;
     }
+    live.set_phase(FileStatus::Downloading);
     let inner = &ctx.engine.inner;
     let url =
         url::Url::parse(&record.url).map_err(|e| FetchError::Store(format!("stored URL: {e}")))?;
@@ -246,17 +263,22 @@ async fn fetch_one(
         .map(|m| url::Url::parse(m))
         .collect::<Result<_, _>>()
         .map_err(|e| FetchError::Store(format!("stored mirror URL: {e}")))?;
-    let task = FileTask {
+    let mut task = FileTask {
         url,
         mirrors,
         headers: headers.clone(),
         client: client.clone(),
-        part: place::part_path(&inner.root.join(&destination.claim.rel)),
+        part: inner.root.part(&destination.claim.rel),
         meta: destination.meta.clone(),
         segments: destination.segments.clone(),
         hash: record.sha256.is_some(),
         limits: file_limits(ctx),
         throttle: ctx.run.throttle.clone(),
+    };
+    let Some((destination, opening)) =
+        naming::open(ctx, record, destination, &mut task, live).await?
+    else {
+        return Ok(());
     };
     let journal = StoreJournal {
         ctx,
@@ -265,8 +287,9 @@ async fn fetch_one(
     };
     let fetched = inner
         .fetcher
-        .fetch_file(&task, &journal, live, &ctx.run.stop)
+        .fetch_file(&task, opening, &journal, live, &ctx.run.stop)
         .await?;
+    live.set_phase(FileStatus::Verifying);
     let fetched = verify(ctx, record, &destination, fetched).await?;
     let _handed = handoff.hand_off(fetched.data.in_memory());
     let rel = &destination.claim.rel;
