@@ -14,7 +14,7 @@
 //! job's small files.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -26,7 +26,7 @@ use super::worker::store_error;
 use crate::domain::{FileId, FileStatus, JobId, JobStatus, OnConflict};
 use crate::fetch::place::{self, Placed};
 use crate::fetch::{Data, FetchError, Fetched, LiveFile};
-use crate::store::{Completion, Verifying};
+use crate::store::{ByteTotals, Completion, Verifying};
 
 /// Most files committed together.
 const GROUP: usize = 256;
@@ -43,6 +43,10 @@ pub(crate) struct Owner {
     pub policy: OnConflict,
     /// The run's token: once fired, a cancelled job's files are not put in place.
     pub stop: CancellationToken,
+    /// Set for a file whose completion may end its job (the job's only file): the committer
+    /// then ends the job in the same round trip, if nothing else is left, and leaves its
+    /// totals here for the worker to announce.
+    pub finish: Option<Arc<OnceLock<ByteTotals>>>,
 }
 
 /// A verified file waiting for its final name, with its bytes.
@@ -184,10 +188,14 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
     if group.is_empty() {
         return;
     }
-    let placed = match place_group(engine, &group, datas).await {
-        Ok(placed) => placed,
-        Err(err) => return reply_all(group, &err),
-    };
+    match place_group(engine, &group, datas).await {
+        Ok(placed) => record(engine, group, placed).await,
+        Err(err) => reply_all(group, &err),
+    }
+}
+
+/// Records the files put in place (ending the one-file jobs they finish) and answers each.
+async fn record(engine: &Engine, group: Vec<Waiting>, placed: Vec<Result<Placed, FetchError>>) {
     let completions: Vec<Completion> = group
         .iter()
         .zip(&placed)
@@ -210,18 +218,33 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
             })
         })
         .collect();
-    let recorded = store
-        .complete_files(&completions)
+    let finishing: Vec<(JobId, &str)> = group
+        .iter()
+        .zip(&placed)
+        .filter(|(commit, placed)| placed.is_ok() && commit.owner.finish.is_some())
+        .map(|(commit, _)| (commit.owner.job, &*commit.owner.lease))
+        .collect();
+    let recorded = engine
+        .inner
+        .store
+        .complete_files(&completions, &finishing)
         .await
         .map_err(store_error);
-    drop(completions);
+    drop((completions, finishing));
     for (commit, placed) in group.into_iter().zip(placed) {
         let result = match (&recorded, placed) {
             (Err(err), _) => Err(clone_error(err)),
-            (Ok(lost), _) if lost.contains(&commit.owner.job) => Err(FetchError::LeaseLost),
+            (Ok(done), _) if done.lost.contains(&commit.owner.job) => Err(FetchError::LeaseLost),
             (Ok(_), Err(err)) => Err(err),
-            (Ok(_), Ok(_)) => {
+            (Ok(done), Ok(_)) => {
                 commit.live.set(commit.total, Some(commit.total));
+                let ended = done
+                    .finished
+                    .iter()
+                    .find(|(job, _)| *job == commit.owner.job);
+                if let (Some(slot), Some((_, totals))) = (&commit.owner.finish, ended) {
+                    let _ = slot.set(*totals);
+                }
                 Ok(())
             }
         };

@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{FileId, JobId};
 use crate::fetch::{LiveFile, Throttle};
+use crate::store::ByteTotals;
 
 /// One run of a job by a worker of this process.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Run {
     pub live: LiveJob,
     /// The job's bandwidth limit, shared by its connections; the API can change it.
     pub throttle: Arc<Throttle>,
+    /// Set when the committer ended the job with its last file (see `commit::Owner::finish`).
+    pub finished: Arc<OnceLock<ByteTotals>>,
 }
 
 /// Live progress of a running job, refreshed by its worker.
@@ -116,6 +119,7 @@ impl Registry {
             done: CancellationToken::new(),
             live: LiveJob::default(),
             throttle: Throttle::new(None),
+            finished: Arc::default(),
         });
         let previous = self.runs().insert(job, run.clone());
         (run, previous)

@@ -21,7 +21,7 @@ use super::registry::Run;
 use crate::domain::{FileRecord, JobError, JobId, JobStatus};
 use crate::events::{EventKind, JobEvent};
 use crate::fetch::LiveFile;
-use crate::store::{LoadedRun, StoreError};
+use crate::store::{ByteTotals, LoadedRun, StoreError};
 
 pub(super) use files::store_error;
 
@@ -251,6 +251,10 @@ async fn complete(
             http_status: None,
         }),
     };
+    if let (None, Some(totals)) = (&error, run.finished.get()) {
+        // The committer ended the job with its last file.
+        return announce_end(engine, id, JobStatus::Completed, *totals, None);
+    }
     let status = if error.is_some() {
         JobStatus::Failed
     } else {
@@ -269,19 +273,7 @@ async fn finish(
 ) {
     let inner = &engine.inner;
     match inner.store.finish_job(id, &run.lease, status, error).await {
-        Ok(Some(totals)) => {
-            match error {
-                None => tracing::info!("job {id} {status}"),
-                Some(e) => tracing::warn!(error.message = %e.message, "job {id} {status}"),
-            }
-            inner.events.publish(JobEvent::ended(
-                id,
-                status,
-                totals.bytes_done,
-                totals.bytes_total,
-                error.cloned(),
-            ));
-        }
+        Ok(Some(totals)) => announce_end(engine, id, status, totals, error),
         // A user paused or cancelled it first: their decision wins.
         Ok(None) => stopped(engine, id, run).await,
         Err(err) => tracing::error!(
@@ -290,6 +282,27 @@ async fn finish(
             "cannot record the end of job {id}"
         ),
     }
+}
+
+/// Logs and publishes the end of a job that was recorded.
+fn announce_end(
+    engine: &Engine,
+    id: JobId,
+    status: JobStatus,
+    totals: ByteTotals,
+    error: Option<&JobError>,
+) {
+    match error {
+        None => tracing::info!("job {id} {status}"),
+        Some(e) => tracing::warn!(error.message = %e.message, "job {id} {status}"),
+    }
+    engine.inner.events.publish(JobEvent::ended(
+        id,
+        status,
+        totals.bytes_done,
+        totals.bytes_total,
+        error.cloned(),
+    ));
 }
 
 /// The job's token fired. What happens next depends on why, and the store says why.

@@ -20,6 +20,20 @@ pub struct ByteTotals {
     pub bytes_total: Option<u64>,
 }
 
+/// From the `bytes_done` and `bytes_total` columns of [`byte_totals!`].
+impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for ByteTotals {
+    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let decode = |e: std::num::TryFromIntError| sqlx::Error::Decode(Box::new(e));
+        let done: i64 = row.try_get("bytes_done")?;
+        let total: Option<i64> = row.try_get("bytes_total")?;
+        Ok(Self {
+            bytes_done: u64::try_from(done).map_err(decode)?,
+            bytes_total: total.map(u64::try_from).transpose().map_err(decode)?,
+        })
+    }
+}
+
 /// Marks the next queued job (lowest priority number, then oldest) running under a lease and
 /// returns its id. Binds the owner, the lease's expiry and the time twice.
 macro_rules! claim_next_sql {

@@ -31,7 +31,8 @@ use crate::domain::{JobId, JobStatus, Transition};
 pub use claims::ByteTotals;
 pub use jobs::{CancelledJobs, ListQuery, Page, Submitted};
 pub use progress::{
-    Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile, Verifying,
+    Completed, Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile,
+    Verifying,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -17,6 +17,7 @@ use sqlx::{
     Transaction,
 };
 
+use super::claims::ByteTotals;
 use super::rows::{FileRow, JobRow, SegmentRow, parse_job_id, to_i64};
 use super::{Store, StoreError, begin_write};
 use crate::domain::time::now_ms;
@@ -475,30 +476,62 @@ impl Store {
     }
 
     /// Records files (of any jobs) that reached their end (complete or skipped), with where
-    /// they ended up when that is not their planned path. Returns the jobs whose lease was
-    /// lost: their files are unchanged.
-    pub async fn complete_files(&self, files: &[Completion<'_>]) -> Result<Vec<JobId>, StoreError> {
-        let changed = self
-            .update_leased_rows(
-                leased_rows!("status, bytes, path"),
-                concat!(
-                    ") UPDATE files SET status = v.status, bytes_done = v.bytes, \
-                     bytes_total = v.bytes, path = COALESCE(v.path, files.path)",
-                    leased_from!(),
-                    " RETURNING id"
-                ),
-                files,
-                |f| (f.job, f.owner, f.file),
-                |mut values, f| {
-                    values
-                        .push_bind(f.status.as_str())
-                        .push_bind(to_i64(f.bytes))
-                        .push_bind(f.path.clone());
-                },
-            )
-            .await?;
-        self.lost_leases(files.iter().map(|f| (f.job, f.owner, f.file)), &changed)
-            .await
+    /// they ended up when that is not their planned path; and ends the `finishing` jobs as
+    /// completed when that leaves none of their files unfinished, in the same round trip (a
+    /// one-file job so ends with its file). Returns the jobs whose lease was lost (their files
+    /// are unchanged) and the jobs it ended.
+    pub async fn complete_files(
+        &self,
+        files: &[Completion<'_>],
+        finishing: &[(JobId, &str)],
+    ) -> Result<Completed, StoreError> {
+        const SQL: (&str, &str) = (
+            leased_rows!("status, bytes, path"),
+            concat!(
+                ") UPDATE files SET status = v.status, bytes_done = v.bytes, \
+                 bytes_total = v.bytes, path = COALESCE(v.path, files.path)",
+                leased_from!(),
+                " RETURNING id"
+            ),
+        );
+        let key = Completion::key;
+        let mut values = |mut values: Separated<'_, Sqlite, &'static str>, f: &Completion<'_>| {
+            values
+                .push_bind(f.status.as_str())
+                .push_bind(to_i64(f.bytes))
+                .push_bind(f.path.clone());
+        };
+        let (mut changed, mut finished) = (HashSet::new(), Vec::new());
+        if files.len() > ROWS_PER_STATEMENT || files.is_empty() {
+            changed = self
+                .update_leased_rows(SQL.0, SQL.1, files, key, values)
+                .await?;
+        } else {
+            let mut sql = QueryBuilder::new("");
+            push_leased_rows(&mut sql, SQL, files, &key, &mut values);
+            if !finishing.is_empty() {
+                sql.push("; ");
+                push_finish_completed(&mut sql, finishing);
+            }
+            let mut writer = self.writer().await?;
+            let mut results = writer.fetch_many(sql.build());
+            // Each statement's rows, then its summary (`Left`).
+            let mut statement = 0;
+            while let Some(item) = results.try_next().await? {
+                match (statement, item) {
+                    (_, Either::Left(_)) => statement += 1,
+                    (0, Either::Right(row)) => {
+                        changed.insert(row.try_get::<String, _>(0)?);
+                    }
+                    (_, Either::Right(row)) => finished.push((
+                        parse_job_id(&row.try_get::<String, _>(0)?)?,
+                        ByteTotals::from_row(&row)?,
+                    )),
+                }
+            }
+        }
+        let lost = self.lost_leases(files.iter().map(key), &changed).await?;
+        Ok(Completed { lost, finished })
     }
 
     /// Runs a [`leased_rows!`] update, `head` + one row per item + `tail`, in statements of at
@@ -513,15 +546,8 @@ impl Store {
     ) -> Result<HashSet<String>, StoreError> {
         let mut changed = HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = QueryBuilder::new(head);
-            sql.push_values(chunk, |mut row, item| {
-                let (job, owner, file) = key(item);
-                row.push_bind(file.to_string())
-                    .push_bind(job.to_string())
-                    .push_bind(owner);
-                values(row, item);
-            });
-            sql.push(tail);
+            let mut sql = QueryBuilder::new("");
+            push_leased_rows(&mut sql, (head, tail), chunk, &key, &mut values);
             let ids: Vec<String> = sql
                 .build_query_scalar()
                 .fetch_all(&mut *self.writer().await?)
@@ -588,6 +614,48 @@ async fn begin_owned_write<'c>(
     let mut tx = begin_write(writer).await?;
     check_lease(&mut *tx, job, owner).await?;
     Ok(tx)
+}
+
+/// Appends a [`leased_rows!`] update: `head`, one row per item, `tail`.
+fn push_leased_rows<'r, T>(
+    sql: &mut QueryBuilder<Sqlite>,
+    (head, tail): (&'static str, &'static str),
+    rows: &'r [T],
+    key: &impl Fn(&T) -> (JobId, &'r str, FileId),
+    values: &mut impl FnMut(Separated<'_, Sqlite, &'static str>, &'r T),
+) {
+    sql.push(head);
+    sql.push_values(rows, |mut row, item| {
+        let (job, owner, file) = key(item);
+        row.push_bind(file.to_string())
+            .push_bind(job.to_string())
+            .push_bind(owner);
+        values(row, item);
+    });
+    sql.push(tail);
+}
+
+/// Appends the statement that ends these jobs as completed, each only while its lease is held,
+/// it is running, and every one of its files is complete or skipped. Returns each job ended
+/// with its byte totals.
+fn push_finish_completed(sql: &mut QueryBuilder<Sqlite>, jobs: &[(JobId, &str)]) {
+    let now = now_ms();
+    sql.push("WITH v(jid, owner) AS (");
+    sql.push_values(jobs, |mut row, (job, owner)| {
+        row.push_bind(job.to_string()).push_bind(owner.to_string());
+    });
+    sql.push(") UPDATE jobs SET status = 'completed', finished_at = MAX(")
+        .push_bind(now)
+        .push(", started_at), updated_at = MAX(")
+        .push_bind(now)
+        .push(concat!(
+            ", updated_at), error_type = NULL, error_message = NULL, error_http_status = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL \
+             FROM v WHERE jobs.id = v.jid AND jobs.lease_owner = v.owner \
+             AND jobs.status = 'running' AND NOT EXISTS (SELECT 1 FROM files f \
+             WHERE f.job_id = jobs.id AND f.status NOT IN ('complete', 'skipped')) RETURNING id, ",
+            byte_totals!("jobs.id")
+        ));
 }
 
 /// Binds the job and the owner a [`leased!`] guard asks for.
@@ -662,6 +730,21 @@ pub struct Completion<'a> {
     pub bytes: u64,
     /// The path it ended up at, when not the planned one.
     pub path: Option<String>,
+}
+
+impl<'a> Completion<'a> {
+    fn key(&self) -> (JobId, &'a str, FileId) {
+        (self.job, self.owner, self.file)
+    }
+}
+
+/// What [`Store::complete_files`] did besides recording the files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// Jobs whose lease was lost: their files are unchanged.
+    pub lost: Vec<JobId>,
+    /// Jobs ended as completed, with their byte totals.
+    pub finished: Vec<(JobId, ByteTotals)>,
 }
 
 /// A change of one file's status.

@@ -685,9 +685,10 @@ async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
         );
         assert_eq!(
             store
-                .complete_files(&completions("intruder"))
+                .complete_files(&completions("intruder"), &[])
                 .await
-                .unwrap(),
+                .unwrap()
+                .lost,
             vec![id]
         );
         let untouched = store.get_job(id).await.unwrap().files;
@@ -719,9 +720,10 @@ async fn files_are_claimed_verified_and_completed_only_under_the_lease() {
         }
         assert!(
             store
-                .complete_files(&completions(OWNER))
+                .complete_files(&completions(OWNER), &[])
                 .await
                 .unwrap()
+                .lost
                 .is_empty()
         );
     }
@@ -768,8 +770,12 @@ async fn files_of_several_jobs_change_together_each_under_its_own_lease() {
             path: (row.job == a).then(|| "elsewhere.bin".to_owned()),
         })
         .collect();
-    assert_eq!(store.complete_files(&done[..1]).await.unwrap(), vec![]);
-    assert_eq!(store.complete_files(&done).await.unwrap(), vec![b]);
+    let recorded = store.complete_files(&done[..1], &[]).await.unwrap();
+    assert_eq!(recorded, Completed::default());
+    assert_eq!(
+        store.complete_files(&done, &[]).await.unwrap().lost,
+        vec![b]
+    );
     let job_a = store.get_job(a).await.unwrap();
     assert!(job_a.files.iter().all(|f| f.status == FileStatus::Complete
         && f.bytes_total == Some(3)
@@ -781,6 +787,48 @@ async fn files_of_several_jobs_change_together_each_under_its_own_lease() {
             .iter()
             .all(|f| f.status == FileStatus::Queued && f.bytes_done == 0)
     );
+}
+
+#[tokio::test]
+async fn a_job_ends_with_its_last_file_only_when_nothing_else_is_left() {
+    let (dir, store) = store().await;
+    let (single, pair) = (job_of_files(&dir, 1), job_of_files(&dir, 2));
+    store.insert_job(&single, 10).await.unwrap();
+    store.insert_job(&pair, 10).await.unwrap();
+    let a = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let b = store.claim_next(OWNER, LEASE).await.unwrap().unwrap();
+    let done = |job: JobId, file: FileId| Completion {
+        job,
+        owner: OWNER,
+        file,
+        status: FileStatus::Complete,
+        bytes: 5,
+        path: None,
+    };
+    // The pair's other file is still queued: only the single job ends, with its totals.
+    let files = [done(a, single.files[0].id), done(b, pair.files[0].id)];
+    let recorded = store
+        .complete_files(&files, &[(a, OWNER), (b, OWNER)])
+        .await
+        .unwrap();
+    let totals = ByteTotals {
+        bytes_done: 5,
+        bytes_total: Some(5),
+    };
+    assert_eq!(recorded.finished, vec![(a, totals)]);
+    let ended = store.get_job(a).await.unwrap();
+    assert_eq!(ended.status, JobStatus::Completed);
+    assert!(ended.finished_at.is_some());
+    assert_eq!(store.get_job(b).await.unwrap().status, JobStatus::Running);
+    // A paused job is not ended by its last file; the pair ends once its last file is in.
+    store
+        .transition(b, Transition::Pause, JobChanges::default())
+        .await
+        .unwrap();
+    let last = [done(b, pair.files[1].id)];
+    let recorded = store.complete_files(&last, &[(b, OWNER)]).await.unwrap();
+    assert!(recorded.finished.is_empty());
+    assert_eq!(store.get_job(b).await.unwrap().status, JobStatus::Paused);
 }
 
 #[tokio::test]

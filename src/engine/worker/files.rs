@@ -85,6 +85,8 @@ pub(super) async fn run_files(
         lease: Arc::from(ctx.lease()),
         policy: ctx.job.on_conflict,
         stop: ctx.run.stop.clone(),
+        // A job's only file ends the job with it, in the committer's round trip.
+        finish: (files.len() == 1).then(|| ctx.run.finished.clone()),
     };
     let owner = &owner;
     let batch = destination::Batch::new(ctx);
