@@ -158,6 +158,68 @@ fn mirrors_json(mirrors: &[url::Url]) -> Option<String> {
     serde_json::to_string(&urls).ok()
 }
 
+/// Appends the statements that insert a job and its files, created at `now`: the job's
+/// insert returns its id only when fewer than `max_queued` jobs wait, the key (if any) goes
+/// in before the files (a taken key fails the batch before it writes them), and the files go
+/// in only with their job.
+pub(super) fn push_job(
+    insert: &mut QueryBuilder<Sqlite>,
+    job: &NewJob,
+    now: i64,
+    max_queued: u64,
+    key: Option<&IdempotencyKey>,
+) -> Result<(), StoreError> {
+    let headers =
+        serde_json::to_string(&job.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let id = job.id.to_string();
+    insert.push(
+        "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
+         access_token, created_at, updated_at, max_connections, min_segment_size, \
+         max_bytes_per_second, callback_url, proxy) SELECT ",
+    );
+    let mut values = insert.separated(", ");
+    values
+        .push_bind(id.clone())
+        .push_bind("queued")
+        .push_bind(job.priority.get())
+        .push_bind(job.description.clone())
+        .push_bind(job.dest.clone())
+        .push_bind(job.on_conflict.as_str())
+        .push_bind(headers)
+        .push_bind(job.access_token.clone())
+        .push_bind(now)
+        .push_bind(now)
+        .push_bind(job.limits.max_connections)
+        .push_bind(job.limits.min_segment_size.map(to_i64))
+        .push_bind(job.limits.max_bytes_per_second.map(to_i64))
+        .push_bind(job.callback_url.as_ref().map(url::Url::to_string))
+        .push_bind(job.proxy.clone());
+    insert
+        .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
+        .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
+        .push(" RETURNING id");
+    if let Some(key) = key {
+        insert
+            .push("; INSERT INTO idempotency_keys (key, request_hash, job_id, created_at) ")
+            .push("SELECT ")
+            .push_bind(key.key().to_owned())
+            .push(", ")
+            .push_bind(key.request_hash().to_owned())
+            .push(", ")
+            .push_bind(id.clone())
+            .push(", ")
+            .push_bind(now)
+            .push(" WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
+            .push_bind(id)
+            .push(")");
+    }
+    for chunk in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
+        insert.push("; ");
+        push_files(insert, job, chunk);
+    }
+    Ok(())
+}
+
 /// The read model of a job just inserted with `insert_job`.
 fn inserted_job(job: &NewJob, now: i64) -> Job {
     let at = crate::domain::time::from_ms(now);
@@ -274,60 +336,19 @@ impl Store {
         max_queued: u64,
         key: Option<&IdempotencyKey>,
     ) -> Result<Job, StoreError> {
-        let headers =
-            serde_json::to_string(&job.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let now = now_ms();
-        let id = job.id.to_string();
-        let mut insert = at_once();
-        insert.push(
-            "INSERT INTO jobs (id, status, priority, description, dest, on_conflict, headers, \
-             access_token, created_at, updated_at, max_connections, min_segment_size, \
-             max_bytes_per_second, callback_url, proxy) SELECT ",
-        );
-        let mut values = insert.separated(", ");
-        values
-            .push_bind(id.clone())
-            .push_bind("queued")
-            .push_bind(job.priority.get())
-            .push_bind(job.description.clone())
-            .push_bind(job.dest.clone())
-            .push_bind(job.on_conflict.as_str())
-            .push_bind(headers)
-            .push_bind(job.access_token.clone())
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(job.limits.max_connections)
-            .push_bind(job.limits.min_segment_size.map(to_i64))
-            .push_bind(job.limits.max_bytes_per_second.map(to_i64))
-            .push_bind(job.callback_url.as_ref().map(url::Url::to_string))
-            .push_bind(job.proxy.clone());
-        insert
-            .push(" WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'queued') < ")
-            .push_bind(i64::try_from(max_queued).unwrap_or(i64::MAX))
-            .push(" RETURNING id");
-        if let Some(key) = key {
-            // Before the files: a taken key fails the batch before it writes them.
-            insert
-                .push("; INSERT INTO idempotency_keys (key, request_hash, job_id, created_at) ")
-                .push("SELECT ")
-                .push_bind(key.key().to_owned())
-                .push(", ")
-                .push_bind(key.request_hash().to_owned())
-                .push(", ")
-                .push_bind(id.clone())
-                .push(", ")
-                .push_bind(now)
-                .push(" WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
-                .push_bind(id)
-                .push(")");
-        }
-        for chunk in job.files.chunks(FILE_INSERT_CHUNK).enumerate() {
-            insert.push("; ");
-            push_files(&mut insert, job, chunk);
-        }
-        if self.write_at_once(insert).await?.is_empty() {
+        let inserted = if key.is_none() && job.files.len() <= FILE_INSERT_CHUNK {
+            // Together with whatever else was submitted meanwhile.
+            super::inserts::insert(&self.inserts, job, max_queued).await?
+        } else {
+            let now = now_ms();
+            let mut insert = at_once();
+            push_job(&mut insert, job, now, max_queued, key)?;
+            let ids = self.write_at_once(insert).await?;
+            (!ids.is_empty()).then_some(now)
+        };
+        let Some(now) = inserted else {
             return Err(StoreError::QueueFull { limit: max_queued });
-        }
+        };
         // The job as inserted, not re-read: a dispatcher may claim it the moment the
         // transaction commits, and the submitter should see what it created.
         Ok(inserted_job(job, now))

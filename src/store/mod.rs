@@ -12,6 +12,7 @@ mod rows;
 mod claims;
 mod deliveries;
 mod history;
+mod inserts;
 mod jobs;
 mod pauses;
 mod progress;
@@ -24,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{
     ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction,
 };
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, mpsc};
 
 use crate::domain::{JobId, JobStatus, Transition};
 
@@ -123,6 +124,8 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 pub struct Store {
     pool: SqlitePool,
     writer: Arc<Mutex<Option<Writer>>>,
+    /// Submissions on their way to the task that inserts them together.
+    inserts: mpsc::Sender<inserts::Pending>,
 }
 
 /// The writing connection, and whether a transaction sent in one call (see
@@ -155,12 +158,14 @@ impl Store {
             .await?;
         MIGRATOR.run(&pool).await?;
         let writer = options.connect().await?;
+        let writer = Arc::new(Mutex::new(Some(Writer {
+            conn: writer,
+            unsettled: false,
+        })));
         Ok(Self {
             pool,
-            writer: Arc::new(Mutex::new(Some(Writer {
-                conn: writer,
-                unsettled: false,
-            }))),
+            inserts: inserts::start(writer.clone()),
+            writer,
         })
     }
 
@@ -183,14 +188,7 @@ impl Store {
     /// The writer, with any transaction a cancelled [`Store::write_at_once`] left open rolled
     /// back.
     async fn settled_writer(&self) -> Result<MappedMutexGuard<'_, Writer>, StoreError> {
-        let mut writer = MutexGuard::try_map(self.writer.lock().await, Option::as_mut)
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        if writer.unsettled {
-            // Fails harmlessly when the transaction did end.
-            let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
-            writer.unsettled = false;
-        }
-        Ok(writer)
+        settled(&self.writer).await
     }
 
     /// Runs `statements` (built after `BEGIN IMMEDIATE; `, see [`at_once`]) as one
@@ -200,22 +198,9 @@ impl Store {
     /// across the statements of one call).
     async fn write_at_once(
         &self,
-        mut statements: QueryBuilder<Sqlite>,
+        statements: QueryBuilder<Sqlite>,
     ) -> Result<Vec<String>, StoreError> {
-        statements.push("; COMMIT");
-        let mut writer = self.settled_writer().await?;
-        // Cleared only once the outcome is known: should this future be dropped while the
-        // statements run, the next writer rolls back whatever was left open.
-        writer.unsettled = true;
-        let done = statements
-            .build_query_scalar()
-            .fetch_all(&mut writer.conn)
-            .await;
-        if done.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
-        }
-        writer.unsettled = false;
-        Ok(done?)
+        write_at_once(&self.writer, statements).await
     }
 
     /// Readiness: the database answers a query.
@@ -223,6 +208,41 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// The writer, with any transaction a cancelled [`write_at_once`] left open rolled back.
+async fn settled(
+    writer: &Mutex<Option<Writer>>,
+) -> Result<MappedMutexGuard<'_, Writer>, StoreError> {
+    let mut writer = MutexGuard::try_map(writer.lock().await, Option::as_mut)
+        .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+    if writer.unsettled {
+        // Fails harmlessly when the transaction did end.
+        let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
+        writer.unsettled = false;
+    }
+    Ok(writer)
+}
+
+/// See [`Store::write_at_once`].
+async fn write_at_once(
+    writer: &Mutex<Option<Writer>>,
+    mut statements: QueryBuilder<Sqlite>,
+) -> Result<Vec<String>, StoreError> {
+    statements.push("; COMMIT");
+    let mut writer = settled(writer).await?;
+    // Cleared only once the outcome is known: should this future be dropped while the
+    // statements run, the next writer rolls back whatever was left open.
+    writer.unsettled = true;
+    let done = statements
+        .build_query_scalar()
+        .fetch_all(&mut writer.conn)
+        .await;
+    if done.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
+    }
+    writer.unsettled = false;
+    Ok(done?)
 }
 
 /// The start of statements for [`Store::write_at_once`].

@@ -158,6 +158,50 @@ async fn an_insert_given_up_half_way_leaves_its_job_whole_or_absent() {
 }
 
 #[tokio::test]
+async fn jobs_submitted_together_go_in_together_each_under_the_limit() {
+    let (dir, store) = store().await;
+    let jobs: Vec<NewJob> = (0..20).map(|i| job_of_files(&dir, 1 + i % 3)).collect();
+    // Submitted at once, they are inserted in batches: the limit still counts each job.
+    let outcomes = futures::future::join_all(jobs.iter().map(|job| store.insert_job(job, 5))).await;
+    let inserted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::QueueFull { limit: 5 })))
+        .count();
+    assert_eq!((inserted, refused), (5, 15));
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        match store.get_job(job.id).await {
+            Ok(stored) => {
+                assert!(outcome.is_ok());
+                assert_eq!(stored.files.len(), job.files.len());
+            }
+            Err(StoreError::NotFound(_)) => assert!(outcome.is_err()),
+            Err(err) => panic!("{err}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bad_job_submitted_with_others_fails_alone() {
+    let (dir, store) = store().await;
+    let mut broken = job_of_files(&dir, 2);
+    broken.files[1].id = broken.files[0].id;
+    let (before, after) = (job_of_files(&dir, 1), job_of_files(&dir, 2));
+    let (a, b, c) = tokio::join!(
+        store.insert_job(&before, 10),
+        store.insert_job(&broken, 10),
+        store.insert_job(&after, 10)
+    );
+    assert!(a.is_ok() && c.is_ok(), "{a:?} {c:?}");
+    assert!(b.is_err());
+    assert_eq!(store.get_job(after.id).await.unwrap().files.len(), 2);
+    assert!(matches!(
+        store.get_job(broken.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn the_queue_limit_refuses_new_jobs() {
     let (dir, store) = store().await;
     store
