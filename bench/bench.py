@@ -19,6 +19,7 @@ machine. It prints medians and the ratio haul/peer.
 """
 
 import argparse
+import base64
 import concurrent.futures
 import http.client
 import hashlib
@@ -541,8 +542,33 @@ class Bench:
                 "cpu_s_per_gib": None, "peak_rss_mib": restarted / MIB,
                 "note": f"restarted with {queued} queued; while submitting: "
                         + ", ".join(steps)})
+            self.list_latency(daemon, queued)
         finally:
             daemon.stop()
+
+    def list_latency(self, daemon, queued):
+        """Median time of a page of 100 jobs, out of all those queued: the newest page, one
+        from the middle (its cursor built as the API encodes one), and pages filtered by
+        status, one status with every job and one with none."""
+        middle = base64.urlsafe_b64encode(f"before:{queued // 2}".encode()).decode().rstrip("=")
+        pages = {
+            "newest": "/v1/jobs?limit=100",
+            "middle": f"/v1/jobs?limit=100&cursor={middle}",
+            "status=queued": "/v1/jobs?limit=100&status=queued",
+            "status=failed": "/v1/jobs?limit=100&status=failed",
+        }
+        timings = []
+        for name, path in pages.items():
+            times = []
+            for _ in range(21):
+                start = time.perf_counter()
+                daemon.get(path)
+                times.append(time.perf_counter() - start)
+            timings.append(f"{name} {statistics.median(times) * 1000:.1f} ms")
+        self.table.append({
+            "case": 5, "tool": "haul list 100", "median_s": None, "ratio": None,
+            "cpu_s_per_gib": None, "peak_rss_mib": None,
+            "note": f"GET /v1/jobs?limit=100 with {queued} jobs: " + ", ".join(timings)})
 
     def report(self):
         print()
