@@ -164,16 +164,33 @@ impl DownloadRoot {
 
     /// Checks on disk that no existing part of `rel` (a symlink, say) leads outside the root.
     pub fn confine(&self, rel: &str) -> Result<(), PathError> {
+        self.confine_in(rel, &mut Confined::default())
+    }
+
+    /// [`DownloadRoot::confine`], trusting the directories `seen` found inside the root earlier
+    /// in the same batch of checks, so files in one directory check it once (a symlink as a
+    /// file's last component is still looked for each time). For checks ahead of the last
+    /// one: a file is checked on its own right before it gets its name.
+    pub fn confine_in(&self, rel: &str, seen: &mut Confined) -> Result<(), PathError> {
         let mut probe = self.0.join(rel);
         // The last component can lead elsewhere only if it is a symlink: files are created with
         // `create_new` and named by rename or link, and none of these follows one.
         if probe != self.0 && !std::fs::symlink_metadata(&probe).is_ok_and(|m| m.is_symlink()) {
             probe.pop();
         }
+        if seen.0.contains(&probe) {
+            return Ok(());
+        }
+        let first = probe.clone();
         // Walk up to the deepest ancestor that exists; what does not exist yet cannot redirect.
         loop {
             match real_path(&probe) {
-                Ok(real) if real.starts_with(&self.0) => return Ok(()),
+                Ok(real) if real.starts_with(&self.0) => {
+                    if probe == first {
+                        seen.0.insert(first);
+                    }
+                    return Ok(());
+                }
                 Ok(_) => return Err(PathError::EscapesRoot(rel.to_owned())),
                 Err(_) => {
                     if !probe.pop() {
@@ -182,6 +199,17 @@ impl DownloadRoot {
                 }
             }
         }
+    }
+}
+
+/// Existing directories found inside the root during one batch of checks.
+#[derive(Debug, Default)]
+pub struct Confined(std::collections::HashSet<PathBuf>);
+
+impl Confined {
+    /// Whether `dir` was found to exist inside the root in this batch.
+    pub fn has_dir(&self, dir: &Path) -> bool {
+        self.0.contains(dir)
     }
 }
 
@@ -360,6 +388,27 @@ mod tests {
         std::os::unix::fs::symlink("/nonexistent/x", root.path().join("dangling")).unwrap();
         assert!(root.confine("dangling").is_ok());
         assert!(root.confine("").is_ok());
+    }
+
+    #[test]
+    fn a_batch_checks_each_directory_once_and_each_last_component_always() {
+        let (_dir, root) = root();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("plain")).unwrap();
+        let mut seen = Confined::default();
+        assert!(root.confine_in("plain/a", &mut seen).is_ok());
+        assert!(seen.has_dir(&root.path().join("plain")));
+        // Found inside already, the directory is trusted; a symlink as a file's last
+        // component is still caught.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("plain/b")).unwrap();
+        assert!(root.confine_in("plain/b", &mut seen).is_err());
+        // A directory not seen yet is checked: one leading out is caught.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        assert!(root.confine_in("link/c", &mut seen).is_err());
+        assert!(!seen.has_dir(&root.path().join("link")));
+        // A directory that does not exist yet is not remembered as found.
+        assert!(root.confine_in("new/d", &mut seen).is_ok());
+        assert!(!seen.has_dir(&root.path().join("new")));
     }
 
     #[test]

@@ -299,6 +299,8 @@ fn plan_files(
     sources: Vec<FileRequest>,
 ) -> Result<Vec<NewFile>, ValidationError> {
     let mut seen = HashSet::new();
+    // The job's files mostly share a directory: it is checked once for all.
+    let mut confined = paths::Confined::default();
     let mut files = Vec::with_capacity(sources.len());
     for source in sources {
         let url = parse_url(&source.url)?;
@@ -320,7 +322,7 @@ fn plan_files(
                 format!("{dest}/{name}")
             }
         };
-        root.confine(&path)?;
+        root.confine_in(&path, &mut confined)?;
         if !seen.insert(path.clone()) {
             return Err(ValidationError::DuplicatePath(path));
         }

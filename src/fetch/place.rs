@@ -14,7 +14,7 @@ use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use super::{Data, FetchError};
-use crate::domain::paths::{DownloadRoot, numbered_alternative};
+use crate::domain::paths::{Confined, DownloadRoot, numbered_alternative};
 use crate::domain::{OnConflict, Sha256};
 
 /// Alternatives tried by the rename policy before giving up.
@@ -50,6 +50,7 @@ fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {
 /// Applies the conflict policy to the planned destination `rel`. `busy` says whether another
 /// running download is using a relative path; `hashing` is called before an existing file is
 /// read to compare it with `expected` (a phase the API shows).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     root: &DownloadRoot,
     rel: &str,
@@ -58,8 +59,10 @@ pub fn prepare(
     stop: &CancellationToken,
     busy: &dyn Fn(&str) -> bool,
     hashing: &dyn Fn(),
+    seen: &mut Confined,
 ) -> Result<Prepared, FetchError> {
-    root.confine(rel).map_err(|e| destination_error(rel, e))?;
+    root.confine_in(rel, seen)
+        .map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
     if let Ok(meta) = std::fs::symlink_metadata(&target) {
         if let Some(expected) = expected.filter(|_| meta.is_file())
@@ -79,23 +82,24 @@ pub fn prepare(
                 return Err(destination_error(rel, "a directory is in the way"));
             }
             OnConflict::Overwrite => {}
-            OnConflict::Rename => return free_alternative(root, rel, stop, busy),
+            OnConflict::Rename => return free_alternative(root, rel, stop, busy, seen),
         }
     } else if policy == OnConflict::Rename && (busy(rel) || root.part(rel).exists()) {
-        return free_alternative(root, rel, stop, busy);
+        return free_alternative(root, rel, stop, busy, seen);
     }
     if busy(rel) {
         // Claimed by another download since the check above: under `rename`, another name.
         if policy == OnConflict::Rename {
-            return free_alternative(root, rel, stop, busy);
+            return free_alternative(root, rel, stop, busy, seen);
         }
         return Err(FetchError::PathBusy(rel.to_owned()));
     }
-    if let Some(parent) = target.parent() {
+    if let Some(parent) = target.parent().filter(|p| !seen.has_dir(p)) {
         std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
     }
     // Re-check now that the directories exist: one of them may be a symlink planted meanwhile.
-    root.confine(rel).map_err(|e| destination_error(rel, e))?;
+    root.confine_in(rel, seen)
+        .map_err(|e| destination_error(rel, e))?;
     Ok(Prepared::Download {
         path: rel.to_owned(),
     })
@@ -106,6 +110,7 @@ fn free_alternative(
     rel: &str,
     stop: &CancellationToken,
     busy: &dyn Fn(&str) -> bool,
+    seen: &mut Confined,
 ) -> Result<Prepared, FetchError> {
     for n in 1..=MAX_ALTERNATIVES {
         let candidate = sibling(rel, &numbered_alternative(file_name(rel), n));
@@ -115,7 +120,7 @@ fn free_alternative(
             && !root.part(&candidate).exists()
         {
             let overwrite = OnConflict::Overwrite;
-            match prepare(root, &candidate, overwrite, None, stop, busy, &|| {}) {
+            match prepare(root, &candidate, overwrite, None, stop, busy, &|| {}, seen) {
                 // Claimed by another download meanwhile: try the next one.
                 Err(FetchError::PathBusy(_)) => continue,
                 prepared => return prepared,
@@ -427,6 +432,7 @@ mod tests {
             &never(),
             NOT_BUSY,
             &|| {},
+            &mut Confined::default(),
         )
         .unwrap();
         assert_eq!(
@@ -444,6 +450,7 @@ mod tests {
             &never(),
             busy,
             &|| {},
+            &mut Confined::default(),
         )
         .unwrap();
         assert_eq!(
@@ -471,6 +478,7 @@ mod tests {
             &never(),
             &busy,
             &|| {},
+            &mut Confined::default(),
         );
         assert_eq!(
             prepared.unwrap(),
@@ -486,6 +494,7 @@ mod tests {
             &never(),
             &|_| true,
             &|| {},
+            &mut Confined::default(),
         );
         assert!(matches!(prepared, Err(FetchError::PathBusy(_))));
     }
@@ -505,6 +514,7 @@ mod tests {
             &never(),
             NOT_BUSY,
             &|| hashed.set(true),
+            &mut Confined::default(),
         )
         .unwrap();
         assert!(hashed.get(), "the hashing phase is announced");
@@ -523,6 +533,7 @@ mod tests {
             &never(),
             NOT_BUSY,
             &|| {},
+            &mut Confined::default(),
         )
         .unwrap();
         assert_eq!(prepared, Prepared::Skipped);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Ctx;
 use super::files::{set_status, store_error, update};
+use crate::domain::paths::Confined;
 use crate::domain::{FileRecord, FileStatus, OnConflict, Segment};
 use crate::fetch::place::{self, Prepared};
 use crate::fetch::{FetchError, LiveFile};
@@ -175,7 +176,17 @@ async fn prepare(
     tokio::task::spawn_blocking(move || {
         let busy = |p: &str| avoid.contains(p) || engine.inner.registry.path_busy(p);
         let hashing = || live.set_phase(FileStatus::HashingExisting);
-        place::prepare(&root, &rel, policy, sha.as_ref(), &stop, &busy, &hashing)
+        let mut seen = Confined::default();
+        place::prepare(
+            &root,
+            &rel,
+            policy,
+            sha.as_ref(),
+            &stop,
+            &busy,
+            &hashing,
+            &mut seen,
+        )
     })
     .await
     .map_err(|e| FetchError::Store(format!("preparing the destination was interrupted: {e}")))?
@@ -359,11 +370,15 @@ impl<'a> Batch<'a> {
         );
         let wanted: Vec<_> = records.iter().map(|r| (r.id, r.path.clone())).collect();
         tokio::task::spawn_blocking(move || {
+            // The batch's files mostly share a directory: it is checked once for all.
+            let mut seen = Confined::default();
             wanted
                 .into_iter()
                 .filter_map(|(file, rel)| {
                     let busy = |p: &str| engine.inner.registry.path_busy(p);
-                    match place::prepare(&root, &rel, policy, None, &stop, &busy, &|| {}) {
+                    let none = || {};
+                    match place::prepare(&root, &rel, policy, None, &stop, &busy, &none, &mut seen)
+                    {
                         Ok(Prepared::Download { path }) => Some((file, path)),
                         _ => None,
                     }
