@@ -241,13 +241,9 @@ async fn complete(
     let error = match failed {
         [] => None,
         [(_, only)] if files == 1 => Some(only.clone()),
-        [(path, first), ..] => Some(JobError {
+        [..] => Some(JobError {
             kind: "files-failed".into(),
-            message: format!(
-                "{} of {files} files failed; first: {path}: {}",
-                failed.len(),
-                first.message
-            ),
+            message: failure_summary(failed, files),
             http_status: None,
         }),
     };
@@ -261,6 +257,29 @@ async fn complete(
         JobStatus::Completed
     };
     finish(engine, id, run, status, error.as_ref()).await;
+}
+
+/// Most failed files named in a job's error; the files' own errors name them all.
+const NAMED_FAILURES: usize = 5;
+
+/// `3 of 1000 files failed: a.bin: HTTP 404, b.bin: ..., c.bin: ...` (and how many more).
+fn failure_summary(failed: &[(String, JobError)], files: u32) -> String {
+    let named: Vec<String> = failed
+        .iter()
+        .take(NAMED_FAILURES)
+        .map(|(path, error)| format!("{path}: {}", error.message))
+        .collect();
+    let more = failed.len().saturating_sub(NAMED_FAILURES);
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} of {files} files failed: {}{tail}",
+        failed.len(),
+        named.join("; ")
+    )
 }
 
 /// Records the final status if the job is still ours; otherwise honours the user's decision.
@@ -320,5 +339,37 @@ async fn stopped(engine: &Engine, id: JobId, run: &Run) {
         Ok(JobStatus::Running) => tracing::info!("job {id} released for a later run"),
         Ok(status) => tracing::info!("job {id} stopped: {status}"),
         Err(err) => tracing::warn!(error.message = %err, "job {id} stopped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_job_names_its_first_failed_files_and_counts_the_rest() {
+        let failed: Vec<(String, JobError)> = (1..=7)
+            .map(|i| {
+                let error = JobError {
+                    kind: "http".into(),
+                    message: format!("HTTP 40{i}"),
+                    http_status: None,
+                };
+                (format!("f{i}.bin"), error)
+            })
+            .collect();
+        assert_eq!(
+            failure_summary(&failed[..2], 10),
+            "2 of 10 files failed: f1.bin: HTTP 401; f2.bin: HTTP 402"
+        );
+        let all = failure_summary(&failed, 10);
+        assert!(
+            all.starts_with("7 of 10 files failed: f1.bin: HTTP 401;"),
+            "{all}"
+        );
+        assert!(
+            all.contains("f5.bin: HTTP 405; and 2 more") && !all.contains("f6"),
+            "{all}"
+        );
     }
 }
