@@ -222,7 +222,7 @@ impl From<ValidationError> for ApiError {
             V::InvalidUrl { .. } => ErrorCode::InvalidUrl,
             V::UnsupportedScheme(_) => ErrorCode::UnsupportedScheme,
             V::Path(PathError::EscapesRoot(_)) => ErrorCode::DestEscapesRoot,
-            V::Path(PathError::Invalid(_)) => ErrorCode::InvalidPath,
+            V::Path(PathError::Invalid(_) | PathError::PartialName(_)) => ErrorCode::InvalidPath,
             V::DuplicatePath(_) => ErrorCode::DuplicatePath,
             V::Priority => ErrorCode::InvalidPriority,
             V::Sha256(_) | V::Sha256WithFiles => ErrorCode::InvalidSha256,

@@ -172,6 +172,9 @@ pub struct FileRecord {
     pub error: Option<FileError>,
     /// Other URLs serving the same bytes (used by workers; not part of the API's file).
     pub mirrors: Vec<String>,
+    /// The file's own extra request headers, over the job's: secrets, used by workers and
+    /// never part of the API's file.
+    pub headers: Vec<(String, String)>,
 }
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ impl Entry {
             path,
             sha256: self.sha256,
             mirrors: None,
+            headers: None,
         }
     }
 

@@ -22,6 +22,17 @@ pub enum PathError {
     /// It contains NUL or other control characters, or is empty where a name is needed.
     #[error("{0:?} is not a usable path")]
     Invalid(String),
+    /// Its name ends in `.part`, which names partial files: another download's.
+    #[error("{0:?} ends in .part, which haul keeps for partial files")]
+    PartialName(String),
+}
+
+/// Whether a file name ends in `.part` (any case): the name of a partial file, which no
+/// download may take as its destination, lest it replace another download's `.part`.
+pub fn is_partial_name(name: &str) -> bool {
+    name.len() >= 5
+        && name.is_char_boundary(name.len() - 5)
+        && name[name.len() - 5..].eq_ignore_ascii_case(".part")
 }
 
 /// The configured download root, canonicalised once at start-up, and where partial files go.
@@ -274,7 +285,12 @@ pub fn sanitize_component(raw: &str) -> String {
     } else {
         trimmed.to_owned()
     };
-    truncate_keeping_extension(&name, MAX_NAME_BYTES)
+    let name = truncate_keeping_extension(&name, MAX_NAME_BYTES);
+    // Never the name of a partial file, which may be another download's.
+    if is_partial_name(&name) {
+        return format!("{name}_");
+    }
+    name
 }
 
 /// Bidirectional overrides and isolates, and zero-width characters: they make a name read
@@ -418,6 +434,10 @@ mod tests {
         assert_eq!(sanitize_component(" . a b . "), "a b");
         assert_eq!(sanitize_component("evil\u{202e}txt.exe"), "evil_txt.exe");
         assert_eq!(sanitize_component(".."), FALLBACK_NAME);
+        assert_eq!(sanitize_component("x.part"), "x.part_");
+        assert_eq!(sanitize_component("X.PaRt"), "X.PaRt_");
+        assert_eq!(sanitize_component("x.part1.rar"), "x.part1.rar");
+        assert!(is_partial_name("a/b.part") && !is_partial_name("part") && !is_partial_name("é"));
         assert_eq!(sanitize_component(""), FALLBACK_NAME);
         assert_eq!(sanitize_component("a\0b\nc"), "a_b_c");
         assert_eq!(sanitize_component("CON.txt"), "_CON.txt");

@@ -94,6 +94,9 @@ pub struct FileRequest {
     pub sha256: Option<String>,
     /// Other URLs serving the same bytes (mirrors); see the job's `mirrors`.
     pub mirrors: Option<Vec<String>>,
+    /// Extra request headers for this file, over the job's (a name in both: this file's
+    /// value). Stored but never returned or logged.
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// Why a submission was rejected. The API gives each variant a stable error code.
@@ -170,6 +173,8 @@ pub struct NewFile {
     /// The name was not given (a directory `dest` without `files[].path`): the first response
     /// may name the file (`Content-Disposition`); until then it is the URL's.
     pub auto_name: bool,
+    /// This file's own extra headers (secrets, like the job's).
+    pub headers: Vec<(String, String)>,
 }
 
 impl JobRequest {
@@ -263,6 +268,7 @@ fn sources(
             path: None,
             sha256,
             mirrors,
+            headers: None,
         }]);
     }
     if mirrors.is_some() {
@@ -286,6 +292,7 @@ fn sources(
                 path: None,
                 sha256: None,
                 mirrors: None,
+                headers: None,
             })
             .collect());
     }
@@ -322,6 +329,9 @@ fn plan_files(
                 format!("{dest}/{name}")
             }
         };
+        if paths::is_partial_name(&path) {
+            return Err(PathError::PartialName(path).into());
+        }
         root.confine_in(&path, &mut confined)?;
         if !seen.insert(path.clone()) {
             return Err(ValidationError::DuplicatePath(path));
@@ -335,6 +345,7 @@ fn plan_files(
         if mirrors.len() > MAX_MIRRORS {
             return Err(ValidationError::Limit("at most 16 mirrors per file"));
         }
+        let headers = parse_headers(source.headers.unwrap_or_default())?;
         files.push(NewFile {
             id: FileId::new(),
             url,
@@ -342,6 +353,7 @@ fn plan_files(
             sha256,
             mirrors,
             auto_name,
+            headers,
         });
     }
     Ok(files)
@@ -475,7 +487,9 @@ mod tests {
             ValidationError::InvalidUrl { .. } => "invalid-url",
             ValidationError::UnsupportedScheme(_) => "unsupported-scheme",
             ValidationError::Path(PathError::EscapesRoot(_)) => "dest-escapes-root",
-            ValidationError::Path(PathError::Invalid(_)) => "invalid-path",
+            ValidationError::Path(PathError::Invalid(_) | PathError::PartialName(_)) => {
+                "invalid-path"
+            }
             ValidationError::DuplicatePath(_) => "duplicate-path",
             ValidationError::Priority => "invalid-priority",
             ValidationError::Sha256(_) | ValidationError::Sha256WithFiles => "invalid-sha256",
@@ -548,6 +562,7 @@ mod tests {
             path: None,
             sha256: None,
             mirrors: None,
+            headers: None,
         };
         let many = JobRequest {
             files: Some(vec![
@@ -663,9 +678,38 @@ mod tests {
                 path: Some("../../etc/passwd".into()),
                 sha256: None,
                 mirrors: None,
+                headers: None,
             }]),
             ..Default::default()
         };
         assert_eq!(code(req.parse(&root, 5).unwrap_err()), "dest-escapes-root");
+    }
+
+    #[test]
+    fn no_destination_may_be_named_like_a_partial_file() {
+        let (_d, root) = root();
+        let mut named = single("http://h/x");
+        named.dest = Some("out/x.part".into());
+        assert_eq!(code(named.parse(&root, 5).unwrap_err()), "invalid-path");
+        let listed = JobRequest {
+            files: Some(vec![FileRequest {
+                url: "http://h/a".into(),
+                path: Some("a.PART".into()),
+                sha256: None,
+                mirrors: None,
+                headers: None,
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(code(listed.parse(&root, 5).unwrap_err()), "invalid-path");
+        // A name from the URL is altered instead: the file is still fetched.
+        let from_url = JobRequest {
+            dest: Some("dir/".into()),
+            ..single("http://h/y.part")
+        };
+        assert_eq!(
+            from_url.parse(&root, 5).unwrap().files[0].path,
+            "dir/y.part_"
+        );
     }
 }

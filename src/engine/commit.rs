@@ -287,7 +287,7 @@ async fn place_group(
     group: &[Waiting],
     datas: Vec<Data>,
 ) -> Result<Vec<Result<Placed, FetchError>>, FetchError> {
-    let root = engine.inner.root.clone();
+    let (root, engine) = (engine.inner.root.clone(), engine.clone());
     let stop = CancellationToken::new();
     let files: Vec<(String, OnConflict)> = group
         .iter()
@@ -303,7 +303,9 @@ async fn place_group(
             .into_iter()
             .zip(&files)
             .map(|(persisted, (rel, policy))| {
-                persisted.and_then(|()| place::place(&root, rel, *policy, &stop))
+                // An alternative name another running download has claimed is not free.
+                let busy = |p: &str| engine.inner.registry.path_busy(p);
+                persisted.and_then(|()| place::place(&root, rel, *policy, &stop, &busy))
             })
             .collect();
         let named = placed.iter().filter_map(|placed| match placed {

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, RANGE};
+use reqwest::header::{
+    CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -405,6 +407,24 @@ impl Attempt<'_> {
             && now != saved
         {
             return Some("the file's ETag changed");
+        }
+        // A mirror must show it serves the probed version: one that sends no validator (and
+        // so may have ignored If-Range) could be another version of the same size.
+        let last_modified = response
+            .headers()
+            .get(LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok());
+        let mirror = self.work.source != 0;
+        if mirror && meta.etag.is_some() && etag.is_none() {
+            return Some("the mirror sent no ETag to compare");
+        }
+        if mirror && meta.etag.is_none() && meta.last_modified.is_some() {
+            if last_modified.is_none() {
+                return Some("the mirror sent no Last-Modified to compare");
+            }
+            if last_modified != meta.last_modified.as_deref() {
+                return Some("the mirror's Last-Modified differs");
+            }
         }
         None
     }

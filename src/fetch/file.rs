@@ -409,12 +409,20 @@ impl Fetcher {
         run.finish(result).await
     }
 
-    /// The file's URL and its mirrors, each with its credentials.
+    /// The file's URL and its mirrors, each with its credentials. The job's own credentials
+    /// are for its URL's origin (as after a redirect): a mirror elsewhere gets only the rules
+    /// that match it.
     fn sources(&self, task: &FileTask) -> Vec<Source> {
+        let none = reqwest::header::HeaderMap::new();
         std::iter::once(&task.url)
             .chain(&task.mirrors)
             .map(|url| {
-                let secret = self.credentials.headers_for(url, &task.headers);
+                let own = if url.origin() == task.url.origin() {
+                    &task.headers
+                } else {
+                    &none
+                };
+                let secret = self.credentials.headers_for(url, own);
                 Source::new(url.clone(), secret.into_owned())
             })
             .collect()

@@ -50,7 +50,11 @@ fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {
 /// Applies the conflict policy to the planned destination `rel`. `busy` says whether another
 /// running download is using a relative path; `hashing` is called before an existing file is
 /// read to compare it with `expected` (a phase the API shows).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the destination, the policy and what the caller tracks (stop, busy names, the \
+              hashing phase, directories already checked); a struct would only rename them"
+)]
 pub fn prepare(
     root: &DownloadRoot,
     rel: &str,
@@ -226,7 +230,7 @@ pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
     let (root, rel, data, policy, stop) = (job.root, job.rel, job.data, job.policy, job.stop);
     verify(job)?;
     persist(root, &[(rel, data)]).pop().unwrap_or(Ok(()))?;
-    let placed = place(root, rel, policy, stop)?;
+    let placed = place(root, rel, policy, stop, &|_| false)?;
     sync_dirs(root, [rel])?;
     Ok(placed)
 }
@@ -342,6 +346,7 @@ pub fn place(
     rel: &str,
     policy: OnConflict,
     stop: &CancellationToken,
+    busy: &dyn Fn(&str) -> bool,
 ) -> Result<Placed, FetchError> {
     if stop.is_cancelled() {
         return Err(FetchError::Stopped);
@@ -358,7 +363,7 @@ pub fn place(
             true => Placed::At(rel.to_owned()),
             false => Placed::Skipped,
         },
-        OnConflict::Rename => place_renaming(root, rel, &part)?,
+        OnConflict::Rename => place_renaming(root, rel, &part, busy)?,
     };
     let _ = std::fs::remove_file(&part);
     Ok(placed)
@@ -381,13 +386,20 @@ pub fn sync_dirs<'a>(
     Ok(())
 }
 
-fn place_renaming(root: &DownloadRoot, rel: &str, part: &Path) -> Result<Placed, FetchError> {
+/// The `rename` policy at the final step: the planned name, else the first alternative free
+/// on disk and not claimed by another running download (which would replace it).
+fn place_renaming(
+    root: &DownloadRoot,
+    rel: &str,
+    part: &Path,
+    busy: &dyn Fn(&str) -> bool,
+) -> Result<Placed, FetchError> {
     if link_new(part, &root.join(rel))? {
         return Ok(Placed::At(rel.to_owned()));
     }
     for n in 1..=MAX_ALTERNATIVES {
         let candidate = sibling(rel, &numbered_alternative(file_name(rel), n));
-        if link_new(part, &root.join(&candidate))? {
+        if !busy(&candidate) && link_new(part, &root.join(&candidate))? {
             return Ok(Placed::At(candidate));
         }
     }

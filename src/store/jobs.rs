@@ -128,7 +128,8 @@ fn push_files(
     (chunk_no, chunk): (usize, &[crate::domain::NewFile]),
 ) {
     insert.push(
-        "INSERT INTO files (id, job_id, idx, url, path, status, sha256, mirrors, auto_name) \
+        "INSERT INTO files (id, job_id, idx, url, path, status, sha256, mirrors, auto_name, \
+         headers) \
          SELECT * FROM (",
     );
     insert.push_values(chunk.iter().enumerate(), |mut row, (i, file)| {
@@ -141,12 +142,20 @@ fn push_files(
             .push_bind("queued")
             .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()))
             .push_bind(mirrors_json(&file.mirrors))
-            .push_bind(file.auto_name);
+            .push_bind(file.auto_name)
+            .push_bind(headers_json(&file.headers));
     });
     insert
         .push(") WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
         .push_bind(job.id.to_string())
         .push(")");
+}
+
+/// A file's own headers as stored: a JSON array of pairs, or NULL for none (the common case).
+fn headers_json(headers: &[(String, String)]) -> Option<String> {
+    (!headers.is_empty())
+        .then(|| serde_json::to_string(headers).ok())
+        .flatten()
 }
 
 /// A file's mirrors as stored: a JSON array, or NULL for none (the common case).
@@ -243,6 +252,7 @@ fn inserted_job(job: &NewJob, now: i64) -> Job {
             cached: false,
             error: None,
             mirrors: file.mirrors.iter().map(url::Url::to_string).collect(),
+            headers: file.headers.clone(),
         })
         .collect::<Vec<_>>();
     Job {

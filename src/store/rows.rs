@@ -51,7 +51,8 @@ macro_rules! concat_job_query {
 macro_rules! file_columns {
     () => {
         "id, idx, url, path, path_claimed, auto_name, status, sha256, bytes_done, bytes_total, \
-         etag, last_modified, cached, error_type, error_message, error_http_status, mirrors"
+         etag, last_modified, cached, error_type, error_message, error_http_status, mirrors, \
+         headers"
     };
 }
 
@@ -145,6 +146,7 @@ pub(super) struct FileRow {
     error_message: Option<String>,
     error_http_status: Option<i64>,
     mirrors: Option<String>,
+    headers: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -260,6 +262,11 @@ impl TryFrom<FileRow> for FileRecord {
             error: error(row.error_type, row.error_message, row.error_http_status),
             mirrors: match row.mirrors {
                 Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("mirrors", text))?,
+                None => Vec::new(),
+            },
+            headers: match row.headers {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|_| corrupt("headers", "(not shown: secret)"))?,
                 None => Vec::new(),
             },
         })

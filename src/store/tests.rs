@@ -55,6 +55,7 @@ fn job_of_files(dir: &tempfile::TempDir, count: usize) -> NewJob {
             path: None,
             sha256: None,
             mirrors: None,
+            headers: None,
         })
         .collect();
     JobRequest {

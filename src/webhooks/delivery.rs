@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::signature::sign;
@@ -74,7 +75,16 @@ pub(super) async fn run(
     ctx: Arc<Context>,
     target: Arc<Target>,
     mut queue: mpsc::Receiver<Outgoing>,
+    (after, ended): (Option<CancellationToken>, CancellationToken),
 ) {
+    let _ended = ended.drop_guard();
+    if let Some(previous) = after {
+        // The receiver's previous queue may still be sending what it had: not alongside it.
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            () = previous.cancelled() => {}
+        }
+    }
     loop {
         let next = tokio::select! {
             biased;

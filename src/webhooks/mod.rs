@@ -143,7 +143,10 @@ impl Webhooks {
             inner.settings.callback_secret.clone(),
             inner.callbacks.clone(),
         );
-        inner.tracker.spawn(router.run(events.subscribe()));
+        let live = events.resume(None, None);
+        inner
+            .tracker
+            .spawn(router.run(events.clone(), live.receiver, live.catch_up.last_id));
         inner
             .tracker
             .spawn(recorder::run(inner.store.clone(), states));

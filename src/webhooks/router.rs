@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::delivery::{self, Outgoing, Target};
 use crate::config::Secret;
 use crate::domain::{DeliveryStatus, DeliveryTarget, JobId, JobStatus};
-use crate::events::{EventKind, JobEvent};
+use crate::events::{EventBus, EventKind, JobEvent};
 use crate::store::{Store, StoreError};
 use crate::telemetry::redact_url;
 
@@ -38,6 +39,9 @@ enum Key {
 struct Queue {
     target: Arc<Target>,
     sender: mpsc::Sender<Outgoing>,
+    /// Fired when the queue's delivery task has ended: a queue opened after this one (it
+    /// closed when idle) waits for it, so deliveries to a receiver stay one at a time, in order.
+    ended: CancellationToken,
     /// Deliveries dropped because the queue was full, for the log.
     dropped: u64,
 }
@@ -75,8 +79,15 @@ impl Router {
         }
     }
 
-    /// Routes events until the daemon shuts down or the bus closes.
-    pub async fn run(mut self, mut events: broadcast::Receiver<Arc<JobEvent>>) {
+    /// Routes events until the daemon shuts down or the bus closes. Fallen behind the bus
+    /// (a slow store lookup, a burst of events), it catches up from the bus's replay buffer,
+    /// as an event stream does; only events gone from the buffer too are missed, and logged.
+    pub async fn run(
+        mut self,
+        bus: EventBus,
+        mut events: broadcast::Receiver<Arc<JobEvent>>,
+        mut last: u64,
+    ) {
         loop {
             let received = tokio::select! {
                 biased;
@@ -84,11 +95,26 @@ impl Router {
                 received = events.recv() => received,
             };
             match received {
-                Ok(event) => self.route(event).await,
-                Err(RecvError::Lagged(missed)) => tracing::warn!(
-                    events = missed,
-                    "webhooks fell behind the event bus and missed {missed} events"
-                ),
+                Ok(event) if event.seq <= last => {}
+                Ok(event) => {
+                    last = event.seq;
+                    self.route(event).await;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let catch_up = bus.catch_up(last, None);
+                    if let Some(lost) = &catch_up.lost {
+                        tracing::warn!(
+                            after = lost.last_event_id,
+                            first_available = lost.first_available_id,
+                            "webhooks fell behind the event bus beyond its replay buffer; \
+                             events were missed"
+                        );
+                    }
+                    for event in catch_up.events {
+                        last = last.max(event.seq);
+                        self.route(event).await;
+                    }
+                }
                 Err(RecvError::Closed) => break,
             }
         }
@@ -178,9 +204,11 @@ impl Router {
             .get(&key)
             .is_some_and(|queue| !queue.sender.is_closed());
         if !open {
-            // Forget queues that closed when idle, so callbacks of old jobs do not pile up.
-            self.queues.retain(|_, queue| !queue.sender.is_closed());
-            self.queues.insert(key.clone(), self.ctx.open_queue(target));
+            let previous = self.queues.get(&key).map(|queue| queue.ended.clone());
+            // Forget queues whose tasks have ended, so callbacks of old jobs do not pile up.
+            self.queues.retain(|_, queue| !queue.ended.is_cancelled());
+            let queue = self.ctx.open_queue(target, previous);
+            self.queues.insert(key.clone(), queue);
         }
         let Some(queue) = self.queues.get_mut(&key) else {
             return;
@@ -190,7 +218,9 @@ impl Router {
             Err(mpsc::error::TrySendError::Full(outgoing)) => outgoing,
             // The queue closed (idle) between the check and the send: open a new one.
             Err(mpsc::error::TrySendError::Closed(outgoing)) => {
-                let fresh = self.ctx.open_queue(queue.target.clone());
+                let fresh = self
+                    .ctx
+                    .open_queue(queue.target.clone(), Some(queue.ended.clone()));
                 *queue = fresh;
                 match queue.sender.try_send(outgoing) {
                     Ok(()) => return,
@@ -221,13 +251,22 @@ impl Router {
 
 impl Context {
     /// Starts a queue task for `target` and returns the router's end of it.
-    fn open_queue(self: &Arc<Self>, target: Arc<Target>) -> Queue {
+    /// A new queue to `target` and its delivery task, which starts once the task of the
+    /// receiver's previous queue (`after`) has ended.
+    fn open_queue(
+        self: &Arc<Self>,
+        target: Arc<Target>,
+        after: Option<CancellationToken>,
+    ) -> Queue {
         let (sender, receiver) = mpsc::channel(self.queue_capacity);
+        let ended = CancellationToken::new();
+        let order = (after, ended.clone());
         self.tracker
-            .spawn(delivery::run(self.clone(), target.clone(), receiver));
+            .spawn(delivery::run(self.clone(), target.clone(), receiver, order));
         Queue {
             target,
             sender,
+            ended,
             dropped: 0,
         }
     }

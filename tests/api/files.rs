@@ -485,14 +485,16 @@ async fn a_paused_jobs_partial_file_is_not_taken_by_another_job() {
 async fn a_file_named_like_a_partial_file_is_never_touched() {
     let origin = Origin::start().await;
     let mine = content(81, 50_000);
-    origin.put("a.bin", mine.clone());
     let app = TestApp::spawn().await;
-    run(
-        &app,
-        json!({ "url": origin.url("a.bin"), "dest": "model.bin.part" }),
-        "completed",
-    )
-    .await;
+    // Put there by another program: haul itself never names a download `*.part`.
+    std::fs::write(app.file("model.bin.part"), &mine).unwrap();
+    let refused = app
+        .post(
+            "/v1/jobs",
+            json!({ "url": origin.url("a.bin"), "dest": "x.part" }),
+        )
+        .await;
+    assert_eq!(refused.0, 422, "{}", refused.1);
     // A failing download of `model.bin` with `skip`: it must not delete `model.bin.part`.
     let failed = run(
         &app,
@@ -632,4 +634,44 @@ async fn a_redirect_loop_fails_cleanly() {
         "{:?}",
         files_below(&app.root)
     );
+}
+
+#[tokio::test]
+async fn a_files_own_headers_go_with_it_over_the_jobs_and_are_never_shown() {
+    let origin = Origin::start().await;
+    let (one, two) = (content(61, 10_000), content(62, 10_000));
+    origin.put("one.bin", one.clone());
+    origin.put("two.bin", two.clone());
+    let app = TestApp::spawn().await;
+    let job = app
+        .create_job(json!({
+            "files": [
+                {
+                    "url": origin.url("one.bin"),
+                    "headers": { "X-File": "file-one", "Cookie": "session=file-cookie" },
+                },
+                { "url": origin.url("two.bin") },
+            ],
+            "headers": { "X-Job": "job-wide", "Cookie": "session=job-cookie" },
+        }))
+        .await;
+    let id = id_of(&job);
+    app.wait_for(&id, "completed").await;
+    assert_file(&app.file("one.bin"), &one);
+    assert_file(&app.file("two.bin"), &two);
+    let first = &requests_seen(&origin, "one.bin", 1).await[0];
+    assert_eq!(first.header("x-file"), Some("file-one"));
+    assert_eq!(first.header("cookie"), Some("session=file-cookie"));
+    assert_eq!(first.header("x-job"), Some("job-wide"));
+    let second = &requests_seen(&origin, "two.bin", 1).await[0];
+    assert_eq!(second.header("x-file"), None);
+    assert_eq!(second.header("cookie"), Some("session=job-cookie"));
+    // Neither the submission's answer nor the job as read later shows a value.
+    let (_, read) = app.get(&format!("/v1/jobs/{id}")).await;
+    for shown in [job.to_string(), read.to_string()] {
+        assert!(
+            !shown.contains("file-one") && !shown.contains("file-cookie"),
+            "{shown}"
+        );
+    }
 }

@@ -136,3 +136,25 @@ async fn mirrors_belong_to_a_single_url_or_to_each_file() {
     let per_file = json!({ "files": [{ "url": "http://h/a", "mirrors": ["http://m/a"] }] });
     app.create_job(per_file).await;
 }
+
+#[tokio::test]
+async fn a_mirror_on_another_origin_gets_none_of_the_jobs_credentials() {
+    let (a, b, body) = two_mirrors(506).await;
+    let app = TestApp::spawn().await;
+    let mut request = job(&a, &[&b]);
+    request["access_token"] = json!("JOB-TOKEN");
+    request["headers"] = json!({ "X-Api-Key": "JOB-KEY" });
+    let id = id_of(&app.create_job(request).await);
+    app.wait_for(&id, "completed").await;
+    assert_file(&app.file("f.bin"), &body);
+    assert!(ranges(&b) >= 1, "the mirror served ranges");
+    // The token is for the job's URL's origin: the mirror (another port) never sees it.
+    for seen in a.requests("f.bin") {
+        assert_eq!(seen.authorization.as_deref(), Some("Bearer JOB-TOKEN"));
+        assert_eq!(seen.header("x-api-key"), Some("JOB-KEY"));
+    }
+    for seen in b.requests("f.bin") {
+        assert_eq!(seen.authorization, None);
+        assert_eq!(seen.header("x-api-key"), None);
+    }
+}

@@ -61,10 +61,15 @@ async fn hostile_server_names_become_safe_names_inside_the_root() {
         ),
         ("attachment; filename=\".hidden\"".into(), "hidden".into()),
         ("attachment; filename=\"CON.txt\"".into(), "_CON.txt".into()),
+        // Never a partial file's name, which may be another download's `.part`.
+        (
+            "attachment; filename=\"other.bin.part\"".into(),
+            "other.bin.part_".into(),
+        ),
         // Nothing usable: the URL's name stands.
         (
             "attachment; filename=\"..\"".into(),
-            "url-name-11.bin".into(),
+            "url-name-12.bin".into(),
         ),
     ];
     let origin = Origin::start().await;

@@ -268,7 +268,7 @@ async fn fetch_one(
     let mut task = FileTask {
         url,
         mirrors,
-        headers: headers.clone(),
+        headers: file_headers(headers, &record.headers)?,
         client: client.clone(),
         part: inner.root.part(&destination.claim.rel),
         meta: destination.meta.clone(),
@@ -329,6 +329,19 @@ async fn verify(
     tokio::task::spawn_blocking(move || check(fetched))
         .await
         .map_err(|e| FetchError::Store(format!("verification was interrupted: {e}")))?
+}
+
+/// The job's headers with the file's own over them (a name in both: the file's value).
+fn file_headers(job: &HeaderMap, own: &[(String, String)]) -> Result<HeaderMap, FetchError> {
+    let mut headers = job.clone();
+    if !own.is_empty() {
+        for (name, value) in request_headers(own, None)? {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
+        }
+    }
+    Ok(headers)
 }
 
 /// The job's limits, or the daemon's where it sets none.
