@@ -52,6 +52,11 @@ pub struct JobView {
     /// (its files are `cached`). On single-job responses, like `files`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_bytes: Option<u64>,
+    /// About how long downloading the cached files would have taken, at the rate this
+    /// daemon's recent downloads ran (an estimate; absent before any download, or when
+    /// nothing was cached). On single-job responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_seconds_saved: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileView>>,
 }
@@ -126,8 +131,21 @@ impl JobView {
             progress: progress(bytes_done, bytes_total),
             bytes_per_second,
             cached_bytes,
+            cached_seconds_saved: None,
             files,
         }
+    }
+
+    /// The view of one job with its files, as single-job responses give it: live counters
+    /// from its run here, and the time its cached files saved.
+    pub fn single(job: Job, engine: &crate::engine::Engine) -> Self {
+        let run = engine.live(job.id);
+        let mut view = Self::new(job, run.as_deref(), true);
+        view.cached_seconds_saved = match (view.cached_bytes, engine.recent_rate()) {
+            (Some(bytes), Some(rate)) if bytes > 0 => Some(bytes as f64 / rate as f64),
+            _ => None,
+        };
+        view
     }
 }
 

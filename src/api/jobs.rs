@@ -116,10 +116,9 @@ async fn replay(state: &AppState, keyed: KeyedJob) -> Result<Response, ApiError>
     }
     let job = state.store.get_job(keyed.job).await?;
     tracing::info!(job.id = %job.id, "submission of job {} replayed", job.id);
-    let run = state.engine.live(job.id);
     Ok(with_location(
         StatusCode::OK,
-        JobView::new(job, run.as_deref(), true),
+        JobView::single(job, &state.engine),
     ))
 }
 
@@ -242,8 +241,7 @@ pub async fn get_job(
     JobIdPath(id): JobIdPath,
 ) -> Result<axum::Json<JobView>, ApiError> {
     let job = state.store.get_job(id).await?;
-    let run = state.engine.live(id);
-    Ok(axum::Json(JobView::new(job, run.as_deref(), true)))
+    Ok(axum::Json(JobView::single(job, &state.engine)))
 }
 
 /// Applies a transition, tells the engine, publishes the event, and returns the job.
@@ -272,8 +270,7 @@ async fn transition(
     }
     // Re-read after the engine acted, so the answer shows where the job really is.
     let job = state.store.get_job(id).await?;
-    let run = state.engine.live(id);
-    Ok(Some(JobView::new(job, run.as_deref(), true)))
+    Ok(Some(JobView::single(job, &state.engine)))
 }
 
 fn found(view: Option<JobView>, id: JobId) -> Result<axum::Json<JobView>, ApiError> {

@@ -61,8 +61,7 @@ pub async fn wait_job(
         until_finished(&state, &mut events, id, timeout).await?;
         job = state.store.get_job(id).await?;
     }
-    let run = state.engine.live(id);
-    Ok(axum::Json(JobView::new(job, run.as_deref(), true)))
+    Ok(axum::Json(JobView::single(job, &state.engine)))
 }
 
 fn wait_timeout(secs: Option<u64>) -> Result<Duration, ApiError> {

@@ -72,6 +72,9 @@ struct Inner {
     /// Ends the committer, once every worker has stopped.
     commit_stop: CancellationToken,
     committer: TaskTracker,
+    /// Smoothed rate of recent downloads (bytes per second of a file's fetch), 0 before any:
+    /// what a cached file's saved time is estimated with.
+    recent_rate: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -102,6 +105,7 @@ impl Engine {
                 commit_queue: std::sync::Mutex::new(Some(queue)),
                 commit_stop: CancellationToken::new(),
                 committer: TaskTracker::new(),
+                recent_rate: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -257,6 +261,34 @@ impl Engine {
     /// Changes the daemon-wide rate limit until the next start.
     pub fn set_global_rate(&self, rate: Option<u64>) {
         self.inner.fetcher.throttle().set_rate(rate);
+    }
+
+    /// The smoothed rate of recent downloads, bytes per second; `None` before any.
+    pub fn recent_rate(&self) -> Option<u64> {
+        Some(
+            self.inner
+                .recent_rate
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|&r| r > 0)
+    }
+
+    /// Counts a finished download of `bytes` that took `took` into the recent rate.
+    fn note_download(&self, bytes: u64, took: Duration) {
+        let secs = took.as_secs_f64();
+        if bytes == 0 || secs <= 0.0 {
+            return;
+        }
+        let sample = bytes as f64 / secs;
+        let rate = &self.inner.recent_rate;
+        let old = rate.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        // Smoothed, so one odd file moves it only a little; racing updates lose a sample.
+        let new = if old == 0.0 {
+            sample
+        } else {
+            0.8 * old + 0.2 * sample
+        };
+        rate.store(new as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Download rate over all running jobs (bytes per second) and open connections.

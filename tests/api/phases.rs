@@ -51,9 +51,26 @@ async fn an_existing_file_is_hashed_and_found_cached() {
         origin.requests("have.bin").is_empty(),
         "nothing was fetched"
     );
+    // Nothing downloaded yet: no rate to estimate the time saved with.
+    assert!(job.get("cached_seconds_saved").is_none(), "{job}");
     // Listings leave the per-file figures out.
     let (_, list) = app.get("/v1/jobs").await;
     assert!(list["jobs"][0].get("cached_bytes").is_none(), "{list}");
+    // Once something was downloaded, a cached file's saved time is estimated at that rate.
+    origin.put("fetched.bin", content(81, 2_000_000));
+    let fetched = app
+        .create_job(json!({ "url": origin.url("fetched.bin") }))
+        .await;
+    app.wait_for(&id_of(&fetched), "completed").await;
+    std::fs::write(app.file("again.bin"), &body).unwrap();
+    let again = app
+        .create_job(json!({
+            "url": origin.url("have.bin"), "dest": "again.bin", "sha256": sha256_hex(&body)
+        }))
+        .await;
+    let again = app.wait_for(&id_of(&again), "completed").await;
+    let saved = again["cached_seconds_saved"].as_f64();
+    assert!(saved.is_some_and(|s| s > 0.0 && s.is_finite()), "{again}");
 }
 
 #[tokio::test]

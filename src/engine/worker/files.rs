@@ -287,10 +287,12 @@ async fn fetch_one(
         file: record.id,
         live,
     };
+    let started = std::time::Instant::now();
     let fetched = inner
         .fetcher
         .fetch_file(&task, opening, &journal, live, &ctx.run.stop)
         .await?;
+    ctx.engine.note_download(fetched.total, started.elapsed());
     live.set_phase(FileStatus::Verifying);
     let fetched = verify(ctx, record, &destination, fetched).await?;
     let _handed = handoff.hand_off(fetched.data.in_memory());
