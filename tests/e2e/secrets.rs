@@ -82,6 +82,22 @@ async fn no_secret_reaches_the_log_or_the_api() {
     let mut answers = vec![daemon.get("/v1/jobs").await.1.to_string()];
     for id in [&redirected, &ruled, &proxied] {
         answers.push(daemon.job(id).await.to_string());
+        answers.push(
+            daemon
+                .get(&format!("/v1/jobs/{id}/deliveries"))
+                .await
+                .1
+                .to_string(),
+        );
+        // A finished job's event stream: its snapshot, then the end.
+        let events = reqwest::get(format!("{}/v1/jobs/{id}/events", daemon.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(events.contains("job.snapshot"), "{events}");
+        answers.push(events);
     }
     let log = daemon.log();
     assert!(log.contains("DEBUG"), "the daemon logged at debug:\n{log}");
