@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::rows::{parse_job_id, parse_status, to_u64};
+use super::rows::{parse_job_id, parse_status};
 use super::{Store, StoreError};
 use crate::domain::time::now_ms;
 use crate::domain::{JobError, JobId, JobStatus};
@@ -120,7 +120,7 @@ impl Store {
         error: Option<&JobError>,
     ) -> Result<Option<ByteTotals>, StoreError> {
         let now = now_ms();
-        let totals: Option<(i64, Option<i64>)> = sqlx::query_as(concat!(
+        let totals: Option<ByteTotals> = sqlx::query_as(concat!(
             "UPDATE jobs SET status = ?, finished_at = MAX(?, started_at), \
              updated_at = MAX(?, updated_at), error_type = ?, \
              error_message = ?, error_http_status = ?, lease_owner = NULL, lease_expires_at = NULL \
@@ -137,14 +137,7 @@ impl Store {
         .bind(owner)
         .fetch_optional(&mut *self.writer().await?)
         .await?;
-        totals
-            .map(|(done, total)| {
-                Ok(ByteTotals {
-                    bytes_done: to_u64("bytes_done", done)?,
-                    bytes_total: total.map(|t| to_u64("bytes_total", t)).transpose()?,
-                })
-            })
-            .transpose()
+        Ok(totals)
     }
 
     /// Puts back jobs whose lease expired (their worker or daemon died). Returns their ids.

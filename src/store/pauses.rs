@@ -2,7 +2,6 @@
 //! job, only a wait for the user to free space and resume.
 
 use super::claims::ByteTotals;
-use super::rows::to_u64;
 use super::{Store, StoreError};
 use crate::domain::time::now_ms;
 use crate::domain::{JobError, JobId};
@@ -18,7 +17,7 @@ impl Store {
         owner: &str,
         error: &JobError,
     ) -> Result<Option<ByteTotals>, StoreError> {
-        let totals: Option<(i64, Option<i64>)> = sqlx::query_as(concat!(
+        let totals: Option<ByteTotals> = sqlx::query_as(concat!(
             "UPDATE jobs SET status = 'paused', updated_at = MAX(?, updated_at), error_type = ?, \
              error_message = ?, error_http_status = ?, lease_owner = NULL, \
              lease_expires_at = NULL WHERE id = ? AND lease_owner = ? AND status = 'running' \
@@ -33,14 +32,7 @@ impl Store {
         .bind(owner)
         .fetch_optional(&mut *self.writer().await?)
         .await?;
-        totals
-            .map(|(done, total)| {
-                Ok(ByteTotals {
-                    bytes_done: to_u64("bytes_done", done)?,
-                    bytes_total: total.map(|t| to_u64("bytes_total", t)).transpose()?,
-                })
-            })
-            .transpose()
+        Ok(totals)
     }
 }
 

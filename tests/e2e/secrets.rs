@@ -81,23 +81,7 @@ async fn no_secret_reaches_the_log_or_the_api() {
     );
     let mut answers = vec![daemon.get("/v1/jobs").await.1.to_string()];
     for id in [&redirected, &ruled, &proxied] {
-        answers.push(daemon.job(id).await.to_string());
-        answers.push(
-            daemon
-                .get(&format!("/v1/jobs/{id}/deliveries"))
-                .await
-                .1
-                .to_string(),
-        );
-        // A finished job's event stream: its snapshot, then the end.
-        let events = reqwest::get(format!("{}/v1/jobs/{id}/events", daemon.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(events.contains("job.snapshot"), "{events}");
-        answers.push(events);
+        answers.extend(answers_about(&daemon, id).await);
     }
     let log = daemon.log();
     assert!(log.contains("DEBUG"), "the daemon logged at debug:\n{log}");
@@ -110,4 +94,22 @@ async fn no_secret_reaches_the_log_or_the_api() {
             );
         }
     }
+}
+
+/// What the API answers about a finished job: the job, its delivery log and its event stream
+/// (a snapshot, then the end).
+async fn answers_about(daemon: &Daemon, id: &str) -> Vec<String> {
+    let events = reqwest::get(format!("{}/v1/jobs/{id}/events", daemon.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("job.snapshot"), "{events}");
+    let deliveries = daemon.get(&format!("/v1/jobs/{id}/deliveries")).await.1;
+    vec![
+        daemon.job(id).await.to_string(),
+        deliveries.to_string(),
+        events,
+    ]
 }
