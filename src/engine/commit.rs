@@ -9,11 +9,7 @@
 //! group instead of per file, with the same guarantee for each file: it has its final name
 //! only after its data is on disk, and a crash in between is recognised. Every row is written
 //! under its own job's lease, so a job that lost its lease changes nothing.
-//!
-//! A few groups commit at once, so one large file's final fsync does not hold up every other
-//! job's small files.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
@@ -160,16 +156,18 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
         group.into_iter().map(|c| (c.waiting, c.data)).unzip();
     // A verified file is finished work: a pause or a shutdown still puts it in place. Only a
     // cancel keeps it from its final name (its `.part` is removed with the others).
-    let mut refused: HashMap<JobId, FetchError> = HashMap::new();
+    let mut cancelled = Vec::new();
     for commit in group.iter().filter(|c| c.owner.stop.is_cancelled()) {
         let job = commit.owner.job;
-        if !refused.contains_key(&job)
+        if !cancelled.contains(&job)
             && matches!(store.job_status(job).await, Ok(JobStatus::Cancelled))
         {
-            refused.insert(job, FetchError::Stopped);
+            cancelled.push(job);
         }
     }
-    let (group, datas) = keep(group, datas, &refused, Vec::new());
+    let (group, datas) = keep(group, datas, |job| {
+        cancelled.contains(&job).then_some(FetchError::Stopped)
+    });
     let marks: Vec<Verifying> = group
         .iter()
         .map(|c| Verifying {
@@ -184,7 +182,9 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
         Err(err) => return reply_all(group, &store_error(err)),
     };
     drop(marks);
-    let (group, datas) = keep(group, datas, &HashMap::new(), lost);
+    let (group, datas) = keep(group, datas, |job| {
+        lost.contains(&job).then_some(FetchError::LeaseLost)
+    });
     if group.is_empty() {
         return;
     }
@@ -252,30 +252,26 @@ async fn record(engine: &Engine, group: Vec<Waiting>, placed: Vec<Result<Placed,
     }
 }
 
-/// Answers the files of `refused` jobs (with their error) and of `lost` jobs (lease lost);
-/// returns the others with their bytes.
+/// Answers the files of the jobs `refused` has an error for, with that error; returns the
+/// others with their bytes.
 fn keep(
     group: Vec<Waiting>,
     datas: Vec<Data>,
-    refused: &HashMap<JobId, FetchError>,
-    lost: Vec<JobId>,
+    refused: impl Fn(JobId) -> Option<FetchError>,
 ) -> (Vec<Waiting>, Vec<Data>) {
-    if refused.is_empty() && lost.is_empty() {
-        return (group, datas);
-    }
     let mut kept = (
         Vec::with_capacity(group.len()),
         Vec::with_capacity(group.len()),
     );
     for (commit, data) in group.into_iter().zip(datas) {
-        let job = commit.owner.job;
-        if let Some(err) = refused.get(&job) {
-            let _ = commit.reply.send(Err(clone_error(err)));
-        } else if lost.contains(&job) {
-            let _ = commit.reply.send(Err(FetchError::LeaseLost));
-        } else {
-            kept.0.push(commit);
-            kept.1.push(data);
+        match refused(commit.owner.job) {
+            Some(err) => {
+                let _ = commit.reply.send(Err(err));
+            }
+            None => {
+                kept.0.push(commit);
+                kept.1.push(data);
+            }
         }
     }
     kept
@@ -287,32 +283,33 @@ async fn place_group(
     group: &[Waiting],
     datas: Vec<Data>,
 ) -> Result<Vec<Result<Placed, FetchError>>, FetchError> {
-    let (root, engine) = (engine.inner.root.clone(), engine.clone());
+    let engine = engine.clone();
     let stop = CancellationToken::new();
     let files: Vec<(String, OnConflict)> = group
         .iter()
         .map(|c| (c.rel.clone(), c.owner.policy))
         .collect();
     tokio::task::spawn_blocking(move || {
+        let root = &engine.inner.root;
         let data: Vec<(&str, &Data)> = files
             .iter()
             .map(|(rel, _)| rel.as_str())
             .zip(&datas)
             .collect();
-        let placed: Vec<_> = place::persist(&root, &data)
+        // An alternative name another running download has claimed is not free.
+        let busy = |p: &str| engine.inner.registry.path_busy(p);
+        let placed: Vec<_> = place::persist(root, &data)
             .into_iter()
             .zip(&files)
             .map(|(persisted, (rel, policy))| {
-                // An alternative name another running download has claimed is not free.
-                let busy = |p: &str| engine.inner.registry.path_busy(p);
-                persisted.and_then(|()| place::place(&root, rel, *policy, &stop, &busy))
+                persisted.and_then(|()| place::place(root, rel, *policy, &stop, &busy))
             })
             .collect();
         let named = placed.iter().filter_map(|placed| match placed {
             Ok(Placed::At(path)) => Some(path.as_str()),
             _ => None,
         });
-        place::sync_dirs(&root, named)?;
+        place::sync_dirs(root, named)?;
         Ok(placed)
     })
     .await

@@ -153,16 +153,7 @@ async fn run_job(engine: &Engine, id: JobId, loaded: Option<LoadedRun>, run: &Ru
 async fn out_of_space(engine: &Engine, id: JobId, run: &Run, error: &JobError) {
     let inner = &engine.inner;
     match inner.store.pause_job(id, &run.lease, error).await {
-        Ok(Some(totals)) => {
-            tracing::warn!(error.message = %error.message, "job {id} paused: the disk is full");
-            inner.events.publish(JobEvent::ended(
-                id,
-                JobStatus::Paused,
-                totals.bytes_done,
-                totals.bytes_total,
-                Some(error.clone()),
-            ));
-        }
+        Ok(Some(totals)) => announce_end(engine, id, JobStatus::Paused, totals, Some(error)),
         Ok(None) => stopped(engine, id, run).await,
         Err(err) => tracing::error!(
             error.message = %err,

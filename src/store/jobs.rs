@@ -141,9 +141,15 @@ fn push_files(
             .push_bind(file.path.clone())
             .push_bind("queued")
             .push_bind(file.sha256.as_ref().map(|s| s.as_str().to_owned()))
-            .push_bind(mirrors_json(&file.mirrors))
+            .push_bind(json_unless_empty(
+                &file
+                    .mirrors
+                    .iter()
+                    .map(url::Url::as_str)
+                    .collect::<Vec<_>>(),
+            ))
             .push_bind(file.auto_name)
-            .push_bind(headers_json(&file.headers));
+            .push_bind(json_unless_empty(&file.headers));
     });
     insert
         .push(") WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ")
@@ -151,20 +157,12 @@ fn push_files(
         .push(")");
 }
 
-/// A file's own headers as stored: a JSON array of pairs, or NULL for none (the common case).
-fn headers_json(headers: &[(String, String)]) -> Option<String> {
-    (!headers.is_empty())
-        .then(|| serde_json::to_string(headers).ok())
+/// A file's list (its mirrors, its own headers) as stored: JSON, or NULL when empty (the
+/// common case).
+fn json_unless_empty<T: serde::Serialize>(items: &[T]) -> Option<String> {
+    (!items.is_empty())
+        .then(|| serde_json::to_string(items).ok())
         .flatten()
-}
-
-/// A file's mirrors as stored: a JSON array, or NULL for none (the common case).
-fn mirrors_json(mirrors: &[url::Url]) -> Option<String> {
-    if mirrors.is_empty() {
-        return None;
-    }
-    let urls: Vec<&str> = mirrors.iter().map(url::Url::as_str).collect();
-    serde_json::to_string(&urls).ok()
 }
 
 /// Appends the statements that insert a job and its files, created at `now`: the job's
@@ -353,7 +351,7 @@ impl Store {
             let now = now_ms();
             let mut insert = at_once();
             push_job(&mut insert, job, now, max_queued, key)?;
-            let ids = self.write_at_once(insert).await?;
+            let ids = super::write_at_once(&self.writer, insert).await?;
             (!ids.is_empty()).then_some(now)
         };
         let Some(now) = inserted else {

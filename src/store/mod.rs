@@ -129,7 +129,7 @@ pub struct Store {
 }
 
 /// The writing connection, and whether a transaction sent in one call (see
-/// [`Store::write_at_once`]) may have been left open by a caller that gave up waiting.
+/// [`write_at_once`]) may have been left open by a caller that gave up waiting.
 #[derive(Debug)]
 struct Writer {
     conn: SqliteConnection,
@@ -181,26 +181,8 @@ impl Store {
 
     /// The writing connection, once the previous writer is done with it.
     async fn writer(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-        let writer = self.settled_writer().await?;
+        let writer = settled(&self.writer).await?;
         Ok(MappedMutexGuard::map(writer, |w| &mut w.conn))
-    }
-
-    /// The writer, with any transaction a cancelled [`Store::write_at_once`] left open rolled
-    /// back.
-    async fn settled_writer(&self) -> Result<MappedMutexGuard<'_, Writer>, StoreError> {
-        settled(&self.writer).await
-    }
-
-    /// Runs `statements` (built after `BEGIN IMMEDIATE; `, see [`at_once`]) as one
-    /// transaction in a single round trip to the connection's thread, where a `Transaction`
-    /// takes one for `BEGIN`, one per statement and one for `COMMIT`. Returns what the
-    /// statements' `RETURNING` clauses returned (SQLite's change counts cannot be told apart
-    /// across the statements of one call).
-    async fn write_at_once(
-        &self,
-        statements: QueryBuilder<Sqlite>,
-    ) -> Result<Vec<String>, StoreError> {
-        write_at_once(&self.writer, statements).await
     }
 
     /// Readiness: the database answers a query.
@@ -224,7 +206,11 @@ async fn settled(
     Ok(writer)
 }
 
-/// See [`Store::write_at_once`].
+/// Runs `statements` (built after `BEGIN IMMEDIATE; `, see [`at_once`]) as one transaction in
+/// a single round trip to the connection's thread, where a `Transaction` takes one for
+/// `BEGIN`, one per statement and one for `COMMIT`. Returns what the statements' `RETURNING`
+/// clauses returned (SQLite's change counts cannot be told apart across the statements of one
+/// call).
 async fn write_at_once(
     writer: &Mutex<Option<Writer>>,
     mut statements: QueryBuilder<Sqlite>,
@@ -245,7 +231,7 @@ async fn write_at_once(
     Ok(done?)
 }
 
-/// The start of statements for [`Store::write_at_once`].
+/// The start of statements for [`write_at_once`].
 fn at_once() -> QueryBuilder<Sqlite> {
     QueryBuilder::new("BEGIN IMMEDIATE; ")
 }

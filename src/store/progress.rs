@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use sqlx::query::Query;
 use sqlx::query_builder::Separated;
-use sqlx::sqlite::SqliteArguments;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{
     Either, Executor, FromRow, QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor,
     Transaction,
@@ -189,24 +189,16 @@ impl Store {
         .bind(now)
         .bind(owner)
         .bind(owner);
-        let mut writer = self.writer().await?;
         let (mut claimed, mut job, mut records) = (None, None, Vec::new());
-        let read = async {
-            let mut results = writer.fetch_many(query);
-            // Each statement's rows, then its summary (`Left`).
-            let mut statement = 0;
-            while let Some(item) = results.try_next().await? {
-                match (statement, item) {
-                    (_, Either::Left(_)) => statement += 1,
-                    (0, Either::Right(row)) => claimed = Some(row.try_get::<String, _>(0)?),
-                    (1, Either::Right(row)) => job = Some(RunJobRow::from_row(&row)?),
-                    (_, Either::Right(row)) => records.push(FileRow::from_row(&row)?),
-                }
+        let read = rows_by_statement(&mut *self.writer().await?, query, |statement, row| {
+            match statement {
+                0 => claimed = Some(row.try_get::<String, _>(0)?),
+                1 => job = Some(RunJobRow::from_row(&row)?),
+                _ => records.push(FileRow::from_row(&row)?),
             }
-            Ok::<_, StoreError>(())
-        }
+            Ok(())
+        })
         .await;
-        drop(writer);
         let Some(id) = claimed.as_deref().map(parse_job_id).transpose()? else {
             return read.map(|()| None);
         };
@@ -465,13 +457,13 @@ impl Store {
                     " RETURNING id"
                 ),
                 files,
-                |f| (f.job, f.owner, f.file),
+                Verifying::key,
                 |mut values, f| {
                     values.push_bind(to_i64(f.total));
                 },
             )
             .await?;
-        self.lost_leases(files.iter().map(|f| (f.job, f.owner, f.file)), &changed)
+        self.lost_leases(files.iter().map(Verifying::key), &changed)
             .await
     }
 
@@ -513,22 +505,16 @@ impl Store {
                 sql.push("; ");
                 push_finish_completed(&mut sql, finishing);
             }
-            let mut writer = self.writer().await?;
-            let mut results = writer.fetch_many(sql.build());
-            // Each statement's rows, then its summary (`Left`).
-            let mut statement = 0;
-            while let Some(item) = results.try_next().await? {
-                match (statement, item) {
-                    (_, Either::Left(_)) => statement += 1,
-                    (0, Either::Right(row)) => {
-                        changed.insert(row.try_get::<String, _>(0)?);
-                    }
-                    (_, Either::Right(row)) => finished.push((
-                        parse_job_id(&row.try_get::<String, _>(0)?)?,
-                        ByteTotals::from_row(&row)?,
-                    )),
+            rows_by_statement(&mut *self.writer().await?, sql.build(), |statement, row| {
+                let id = row.try_get::<String, _>(0)?;
+                if statement == 0 {
+                    changed.insert(id);
+                } else {
+                    finished.push((parse_job_id(&id)?, ByteTotals::from_row(&row)?));
                 }
-            }
+                Ok(())
+            })
+            .await?;
         }
         let lost = self.lost_leases(files.iter().map(key), &changed).await?;
         Ok(Completed { lost, finished })
@@ -603,6 +589,25 @@ impl Store {
         check_lease(&self.pool, job, owner).await?;
         Ok(false)
     }
+}
+
+/// Runs the statements of one call and hands each row to `each` with the index of the
+/// statement that returned it (a call's rows come statement by statement, each statement's
+/// followed by its summary).
+async fn rows_by_statement<'q>(
+    conn: &mut SqliteConnection,
+    query: Query<'q, Sqlite, SqliteArguments>,
+    mut each: impl FnMut(usize, SqliteRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut results = conn.fetch_many(query);
+    let mut statement = 0;
+    while let Some(item) = results.try_next().await? {
+        match item {
+            Either::Left(_) => statement += 1,
+            Either::Right(row) => each(statement, row)?,
+        }
+    }
+    Ok(())
 }
 
 /// A write transaction that proceeds only while `owner` holds the job's lease.
@@ -732,7 +737,15 @@ pub struct Completion<'a> {
     pub path: Option<String>,
 }
 
+impl<'a> Verifying<'a> {
+    /// The file, its job and the lease it is written under.
+    fn key(&self) -> (JobId, &'a str, FileId) {
+        (self.job, self.owner, self.file)
+    }
+}
+
 impl<'a> Completion<'a> {
+    /// The file, its job and the lease it is written under.
     fn key(&self) -> (JobId, &'a str, FileId) {
         (self.job, self.owner, self.file)
     }
