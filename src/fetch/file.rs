@@ -463,7 +463,7 @@ impl Fetcher {
             Ok(first) => Ok(first),
             Err(err) => {
                 if !keeps_part(&err) {
-                    discard_empty_part(&task.part).await;
+                    super::place::remove_part(&task.part).await;
                 }
                 Err(err)
             }
@@ -504,19 +504,6 @@ fn keeps_part(err: &FetchError) -> bool {
         err,
         FetchError::Stopped | FetchError::LeaseLost | FetchError::InsufficientStorage { .. }
     )
-}
-
-/// Removes the `.part` of a file that failed for good without keeping a byte: an empty one
-/// helps no resume, outlives its job, and would push the next download of this name to an
-/// alternative ("NAME (1)"). A stop keeps it, because the job still owns the name.
-async fn discard_empty_part(part: &std::path::Path) {
-    match tokio::fs::remove_file(part).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(path = %part.display(), error.message = %e, "cannot remove an empty partial file")
-        }
-    }
 }
 
 /// Checks the free space for a file of `total` bytes and preallocates it (see `space`).
@@ -1044,7 +1031,7 @@ impl<J: Journal> FileRun<'_, J> {
             Err(err) => {
                 writer.close().await;
                 if live.done() == 0 && !keeps_part(&err) {
-                    discard_empty_part(&task.part).await;
+                    super::place::remove_part(&task.part).await;
                 }
                 return Err(err);
             }

@@ -39,8 +39,22 @@ pub fn sibling(rel: &str, name: &str) -> String {
     }
 }
 
-fn file_name(rel: &str) -> &str {
+/// The last component of a root-relative path.
+pub fn file_name(rel: &str) -> &str {
     rel.rsplit_once('/').map_or(rel, |(_, name)| name)
+}
+
+/// Removes a `.part` nothing was kept in (one missing already is fine): an empty `.part` helps
+/// no resume, outlives its job, and would push the next download of its name to an
+/// alternative ("NAME (1)").
+pub async fn remove_part(part: &Path) {
+    match tokio::fs::remove_file(part).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %part.display(), error.message = %e, "cannot remove a partial file");
+        }
+    }
 }
 
 fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {

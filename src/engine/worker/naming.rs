@@ -16,7 +16,7 @@ use super::Ctx;
 use super::destination::{self, Destination};
 use crate::domain::FileRecord;
 use crate::domain::paths::{is_numbered_alternative, name_from_server, name_from_url};
-use crate::fetch::place::sibling;
+use crate::fetch::place::{file_name, remove_part, sibling};
 use crate::fetch::{FetchError, FileTask, LiveFile, Opening};
 
 /// Moves `destination` to the name the server suggests. `None` when there is nothing to
@@ -49,13 +49,9 @@ pub(super) async fn rename<'a>(
     }
     // Whatever became of the new name, the URL's `.part` (empty: nothing was written yet) is
     // ours to remove; dropping the old destination then releases its registry claim.
-    discard_part(ctx, &current).await;
+    remove_part(&ctx.engine.inner.root.part(&current)).await;
     drop(destination);
     settled
-}
-
-fn file_name(rel: &str) -> &str {
-    rel.rsplit_once('/').map_or(rel, |(_, name)| name)
 }
 
 /// Whether an earlier attempt already moved the file to `name`, and the conflict policy chose
@@ -68,19 +64,6 @@ fn named_before(record: &FileRecord, current: &str, name: &str) -> bool {
         .unwrap_or_default();
     let unnamed = current == from_url || is_numbered_alternative(current, &from_url);
     !unnamed && is_numbered_alternative(current, name)
-}
-
-async fn discard_part(ctx: &Ctx<'_>, rel: &str) {
-    let part = ctx.engine.inner.root.part(rel);
-    match tokio::fs::remove_file(&part).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(
-            path = %part.display(),
-            error.message = %e,
-            "cannot remove the partial file of a renamed download"
-        ),
-    }
 }
 
 /// Makes a fresh `auto_name` file's first request and moves its destination to the name the
