@@ -4,6 +4,7 @@
 //! the root; names derived from the server (the URL's last segment) are sanitised into one safe
 //! path component instead, because the user did not choose them.
 
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
 /// Longest file name we produce, in bytes: below the usual 255-byte limit, leaving room for
@@ -211,6 +212,23 @@ impl DownloadRoot {
             }
         }
     }
+
+    /// Opens the directory `dir` (root-relative, "" for the root) and checks, through the
+    /// descriptor, where it really is. `Ok(None)`: it leads outside the root. A name given
+    /// relative to the descriptor lands in that directory whatever happens to its path
+    /// afterwards (a symlink planted on it), which a check by path cannot promise.
+    pub fn open_dir(&self, dir: &str) -> std::io::Result<Option<OwnedFd>> {
+        use rustix::fs::{Mode, OFlags};
+        let path = self.0.join(dir);
+        // Not O_PATH: the same descriptor is fsynced once the names are given.
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let real = real_path_of(&fd, &path)?;
+        Ok(real.starts_with(&self.0).then_some(fd))
+    }
 }
 
 /// Existing directories found inside the root during one batch of checks.
@@ -225,11 +243,16 @@ impl Confined {
 }
 
 /// The canonical path of an existing file: one `open` and one `readlink` of its descriptor in
-/// `/proc`, where `canonicalize` reads every component (checked for every file placed).
+/// `/proc`, where `canonicalize` reads every component.
 fn real_path(path: &Path) -> std::io::Result<PathBuf> {
     use rustix::fs::{Mode, OFlags};
-    use std::os::fd::AsRawFd;
     let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    real_path_of(&fd, path)
+}
+
+/// Where the file open as `fd` (opened as `path`) really is.
+fn real_path_of(fd: &OwnedFd, path: &Path) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
     match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
         Ok(real) if real.is_absolute() => Ok(real),
         // No /proc (or an odd answer from it): the portable way.

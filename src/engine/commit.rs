@@ -298,18 +298,15 @@ async fn place_group(
             .collect();
         // An alternative name another running download has claimed is not free.
         let busy = |p: &str| engine.inner.registry.path_busy(p);
+        let mut dirs = place::Dirs::new(root);
         let placed: Vec<_> = place::persist(root, &data)
             .into_iter()
             .zip(&files)
             .map(|(persisted, (rel, policy))| {
-                persisted.and_then(|()| place::place(root, rel, *policy, &stop, &busy))
+                persisted.and_then(|()| place::place(&mut dirs, rel, *policy, &stop, &busy))
             })
             .collect();
-        let named = placed.iter().filter_map(|placed| match placed {
-            Ok(Placed::At(path)) => Some(path.as_str()),
-            _ => None,
-        });
-        place::sync_dirs(root, named)?;
+        dirs.sync()?;
         Ok(placed)
     })
     .await

@@ -3,18 +3,22 @@
 //!
 //! Invariant: a file gets its final name only after its size and checksum are verified and its
 //! data fsynced; the rename is followed by an fsync of the directory. The final name is taken
-//! with a hard link where the policy forbids replacing, so a file that appeared meanwhile is
-//! never overwritten. Everything here blocks: call it on the blocking pool.
+//! with `RENAME_NOREPLACE` where the policy forbids replacing, so a file that appeared
+//! meanwhile is never overwritten. Everything here blocks: call it on the blocking pool.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, RenameFlags};
 
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use super::{Data, FetchError};
-use crate::domain::paths::{Confined, DownloadRoot, numbered_alternative};
+use crate::domain::paths::{Confined, DownloadRoot, PathError, numbered_alternative};
 use crate::domain::{OnConflict, Sha256};
 
 /// Alternatives tried by the rename policy before giving up.
@@ -239,13 +243,14 @@ pub enum Placed {
 }
 
 /// Verifies, persists, places, and fsyncs the directory: [`verify`], [`persist`], [`place`],
-/// [`sync_dirs`], for one file.
+/// [`Dirs::sync`], for one file.
 pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
     let (root, rel, data, policy, stop) = (job.root, job.rel, job.data, job.policy, job.stop);
     verify(job)?;
     persist(root, &[(rel, data)]).pop().unwrap_or(Ok(()))?;
-    let placed = place(root, rel, policy, stop, &|_| false)?;
-    sync_dirs(root, [rel])?;
+    let mut dirs = Dirs::new(root);
+    let placed = place(&mut dirs, rel, policy, stop, &|_| false)?;
+    dirs.sync()?;
     Ok(placed)
 }
 
@@ -353,10 +358,62 @@ fn sync_all(files: &[(usize, &File)]) -> Vec<(usize, std::io::Result<()>)> {
         .collect()
 }
 
-/// Gives a verified `.part` its final name under the conflict policy. The directory still
-/// needs an fsync ([`sync_dirs`]) for the name to be durable.
+/// The directories one group of files is named in. Each is opened once and found inside the
+/// root through its descriptor; names are then given relative to that descriptor, so a
+/// symlink planted on the path after the check cannot redirect them, and the same descriptor
+/// is fsynced once its names are given.
+pub struct Dirs<'r> {
+    root: &'r DownloadRoot,
+    /// By root-relative directory; `None` when it leads outside the root.
+    open: HashMap<String, Option<OwnedFd>>,
+    /// Directories a name was given in: the ones to fsync.
+    named: BTreeSet<String>,
+}
+
+impl<'r> Dirs<'r> {
+    pub fn new(root: &'r DownloadRoot) -> Self {
+        Self {
+            root,
+            open: HashMap::new(),
+            named: BTreeSet::new(),
+        }
+    }
+
+    /// The directory holding `rel`, opened and checked on first use.
+    fn of(&mut self, rel: &str) -> Result<&OwnedFd, FetchError> {
+        let dir = rel.rsplit_once('/').map_or("", |(dir, _)| dir);
+        if !self.open.contains_key(dir) {
+            let fd = self
+                .root
+                .open_dir(dir)
+                .map_err(|e| FetchError::io(&self.root.join(dir), e))?;
+            self.open.insert(dir.to_owned(), fd);
+        }
+        match self.open.get(dir) {
+            Some(Some(fd)) => Ok(fd),
+            _ => Err(destination_error(
+                rel,
+                PathError::EscapesRoot(rel.to_owned()),
+            )),
+        }
+    }
+
+    /// Fsyncs, once each, the directories names were given in, making the names durable.
+    pub fn sync(self) -> Result<(), FetchError> {
+        for dir in &self.named {
+            if let Some(Some(fd)) = self.open.get(dir) {
+                rustix::fs::fsync(fd)
+                    .map_err(|e| FetchError::io(&self.root.join(dir), e.into()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives a verified `.part` its final name under the conflict policy, in a directory of
+/// `dirs`. The name is durable once [`Dirs::sync`] has run.
 pub fn place(
-    root: &DownloadRoot,
+    dirs: &mut Dirs<'_>,
     rel: &str,
     policy: OnConflict,
     stop: &CancellationToken,
@@ -365,71 +422,87 @@ pub fn place(
     if stop.is_cancelled() {
         return Err(FetchError::Stopped);
     }
-    root.confine(rel).map_err(|e| destination_error(rel, e))?;
-    let target = root.join(rel);
-    let part = root.part(rel);
+    let part = dirs.root.part(rel);
+    let dir = dirs.of(rel)?;
     let placed = match policy {
         OnConflict::Overwrite => {
-            std::fs::rename(&part, &target).map_err(|e| FetchError::io(&target, e))?;
+            // rename replaces a symlink at the name; it never follows it.
+            rustix::fs::renameat(CWD, &part, dir, file_name(rel))
+                .map_err(|e| FetchError::io(&dirs.root.join(rel), e.into()))?;
             Placed::At(rel.to_owned())
         }
-        OnConflict::Skip => match link_new(&part, &target)? {
-            true => Placed::At(rel.to_owned()),
-            false => Placed::Skipped,
+        OnConflict::Skip => match name_new(&part, dir, file_name(rel)) {
+            Ok(true) => Placed::At(rel.to_owned()),
+            Ok(false) => Placed::Skipped,
+            Err(e) => return Err(FetchError::io(&dirs.root.join(rel), e)),
         },
-        OnConflict::Rename => place_renaming(root, rel, &part, busy)?,
+        OnConflict::Rename => place_renaming(dir, rel, &part, busy)
+            .map_err(|e| FetchError::io(&dirs.root.join(rel), e))?
+            .ok_or_else(|| destination_error(rel, "no free alternative name"))?,
     };
-    let _ = std::fs::remove_file(&part);
+    match &placed {
+        Placed::At(path) => {
+            let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+            dirs.named.insert(dir.to_owned());
+        }
+        Placed::Skipped => {
+            let _ = std::fs::remove_file(&part);
+        }
+    }
     Ok(placed)
 }
 
-/// Fsyncs, once each, the directories of these root-relative paths.
-pub fn sync_dirs<'a>(
-    root: &DownloadRoot,
-    rels: impl IntoIterator<Item = &'a str>,
-) -> Result<(), FetchError> {
-    let dirs: std::collections::BTreeSet<PathBuf> = rels
-        .into_iter()
-        .filter_map(|rel| root.join(rel).parent().map(Path::to_path_buf))
-        .collect();
-    for dir in dirs {
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| FetchError::io(&dir, e))?;
-    }
-    Ok(())
-}
-
 /// The `rename` policy at the final step: the planned name, else the first alternative free
-/// on disk and not claimed by another running download (which would replace it).
+/// on disk and not claimed by another running download (which would replace it). `None`
+/// when every alternative is taken.
 fn place_renaming(
-    root: &DownloadRoot,
+    dir: &OwnedFd,
     rel: &str,
     part: &Path,
     busy: &dyn Fn(&str) -> bool,
-) -> Result<Placed, FetchError> {
-    if link_new(part, &root.join(rel))? {
-        return Ok(Placed::At(rel.to_owned()));
+) -> std::io::Result<Option<Placed>> {
+    if name_new(part, dir, file_name(rel))? {
+        return Ok(Some(Placed::At(rel.to_owned())));
     }
     for n in 1..=MAX_ALTERNATIVES {
-        let candidate = sibling(rel, &numbered_alternative(file_name(rel), n));
-        if !busy(&candidate) && link_new(part, &root.join(&candidate))? {
-            return Ok(Placed::At(candidate));
+        let name = numbered_alternative(file_name(rel), n);
+        let candidate = sibling(rel, &name);
+        if !busy(&candidate) && name_new(part, dir, &name)? {
+            return Ok(Some(Placed::At(candidate)));
         }
     }
-    Err(destination_error(rel, "no free alternative name"))
+    Ok(None)
 }
 
-/// Gives `part` the name `target` unless something already has it. Returns false if taken.
-fn link_new(part: &Path, target: &Path) -> Result<bool, FetchError> {
-    match std::fs::hard_link(part, target) {
+/// Moves `part` to `name` in `dir` unless something already has that name (a symlink
+/// included). Returns false if taken.
+fn name_new(part: &Path, dir: &OwnedFd, name: &str) -> std::io::Result<bool> {
+    use rustix::io::Errno;
+    match rustix::fs::renameat_with(CWD, part, dir, name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        // Filesystems without hard links: fall back to a rename after a check (racy only there).
-        Err(_) if !target.exists() => std::fs::rename(part, target)
-            .map(|()| true)
-            .map_err(|e| FetchError::io(target, e)),
-        Err(_) => Ok(false),
+        Err(Errno::EXIST) => Ok(false),
+        // Filesystems without RENAME_NOREPLACE: a hard link, which never replaces either.
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => link_new(part, dir, name),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`name_new`] by a hard link and an unlink of the `.part`.
+fn link_new(part: &Path, dir: &OwnedFd, name: &str) -> std::io::Result<bool> {
+    use rustix::io::Errno;
+    match rustix::fs::linkat(CWD, part, dir, name, AtFlags::empty()) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(part);
+            Ok(true)
+        }
+        Err(Errno::EXIST) => Ok(false),
+        // Nor hard links: a rename after a check (racy only there).
+        Err(_) => match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(false),
+            Err(_) => rustix::fs::renameat(CWD, part, dir, name)
+                .map(|()| true)
+                .map_err(Into::into),
+        },
     }
 }
 
