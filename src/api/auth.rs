@@ -152,6 +152,8 @@ pub async fn require_token(
         );
         return ApiError::new(ErrorCode::Forbidden, detail).into_response();
     }
+    // The token's name (never its value), for every log line of the request.
+    tracing::Span::current().record("auth.token", &*caller.name);
     let caller = caller.clone();
     request.extensions_mut().insert(caller);
     next.run(request).await

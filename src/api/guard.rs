@@ -120,8 +120,11 @@ impl Guard {
         allowed_origins: &[String],
         max_header_bytes: usize,
     ) -> Guard {
-        let configured_hosts: Vec<String> =
-            allowed_hosts.iter().filter_map(|h| parse_host(h)).collect();
+        let configured_hosts: Vec<String> = allowed_hosts
+            .iter()
+            .filter(|h| *h != "*")
+            .filter_map(|h| parse_host(h))
+            .collect();
         let listen_host = match listen.ip() {
             IpAddr::V4(ip) => ip.to_string(),
             IpAddr::V6(ip) => format!("[{ip}]"),
@@ -350,5 +353,22 @@ mod tests {
         );
         assert!(!allowed("https://evil.example"));
         assert!(!guard.only_default_hosts());
+        let any = Guard::new(
+            "0.0.0.0:7070".parse().unwrap(),
+            &["*".to_owned()],
+            &[],
+            16 * 1024,
+        );
+        assert!(any.any_host && any.configured_hosts.is_empty());
+        let evil = Some(("evil.example".to_owned(), None));
+        let from = |o: &str| any.origin_allowed(&parse_origin(o).unwrap(), evil.as_ref());
+        assert!(
+            !from("http://*") && !from("https://ui.example"),
+            "any host is not any origin"
+        );
+        assert!(
+            from("http://evil.example"),
+            "the origin of the host asked for"
+        );
     }
 }

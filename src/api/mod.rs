@@ -109,7 +109,7 @@ pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id, auth.token = tracing::field::Empty)
         })
         .on_response(DefaultOnResponse::new().level(Level::DEBUG));
     let (body_limit, timeout) = (state.api.max_request_bytes, state.api.request_timeout);
