@@ -35,6 +35,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
+    max_header_bytes: usize,
     /// Held for the life of the daemon: one daemon per data directory.
     _lock: File,
 }
@@ -80,7 +81,12 @@ impl App {
             max_files_per_job: settings.max_files_per_job,
             max_request_bytes: settings.max_request_bytes,
             request_timeout: Duration::from_secs(settings.request_timeout_secs),
-            api_token: settings.api_token.clone(),
+            tokens: api::auth::Tokens::new(settings.api_token.as_ref(), &settings.tokens),
+            guard: guard(&settings, listener.local_addr()?),
+            rate: api::rate::RateLimiter::new(
+                settings.submit_rate_per_second,
+                settings.submit_burst,
+            ),
         });
         let state = AppState {
             store,
@@ -94,6 +100,7 @@ impl App {
             listener,
             state,
             grace: Duration::from_millis(settings.shutdown_grace_ms),
+            max_header_bytes: settings.max_header_bytes,
             _lock: lock,
         })
     }
@@ -111,6 +118,7 @@ impl App {
             listener,
             state,
             grace,
+            max_header_bytes,
             _lock,
         } = self;
         let addr = listener.local_addr()?;
@@ -121,21 +129,24 @@ impl App {
         // Subscribed before anything can publish: every event of this run is delivered.
         webhooks.start(&state.events);
         engine.start();
-        let server = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(token.clone().cancelled_owned());
+        let server = api::serve::serve(
+            listener,
+            api::router(state),
+            max_header_bytes,
+            token.clone(),
+        );
         tracing::info!(address = %addr, "listening on http://{addr}");
-        let mut serving = std::pin::pin!(server.into_future());
+        let mut serving = std::pin::pin!(server);
         let served = tokio::select! {
-            result = &mut serving => Some(result),
+            () = &mut serving => Some(()),
             () = shutdown => None,
         };
         let started = Instant::now();
         tracing::info!("shutting down");
         token.cancel();
-        let result = match served {
-            Some(result) => result,
-            None => tokio::time::timeout(grace, serving).await.unwrap_or(Ok(())),
-        };
+        if served.is_none() && tokio::time::timeout(grace, serving).await.is_err() {
+            tracing::warn!("connections still open at the end of the grace period; closing them");
+        }
         let remaining = engine.drain(grace.saturating_sub(started.elapsed())).await
             + webhooks
                 .drain(grace.saturating_sub(started.elapsed()))
@@ -151,7 +162,7 @@ impl App {
             duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "stopped"
         );
-        result.context("the HTTP server failed")
+        Ok(())
     }
 }
 
@@ -282,6 +293,25 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
             .map_or(MAX_SWEEP_EVERY, |r| r / 2)
             .clamp(MIN_SWEEP_EVERY, MAX_SWEEP_EVERY),
     }
+}
+
+/// The `Host`/`Origin` checks for a daemon bound to `addr`.
+fn guard(settings: &Settings, addr: SocketAddr) -> api::guard::Guard {
+    let guard = api::guard::Guard::new(
+        addr,
+        &settings.allowed_hosts,
+        &settings.allowed_origins,
+        settings.max_header_bytes,
+    );
+    if !addr.ip().is_loopback() && guard.only_default_hosts() {
+        tracing::warn!(
+            address = %addr,
+            "listening on {addr} with no allowed_hosts: requests must name the daemon \
+             localhost, 127.0.0.1, [::1] or {}; set allowed_hosts to the names clients use",
+            addr.ip()
+        );
+    }
+    guard
 }
 
 fn webhook_settings(settings: &Settings) -> anyhow::Result<WebhookSettings> {

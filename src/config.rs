@@ -18,6 +18,10 @@ const CLIENT_VARS: [&str; 2] = ["HAUL_SERVER", "HAUL_TOKEN"];
 const MAX_EVENT_REPLAY: usize = 1_000_000;
 /// Settings that are never serialised (so they are missing from the serialised defaults).
 const SECRET_KEYS: [&str; 4] = ["api_token", "webhook_secret", "proxy", "credentials"];
+/// Most tokens in `tokens`: each request is compared with all of them.
+const MAX_TOKENS: usize = 256;
+/// Bounds of `max_header_bytes`.
+const HEADER_BYTES: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
 
 /// Every daemon setting. Field docs are the reference; `config/haul.toml` repeats them.
 #[derive(Clone, Serialize, Deserialize)]
@@ -40,6 +44,22 @@ pub struct Settings {
     /// When set, every `/v1` route requires `Authorization: Bearer <token>`.
     #[serde(skip_serializing)]
     pub api_token: Option<Secret>,
+    // API security (see `crate::api::guard`, `crate::api::rate`, `crate::api::scope`).
+    /// Tokens limited to some scopes (`[[tokens]]`); `api_token` has them all. Their values are
+    /// never serialised or printed; their names and scopes are.
+    pub tokens: Vec<TokenRule>,
+    /// Host names (the `Host` header, port ignored) accepted besides `localhost`, `127.0.0.1`,
+    /// `[::1]` and the listen address; `"*"` accepts any (no DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the API (and get CORS
+    /// headers), besides the daemon's own origin and those of `allowed_hosts`.
+    pub allowed_origins: Vec<String>,
+    /// Largest request head (request line and headers) accepted, in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Job submissions (`POST /v1/jobs`, retry) per second and client, on average; 0: no limit.
+    pub submit_rate_per_second: f64,
+    /// Submissions a client may make at once before `submit_rate_per_second` applies.
+    pub submit_burst: u32,
     /// Jobs downloading at the same time.
     pub max_concurrent_jobs: usize,
     /// Queued jobs allowed before submissions get 429.
@@ -150,6 +170,30 @@ impl fmt::Debug for CredentialRule {
     }
 }
 
+/// One scoped API token (`[[tokens]]` in the file).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRule {
+    /// Shown in logs and used as the rate-limit key; default `tokens[<index>]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Sent as `Authorization: Bearer <token>`; never serialised or printed.
+    #[serde(skip_serializing)]
+    pub token: Secret,
+    /// What the token may do: `read`, `submit`, `admin` (admin implies the other two).
+    pub scopes: Vec<crate::api::scope::Scope>,
+}
+
+impl fmt::Debug for TokenRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRule")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
 /// One global webhook subscription (`[[webhooks]]` in the file).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +231,12 @@ impl Default for Settings {
             incomplete_root: None,
             min_free_space: 1 << 30,
             api_token: None,
+            tokens: Vec::new(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_header_bytes: 16 * 1024,
+            submit_rate_per_second: 50.0,
+            submit_burst: 500,
             max_concurrent_jobs: 4,
             max_queued_jobs: 100_000,
             max_files_per_job: 10_000,
@@ -405,11 +455,11 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
     {
         return invalid("api_token is empty".into());
     }
-    if !s.listen.ip().is_loopback() && s.api_token.is_none() {
+    if !s.listen.ip().is_loopback() && s.api_token.is_none() && s.tokens.is_empty() {
         return invalid(format!(
             "refusing to listen on {} without an API token: anyone who can reach it could write \
-             files on this machine. Set HAUL_API_TOKEN (or api_token in the config file), or \
-             listen on 127.0.0.1",
+             files on this machine. Set HAUL_API_TOKEN (or api_token or [[tokens]] in the config \
+             file), or listen on 127.0.0.1",
             s.listen
         ));
     }
@@ -449,7 +499,64 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
         ));
     }
     validate_webhooks(s)?;
-    validate_sources(s)
+    validate_sources(s)?;
+    validate_security(s)
+}
+
+fn validate_security(s: &Settings) -> Result<(), ConfigError> {
+    let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+    if s.tokens.len() > MAX_TOKENS {
+        return invalid(format!("at most {MAX_TOKENS} tokens"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
+    let all = s.api_token.iter().chain(s.tokens.iter().map(|t| &t.token));
+    for (i, token) in all.enumerate() {
+        // The values are not echoed: they are secrets.
+        if token.expose().trim().is_empty() || token.expose().chars().any(char::is_whitespace) {
+            return invalid(format!("token {i} is empty or contains white space"));
+        }
+        if !seen.insert(token.expose()) {
+            return invalid("two tokens (api_token included) have the same value".into());
+        }
+    }
+    for (i, rule) in s.tokens.iter().enumerate() {
+        if rule.scopes.is_empty() {
+            return invalid(format!("tokens[{i}].scopes is empty"));
+        }
+        let name = rule.name.clone().unwrap_or_else(|| format!("tokens[{i}]"));
+        if name.trim().is_empty() || !names.insert(name) {
+            return invalid(format!("tokens[{i}].name is empty or not unique"));
+        }
+    }
+    for host in &s.allowed_hosts {
+        if host != "*" && crate::api::guard::parse_host(host).is_none() {
+            return invalid(format!(
+                "allowed_hosts: {host:?} is not a host name or address"
+            ));
+        }
+    }
+    for origin in &s.allowed_origins {
+        if crate::api::guard::parse_origin(origin).is_none() {
+            return invalid(format!(
+                "allowed_origins: {origin:?} is not an origin (scheme://host[:port])"
+            ));
+        }
+    }
+    if !HEADER_BYTES.contains(&s.max_header_bytes) {
+        return invalid(format!(
+            "max_header_bytes must be between {} and {}",
+            HEADER_BYTES.start(),
+            HEADER_BYTES.end()
+        ));
+    }
+    if !s.submit_rate_per_second.is_finite() || s.submit_rate_per_second < 0.0 {
+        return invalid("submit_rate_per_second must be a number, 0 or more".into());
+    }
+    if s.submit_rate_per_second > 0.0 && s.submit_burst == 0 {
+        return invalid("submit_burst must be at least 1 when submissions are limited".into());
+    }
+    Ok(())
 }
 
 fn validate_sources(s: &Settings) -> Result<(), ConfigError> {
@@ -710,6 +817,77 @@ mod tests {
                 load_from(Some(&path), &Overrides::default(), env(&[])).is_err(),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn scoped_tokens_come_from_the_file_or_the_environment_and_are_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(
+            &dir,
+            "allowed_hosts = [\"haul.example\"]\n[[tokens]]\nname = \"ci\"\n\
+             token = \"TOK-READ-1\"\nscopes = [\"read\"]\n",
+        );
+        let loaded = load_from(Some(&path), &Overrides::default(), env(&[])).unwrap();
+        let s = &loaded.settings;
+        assert_eq!(s.tokens.len(), 1);
+        assert_eq!(s.tokens[0].token.expose(), "TOK-READ-1");
+        assert_eq!(s.tokens[0].scopes, vec![crate::api::scope::Scope::Read]);
+        assert_eq!(s.allowed_hosts, vec!["haul.example".to_owned()]);
+        let public = Overrides {
+            listen: Some("0.0.0.0:7070".parse().unwrap()),
+            ..Default::default()
+        };
+        let from_env = load_from(
+            None,
+            &public,
+            env(&[
+                (
+                    "HAUL_TOKENS",
+                    "[{token=\"TOK-ADMIN-2\",scopes=[\"admin\"]}]",
+                ),
+                ("HAUL_ALLOWED_ORIGINS", "[\"https://ui.example\"]"),
+                ("HAUL_SUBMIT_RATE_PER_SECOND", "0.5"),
+            ]),
+        )
+        .expect("a scoped token is enough to listen on a public address")
+        .settings;
+        assert_eq!(from_env.tokens[0].token.expose(), "TOK-ADMIN-2");
+        assert_eq!(
+            from_env.allowed_origins,
+            vec!["https://ui.example".to_owned()]
+        );
+        assert!((from_env.submit_rate_per_second - 0.5).abs() < f64::EPSILON);
+        for shown in [format!("{s:?}"), format!("{from_env:?}")] {
+            assert!(!shown.contains("TOK-"), "{shown}");
+        }
+        assert!(format!("{s:?}").contains("\"ci\""), "names are shown");
+    }
+
+    #[test]
+    fn bad_security_settings_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "[[tokens]]\ntoken = \"t1\"\nscopes = []\n",
+            "[[tokens]]\ntoken = \"t1\"\nscopes = [\"root\"]\n",
+            "[[tokens]]\ntoken = \" \"\nscopes = [\"read\"]\n",
+            "[[tokens]]\ntoken = \"t 1\"\nscopes = [\"read\"]\n",
+            "api_token = \"dupsecret\"\n[[tokens]]\ntoken = \"dupsecret\"\nscopes = [\"read\"]\n",
+            "[[tokens]]\nname = \"a\"\ntoken = \"t1\"\nscopes = [\"read\"]\n\
+             [[tokens]]\nname = \"a\"\ntoken = \"t2\"\nscopes = [\"read\"]\n",
+            "[[tokens]]\ntoken = \"t1\"\n",
+            "allowed_hosts = [\"http://h\"]\n",
+            "allowed_origins = [\"ui.example\"]\n",
+            "allowed_origins = [\"https://ui.example/app\"]\n",
+            "max_header_bytes = 100\n",
+            "submit_rate_per_second = -1.0\n",
+            "submit_rate_per_second = 1.0\nsubmit_burst = 0\n",
+        ] {
+            let path = file(&dir, text);
+            let result = load_from(Some(&path), &Overrides::default(), env(&[]));
+            assert!(result.is_err(), "{text}");
+            let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(!err.contains("dupsecret") && !err.contains("t1"), "{err}");
         }
     }
 

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! - [`app`]: builds the daemon from [`config::Settings`] and runs it until shutdown.
-//! - [`api`]: axum routes, validation, RFC 9457 problems, the OpenAPI document.
+//! - [`api`]: axum routes, validation, RFC 9457 problems, the OpenAPI document; the server loop
+//!   and its guards (tokens and scopes, `Host`/`Origin` checks, size and rate limits).
 //! - [`domain`]: jobs, files, segments, statuses, path rules, URL templates, manifests and
 //!   idempotency keys; no I/O but the path checks.
 //! - [`store`]: the single source of truth (SQLite through sqlx); all SQL lives here.

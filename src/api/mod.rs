@@ -3,16 +3,20 @@
 //! Handlers are thin: they extract, parse into domain types, call the store or the engine,
 //! and map the result to a view. Everything is JSON under `/v1`.
 
-mod auth;
+pub mod auth;
 mod deliveries;
 pub mod dto;
 mod events;
 mod extract;
+pub mod guard;
 mod jobs;
 mod limits;
 pub mod openapi;
 mod ops;
 pub mod problem;
+pub mod rate;
+pub mod scope;
+pub mod serve;
 mod wait;
 
 use std::sync::Arc;
@@ -30,7 +34,6 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Secret;
 use crate::domain::paths::DownloadRoot;
 use crate::engine::Engine;
 use crate::events::EventBus;
@@ -49,7 +52,12 @@ pub struct ApiSettings {
     /// by it (their handlers answer at once; the body streams after), and the long poll of
     /// `/v1/jobs/{id}/wait` is routed around it (it bounds itself).
     pub request_timeout: Duration,
-    pub api_token: Option<Secret>,
+    /// `api_token` and `[[tokens]]`; none means the API is open.
+    pub tokens: auth::Tokens,
+    /// `Host`, `Origin` and header-size checks.
+    pub guard: guard::Guard,
+    /// The per-client limit on job submissions.
+    pub rate: rate::RateLimiter,
 }
 
 /// Shared state of every handler. Cheap to clone.
@@ -101,7 +109,7 @@ pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id, auth.token = tracing::field::Empty)
         })
         .on_response(DefaultOnResponse::new().level(Level::DEBUG));
     let (body_limit, timeout) = (state.api.max_request_bytes, state.api.request_timeout);
@@ -117,9 +125,19 @@ pub fn router(state: AppState) -> Router {
         .merge(long_polls)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Innermost first: the rate limit needs the caller auth found, and the guard runs
+        // before auth so that preflights (which carry no token) and foreign hosts are settled.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate::limit_submissions,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

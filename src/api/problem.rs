@@ -34,6 +34,17 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     /// 401: a bearer token is required and was missing or wrong.
     Unauthorized,
+    /// 403: the token is valid but lacks the scope the route needs; the detail names it.
+    Forbidden,
+    /// 403: the request comes from a web origin (or another site) that may not use the API.
+    OriginNotAllowed,
+    /// 421: the `Host` header names a host this daemon does not answer to (`allowed_hosts`).
+    HostNotAllowed,
+    /// 429: this client submits jobs faster than `submit_rate_per_second`; retry after
+    /// `Retry-After` seconds.
+    RateLimited,
+    /// 431: the request line and headers are larger than `max_header_bytes`.
+    HeadersTooLarge,
     /// 404: no job has this id.
     JobNotFound,
     /// 404: no such route.
@@ -107,6 +118,10 @@ impl ErrorCode {
             | InvalidLastEventId
             | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden | OriginNotAllowed => StatusCode::FORBIDDEN,
+            HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             JobNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             InvalidTransition | IdempotencyKeyReused => StatusCode::CONFLICT,

@@ -42,6 +42,7 @@ mod receiver;
 mod replay;
 mod resume;
 mod retention;
+mod security;
 mod smoke;
 mod support;
 mod templates;

@@ -23,4 +23,5 @@ mod client;
 mod daemon;
 mod restart;
 mod secrets;
+mod security;
 mod settings;
