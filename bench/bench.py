@@ -9,8 +9,9 @@ Cases (see README "Performance"):
   3. a 256 MiB file from a location that ignores Range (max_ranges 0);
   4. 2 000 files of 16 KiB: haul as one job and as 2 000 jobs, aria2c -i -j16,
      curl --parallel --parallel-max 16, wget2 -i --max-threads=16;
-  5. CPU seconds (user+sys) per GiB and peak RSS for cases 1 and 2, and the RSS of an idle
-     daemon holding 100 000 queued jobs.
+  5. CPU seconds (user+sys) per GiB and peak RSS for cases 1 and 2, the RSS of an idle
+     daemon holding 100 000 queued jobs, and the latency of GET /v1/jobs/{id} (p50, p99)
+     while 10 000 jobs are submitted by 200 clients at once and downloads run.
 
 haul is driven as a user would: submit over the API, wait for the job's completion event. Runs
 alternate between tools; each run writes into a fresh directory, is checked by sha256 (a wrong
@@ -20,6 +21,7 @@ machine. It prints medians and the ratio haul/peer.
 
 import argparse
 import base64
+import collections
 import concurrent.futures
 import http.client
 import hashlib
@@ -403,6 +405,8 @@ class Bench:
             path = os.path.join(self.www, "throttled", "mid.bin")
             self.sums["mid"] = make_file(path, 256 * MIB)
             os.link(path, os.path.join(self.www, "norange", "mid.bin"))
+        if 5 in cases:
+            self.sums["load"] = make_file(os.path.join(self.www, "full", "load.bin"), 64 * MIB)
         if 4 in cases:
             self.small = []
             for i in range(SMALL_COUNT):
@@ -546,6 +550,69 @@ class Bench:
         finally:
             daemon.stop()
 
+    def get_latency_under_load(self, jobs, clients=200, running=2):
+        """Latency of GET /v1/jobs/{id} of a running job while `jobs` submissions arrive from
+        `clients` at once (case 5). `running` downloads, each held to 2 MiB/s (32 s for its
+        64 MiB), take every job slot, so the submitted jobs stay queued and the downloads run
+        throughout. The reader asks every 10 ms, as a client watching its job would."""
+        log(f"==> case 5: GET /v1/jobs/{{id}} while {jobs} jobs are submitted")
+        work = tempfile.mkdtemp(prefix="load-", dir=self.work)
+        daemon = Haul(self.args.haul, work, os.path.join(work, "dl"), max_jobs=running)
+        try:
+            ids = [daemon.submit({"url": f"{self.nginx.url}/full/load.bin", "dest": f"run{n}.bin",
+                                  "max_bytes_per_second": 2 * MIB}) for n in range(running)]
+            deadline = time.time() + 30
+            while any(daemon.get(f"/v1/jobs/{i}")["status"] != "running" for i in ids):
+                if time.time() > deadline:
+                    raise RuntimeError("the downloads did not start")
+                time.sleep(0.05)
+            stop = threading.Event()
+            latencies = []
+
+            def read():
+                conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=600)
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    conn.request("GET", f"/v1/jobs/{ids[0]}")
+                    conn.getresponse().read()
+                    latencies.append(time.perf_counter() - start)
+                    time.sleep(0.01)
+
+            local = threading.local()
+
+            def submit(n):
+                if not hasattr(local, "conn"):
+                    local.conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=600)
+                body = {"url": f"{self.nginx.url}/full/queued.bin?n={n}", "dest": "q/"}
+                local.conn.request("POST", "/v1/jobs", json.dumps(body),
+                                   {"content-type": "application/json"})
+                response = local.conn.getresponse()
+                response.read()
+                return response.status
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            start = time.perf_counter()
+            try:
+                with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                    statuses = collections.Counter(pool.map(submit, range(jobs)))
+            finally:
+                took = time.perf_counter() - start
+                stop.set()
+                reader.join()
+            still = sum(daemon.get(f"/v1/jobs/{i}")["status"] == "running" for i in ids)
+            cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0] * 99
+            answers = ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
+            self.table.append({
+                "case": 5, "tool": "haul get under load", "median_s": None, "ratio": None,
+                "cpu_s_per_gib": None, "peak_rss_mib": daemon.rss() / MIB,
+                "note": f"GET /v1/jobs/{{id}} while {jobs} jobs were submitted by {clients} "
+                        f"clients in {took:.1f} s ({answers}), {still} of {running} downloads "
+                        f"still running: p50 {cuts[49] * 1000:.1f} ms, p99 "
+                        f"{cuts[98] * 1000:.1f} ms over {len(latencies)} reads"})
+        finally:
+            daemon.stop()
+
     def list_latency(self, daemon, queued):
         """Median time of a page of 100 jobs, out of all those queued: the newest page, one
         from the middle (its cursor built as the API encodes one), and pages filtered by
@@ -600,6 +667,7 @@ class Bench:
                 self.small_files_case()
             if 5 in cases:
                 self.idle_rss(self.args.idle_jobs)
+                self.get_latency_under_load(self.args.load_jobs)
             self.report()
         finally:
             for part in ("haul", "nginx"):
@@ -616,6 +684,8 @@ def main():
     parser.add_argument("--cases", default="1,2,3,4,5",
                         type=lambda s: {int(c) for c in s.split(",") if c})
     parser.add_argument("--idle-jobs", type=int, default=100_000)
+    parser.add_argument("--load-jobs", type=int, default=10_000,
+                        help="jobs submitted at once while GET /v1/jobs/{id} is timed (case 5)")
     parser.add_argument("--max-connections", type=int, default=16,
                         help="haul's connection ceiling per file (the peers use 16)")
     parser.add_argument("--dir", default=None, help="where to put the files (default: /tmp)")

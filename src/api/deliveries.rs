@@ -10,7 +10,7 @@ use super::problem::{ApiError, ProblemDetails};
 /// The job's webhook deliveries: one per event and receiver, with its attempts and outcome.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/deliveries", operation_id = "list_job_deliveries", tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "The deliveries, in event order", body = DeliveryList),
         (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),

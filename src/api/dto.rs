@@ -222,22 +222,34 @@ pub struct ListParams {
     /// Regular expression the description must match.
     pub q: Option<String>,
     /// Page size, 1 to 1000; default 50.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` from the previous page.
     pub cursor: Option<String>,
 }
 
-/// The body of `PATCH /v1/jobs/{id}`.
+/// The body of `PATCH /v1/jobs/{id}`: at least one change.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct JobPatch {
-    /// New priority (lower runs first), from -1000000 to 1000000.
+    /// New priority (lower runs first), from -1000000 to 1000000. Not `null`: a job always
+    /// has one.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = i64, required = false, minimum = -1_000_000, maximum = 1_000_000)]
     pub priority: Option<i64>,
     /// New download rate limit of the job in bytes per second; `null` removes it. Applies at
     /// once to a running job.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub max_bytes_per_second: Option<Option<u64>>,
+}
+
+/// A field that may be left out (`None`) but not given as `null` (an error).
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a field left out (`None`).
@@ -252,6 +264,7 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Download rate over all jobs in bytes per second; `null` for none.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub max_bytes_per_second: Option<u64>,
 }
 

@@ -170,7 +170,7 @@ pub async fn stream_events(
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/events", operation_id = "stream_job_events", tag = "events",
     params(
-        ("id" = String, Path, description = "Job id (UUID)"),
+        ("id" = uuid::Uuid, Path, description = "Job id (UUID)"),
         ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this event id (see `/v1/events`)"),
         ("last_event_id" = Option<u64>, Query, description = "The same, for clients that cannot set the header; the header wins"),
     ),

@@ -19,11 +19,74 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        if !matches!(body_kind(req.headers()), Ok(BodyKind::Json)) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
         }
+        let body = body_bytes(req, state).await?;
+        from_json(&body).map(Self)
     }
+}
+
+/// Deserialises a JSON body, with [`AppJson`]'s rejections.
+fn from_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let rewritten = integral_numbers(body);
+    axum::Json::<T>::from_bytes(rewritten.as_deref().unwrap_or(body))
+        .map(|axum::Json(value)| value)
+        .map_err(|rejection| json_rejection(&rejection))
+}
+
+/// JSON Schema, and so the OpenAPI document, counts a number without a fraction (`5.0`,
+/// `1e3`) as an `integer`; serde's integer types refuse it. Such numbers are written as
+/// integers before deserialising: the body again, only when it has one (a body without is
+/// deserialised as sent, so its errors name the line and column the client wrote).
+fn integral_numbers(body: &[u8]) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if !rewrite_integral(&mut value) {
+        return None;
+    }
+    serde_json::to_vec(&value).ok()
+}
+
+/// Rewrites the integral floats in `value` as integers; whether there was one.
+fn rewrite_integral(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    // 2^63 and 2^64: an f64 at or past 2^64 fits no integer type and stays a float.
+    const I64_END: f64 = 9_223_372_036_854_775_808.0;
+    const U64_END: f64 = 18_446_744_073_709_551_616.0;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && (-I64_END..U64_END).contains(&f) => {
+                *value = if f < I64_END {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |seen, v| rewrite_integral(v) | seen),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |seen, v| rewrite_integral(v) | seen),
+        _ => false,
+    }
+}
+
+/// The body, with a problem when it is larger than `max_request_bytes` or cannot be read.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+        } else {
+            ApiError::new(ErrorCode::InvalidBody, rejection.body_text())
+        }
+    })
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
@@ -32,10 +95,6 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
         _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
         }
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "send the body as JSON with `Content-Type: application/json`",
-        ),
         JsonRejection::JsonDataError(_) if detail.contains("unknown field") => {
             ApiError::new(ErrorCode::UnknownField, detail)
         }
@@ -64,13 +123,7 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let kind = body_kind(req.headers())?;
         let uri = req.uri().clone();
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
-            } else {
-                ApiError::new(ErrorCode::InvalidBody, rejection.body_text())
-            }
-        })?;
+        let body = body_bytes(req, state).await?;
         if kind == BodyKind::Json {
             if uri.query().is_some_and(|q| !q.is_empty()) {
                 return Err(ApiError::new(
@@ -79,9 +132,7 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
                      a JSON body carries its own",
                 ));
             }
-            return axum::Json::<JobRequest>::from_bytes(&body)
-                .map(|axum::Json(request)| Self(request))
-                .map_err(|rejection| json_rejection(&rejection));
+            return from_json::<JobRequest>(&body).map(Self);
         }
         let axum::extract::Query(options) =
             axum::extract::Query::<ManifestOptions>::try_from_uri(&uri)

@@ -11,6 +11,7 @@ use super::dto::{Count, JobList, JobPatch, JobView, ListParams};
 use super::extract::{AppJson, AppQuery, IdempotencyHeader, JobIdPath, Submission};
 use super::problem::{ApiError, ErrorCode, ProblemDetails};
 use crate::domain::manifest::ManifestOptions;
+use crate::domain::request::MAX_LIMIT;
 use crate::domain::{
     IdempotencyKey, JobChanges, JobId, JobRequest, JobStatus, KeyedJob, Priority, Transition,
 };
@@ -227,7 +228,7 @@ fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
 /// One job with its files and live progress.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
@@ -283,7 +284,7 @@ macro_rules! action_route {
         #[doc = $summary]
         #[utoipa::path(
             post, path = $path, operation_id = stringify!($name), tag = "jobs",
-            params(("id" = String, Path, description = "Job id (UUID)")),
+            params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
             responses(
                 (status = 200, description = "The job after the change", body = JobView),
                 (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),
@@ -331,7 +332,7 @@ action_route!(
 /// Change a job's priority or its download rate limit.
 #[utoipa::path(
     patch, path = "/v1/jobs/{id}", operation_id = "update_job", tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     request_body = JobPatch,
     responses(
         (status = 200, description = "The job after the change", body = JobView),
@@ -375,10 +376,12 @@ fn job_changes(patch: &JobPatch) -> Result<JobChanges, ApiError> {
         })?),
         None => None,
     };
-    if patch.max_bytes_per_second == Some(Some(0)) {
+    if let Some(Some(rate)) = patch.max_bytes_per_second
+        && !(1..=MAX_LIMIT).contains(&rate)
+    {
         return Err(ApiError::new(
             ErrorCode::InvalidLimit,
-            "max_bytes_per_second must be at least 1 (null for no limit)",
+            "max_bytes_per_second must be between 1 and 2^63-1 (null for no limit)",
         ));
     }
     Ok(JobChanges {
@@ -390,7 +393,7 @@ fn job_changes(patch: &JobPatch) -> Result<JobChanges, ApiError> {
 /// Forget a finished job. Its downloaded files stay on disk; partial files are removed.
 #[utoipa::path(
     delete, path = "/v1/jobs/{id}", operation_id = "delete_job", tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses(
         (status = 204, description = "Forgotten"),
         (status = 400, description = "The id is not a UUID", body = ProblemDetails, content_type = "application/problem+json"),

@@ -6,6 +6,7 @@ use super::AppState;
 use super::dto::Limits;
 use super::extract::AppJson;
 use super::problem::{ApiError, ErrorCode, ProblemDetails};
+use crate::domain::request::MAX_LIMIT;
 
 /// The daemon-wide limits in force now.
 #[utoipa::path(
@@ -38,10 +39,14 @@ pub async fn set_limits(
     State(state): State<AppState>,
     AppJson(limits): AppJson<Limits>,
 ) -> Result<axum::Json<Limits>, ApiError> {
-    if limits.max_bytes_per_second == Some(0) {
+    // Above 2^63-1 is outside the documented `int64`, as for a job's own limit.
+    if limits
+        .max_bytes_per_second
+        .is_some_and(|rate| !(1..=MAX_LIMIT).contains(&rate))
+    {
         return Err(ApiError::new(
             ErrorCode::InvalidLimit,
-            "max_bytes_per_second must be at least 1 (null for no limit)",
+            "max_bytes_per_second must be between 1 and 2^63-1 (null for no limit)",
         ));
     }
     state.engine.set_global_rate(limits.max_bytes_per_second);

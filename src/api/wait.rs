@@ -38,7 +38,7 @@ pub struct WaitParams {
 /// Wait until a job is completed, failed or cancelled, or the timeout passes; then the job.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/wait", operation_id = "wait_job", tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)"), WaitParams),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)"), WaitParams),
     responses(
         (status = 200, description = "The job, once it is completed, failed or cancelled, or as it is when the timeout passes or the daemon shuts down (look at `status`); `paused` does not end the wait", body = JobView),
         (status = 400, description = "The id is not a UUID, or `timeout` not a number from 0 to 300", body = ProblemDetails, content_type = "application/problem+json"),

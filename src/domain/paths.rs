@@ -296,24 +296,30 @@ pub fn sanitize_component(raw: &str) -> String {
             c => c,
         })
         .collect();
-    let trimmed = replaced
-        .trim()
-        .trim_start_matches(['.', ' '])
-        .trim_end_matches(['.', ' ']);
+    let trimmed = replaced.trim_matches(is_edge);
     if trimmed.is_empty() {
         return FALLBACK_NAME.to_owned();
     }
-    let name = if is_reserved(trimmed) {
-        format!("_{trimmed}")
+    // Cut first: a cut can end the name on a dot or a space (trimmed again, leaving a
+    // character that is neither, as the name starts with one) or leave a reserved stem.
+    let cut = truncate_keeping_extension(trimmed, MAX_NAME_BYTES);
+    let cut = cut.trim_end_matches(is_edge);
+    let name = if is_reserved(cut) {
+        format!("_{cut}")
     } else {
-        trimmed.to_owned()
+        cut.to_owned()
     };
-    let name = truncate_keeping_extension(&name, MAX_NAME_BYTES);
     // Never the name of a partial file, which may be another download's.
     if is_partial_name(&name) {
         return format!("{name}_");
     }
     name
+}
+
+/// What a name may neither start nor end with: dots (hidden files; Windows drops trailing
+/// ones) and spaces of any kind.
+fn is_edge(c: char) -> bool {
+    c == '.' || c.is_whitespace()
 }
 
 /// Bidirectional overrides and isolates, and zero-width characters: they make a name read
@@ -525,6 +531,73 @@ mod tests {
         }
         for (name, of) in [("a (x).gz", "a.gz"), ("a ().gz", "a.gz"), ("a.gz", "a.gz")] {
             assert!(!is_numbered_alternative(name, of), "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod cut_names {
+    use super::*;
+
+    /// Found by `a_sanitised_name_is_a_fixed_point`: cutting a long name could end it on a dot
+    /// or spaces, and hide a reserved name behind what was cut off.
+    #[test]
+    fn a_cut_name_neither_ends_on_a_dot_or_space_nor_hides_a_reserved_name() {
+        let dotted = format!("{}.{}", "a".repeat(199), "b".repeat(100));
+        assert_eq!(sanitize_component(&dotted), "a".repeat(199));
+        let spaced = format!("CON{}x", " ".repeat(250));
+        assert_eq!(sanitize_component(&spaced), "_CON");
+        let wide = format!("a\u{2003}.{}", "\u{3000}");
+        assert_eq!(sanitize_component(&wide), "a");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any path a user may give is either refused or lands inside the root: its
+        /// components are plain names, and writing them out again gives the same components,
+        /// relative or absolute.
+        #[test]
+        fn an_accepted_path_stays_inside_the_root(
+            input in "(/|\\.\\./|\\.\\.|\\./|\\.|//|[a-z]{1,3}|\\PC|\\n|\\x00){0,12}",
+        ) {
+            let (_dir, root) = temp_root();
+            let Ok(parts) = root.relative_components(&input) else { return Ok(()) };
+            for part in &parts {
+                prop_assert!(!part.is_empty() && part != "." && part != "..", "{parts:?}");
+                prop_assert!(!part.contains('/') && !part.contains('\0'), "{parts:?}");
+            }
+            let joined = parts.join("/");
+            prop_assert!(root.join(&joined).starts_with(root.path()));
+            prop_assert_eq!(root.relative_components(&joined).ok(), Some(parts.clone()));
+            let absolute = root.join(&joined);
+            let absolute = absolute.to_string_lossy();
+            prop_assert_eq!(root.relative_components(&absolute).ok(), Some(parts));
+        }
+
+        /// Whatever a URL's last segment holds, its file name is one safe component.
+        #[test]
+        fn a_url_gives_one_safe_component(segment in "(%2[fF]|%00|%5[cC]|%2[eE]|\\.|[a-z]|\\PC){0,40}") {
+            let Ok(url) = url::Url::parse(&format!("http://h/dir/{segment}")) else {
+                return Ok(());
+            };
+            let name = name_from_url(&url);
+            prop_assert!(!name.is_empty());
+            prop_assert!(!name.contains(['/', '\\']) && !name.chars().any(char::is_control));
+            prop_assert!(!name.starts_with('.') && !name.ends_with('.'), "{name:?}");
+            prop_assert!(!name.ends_with(char::is_whitespace), "{name:?}");
+            prop_assert!(!is_partial_name(&name), "{name:?}");
+        }
+
+        /// Sanitising is idempotent: a safe name stays what it is.
+        #[test]
+        fn a_sanitised_name_is_a_fixed_point(raw in "\\PC{0,260}|.{0,40}") {
+            let once = sanitize_component(&raw);
+            prop_assert_eq!(sanitize_component(&once), once);
         }
     }
 }

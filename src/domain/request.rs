@@ -36,7 +36,10 @@ pub const RESERVED_HEADERS: &[&str] = &[
 pub struct JobRequest {
     /// The one file to fetch (http or https). Give exactly one of `url`, `files` and
     /// `url_template`.
-    #[schema(example = "https://example.com/model.safetensors")]
+    #[schema(
+        example = "https://example.com/model.safetensors",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\\s]+([/?#]\\S*)?$"
+    )]
     pub url: Option<String>,
     /// Several files fetched as one job.
     pub files: Option<Vec<FileRequest>>,
@@ -51,6 +54,7 @@ pub struct JobRequest {
     /// `files[].path`); otherwise it is the file's path. Default: the root itself.
     pub dest: Option<String>,
     /// Lower runs first; default 10; from -1000000 to 1000000.
+    #[schema(minimum = -1_000_000, maximum = 1_000_000)]
     pub priority: Option<i64>,
     /// Free text, searchable with `GET /v1/jobs?q=`.
     pub description: Option<String>,
@@ -63,10 +67,13 @@ pub struct JobRequest {
     /// What to do when the destination already exists. Default `rename`.
     pub on_conflict: Option<OnConflict>,
     /// Connections per file at most (1 to 1024); default: the daemon's setting.
+    #[schema(minimum = 1, maximum = 1024)]
     pub max_connections: Option<u32>,
     /// Smallest range worth another connection, at least 65536 bytes; default: the daemon's.
+    #[schema(minimum = 65_536, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_segment_size: Option<u64>,
     /// This job's download rate limit in bytes per second (at least 1); default: none.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub max_bytes_per_second: Option<u64>,
     /// Where this job's events are POSTed as they happen (http or https), signed with the
     /// daemon's `webhook_secret`. Stored, never returned (it may carry a token).
@@ -405,6 +412,10 @@ fn parse_callback_url(raw: &str) -> Result<url::Url, ValidationError> {
     })
 }
 
+/// The largest byte count or rate a limit may be: the store keeps them as SQLite integers
+/// (signed 64-bit), and the OpenAPI document says `int64`.
+pub const MAX_LIMIT: u64 = i64::MAX as u64;
+
 /// The ranges a job may set its limits in.
 pub fn check_limits(limits: &JobLimits) -> Result<(), ValidationError> {
     if limits
@@ -415,14 +426,20 @@ pub fn check_limits(limits: &JobLimits) -> Result<(), ValidationError> {
             "max_connections must be between 1 and 1024",
         ));
     }
-    if limits.min_segment_size.is_some_and(|n| n < 65_536) {
+    if limits
+        .min_segment_size
+        .is_some_and(|n| !(65_536..=MAX_LIMIT).contains(&n))
+    {
         return Err(ValidationError::Limit(
-            "min_segment_size must be at least 65536",
+            "min_segment_size must be between 65536 and 2^63-1",
         ));
     }
-    if limits.max_bytes_per_second == Some(0) {
+    if limits
+        .max_bytes_per_second
+        .is_some_and(|n| !(1..=MAX_LIMIT).contains(&n))
+    {
         return Err(ValidationError::Limit(
-            "max_bytes_per_second must be at least 1 (omit it for no limit)",
+            "max_bytes_per_second must be between 1 and 2^63-1 (omit it for no limit)",
         ));
     }
     Ok(())

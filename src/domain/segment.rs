@@ -59,3 +59,26 @@ mod tests {
         assert!(!Segment::whole(None).is_complete());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What is written and what remains add up to the range, and a range is complete
+        /// exactly when nothing remains.
+        #[test]
+        fn written_and_remaining_add_up(
+            start in 0u64..1 << 50,
+            len in 0u64..1 << 40,
+            written_share in 0.0f64..=1.0,
+        ) {
+            let written = (len as f64 * written_share) as u64;
+            let segment = Segment { index: 0, start, end: Some(start + len), written };
+            prop_assert_eq!(segment.next_offset(), start + written);
+            prop_assert_eq!(segment.remaining(), Some(len - written));
+            prop_assert_eq!(segment.is_complete(), written == len);
+        }
+    }
+}

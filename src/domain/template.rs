@@ -329,3 +329,80 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A brace expression and the values it must give.
+    fn expression() -> impl Strategy<Value = (String, Vec<String>)> {
+        // Items with a dot but never two: `..` makes an expression a range.
+        let list = proptest::collection::vec("[a-z0-9_-]{0,3}(\\.[a-z0-9]{1,2})?", 1..5)
+            // `{}` is refused as an empty list; `{,}` is two empty items.
+            .prop_filter("`{}` is no list", |items| items != &[String::new()])
+            .prop_map(|items| (format!("{{{}}}", items.join(",")), items));
+        let range = (0u64..200, 0u64..200, 1u64..7).prop_map(|(start, end, step)| {
+            let values: Vec<String> = if start <= end {
+                (start..=end)
+                    .step_by(step as usize)
+                    .map(|n| n.to_string())
+                    .collect()
+            } else {
+                (end..=start)
+                    .rev()
+                    .step_by(step as usize)
+                    .map(|n| n.to_string())
+                    .collect()
+            };
+            let text = if step == 1 {
+                format!("{{{start}..{end}}}")
+            } else {
+                format!("{{{start}..{end}..{step}}}")
+            };
+            (text, values)
+        });
+        prop_oneof![list, range]
+    }
+
+    proptest! {
+        /// A template of literals and expressions expands to every combination, the first
+        /// expression varying slowest: as many URLs as the product of the expressions' sizes.
+        #[test]
+        fn expansion_is_the_product_of_the_expressions(
+            pieces in proptest::collection::vec(("[a-z/:.]{0,5}", expression()), 0..4),
+            tail in "[a-z/.]{0,5}",
+        ) {
+            let template: String = pieces.iter().map(|(lit, (expr, _))| format!("{lit}{expr}"))
+                .collect::<String>() + &tail;
+            let mut expected = vec![String::new()];
+            for (literal, (_, values)) in &pieces {
+                expected = expected
+                    .iter()
+                    .flat_map(|prefix| values.iter().map(move |v| format!("{prefix}{literal}{v}")))
+                    .collect();
+            }
+            let expected: Vec<String> = expected.into_iter().map(|url| url + &tail).collect();
+            prop_assert_eq!(expand(&template, 1_000_000), Ok(expected));
+        }
+
+        /// Any text expands or is refused cleanly: never a panic, never more than the cap, and
+        /// a malformed template's column points inside it.
+        #[test]
+        fn any_text_expands_within_the_cap_or_is_refused(
+            template in "([{},.]|\\.\\.|[0-9]{1,20}|[a-z]|\\PC){0,30}",
+            max in 0usize..5000,
+        ) {
+            match expand(&template, max) {
+                Ok(urls) => prop_assert!(urls.len() <= max),
+                Err(TemplateError::Malformed { column, .. }) => {
+                    prop_assert!(column >= 1 && column <= template.chars().count());
+                }
+                Err(TemplateError::TooLarge { count, max: cap }) => {
+                    prop_assert_eq!(cap, max);
+                    prop_assert!(count.is_none_or(|n| n > max as u64));
+                }
+            }
+        }
+    }
+}

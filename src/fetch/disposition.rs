@@ -128,3 +128,54 @@ mod tests {
         assert!(!sanitised.contains('/'));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::domain::paths::{is_partial_name, name_from_server};
+    use proptest::prelude::*;
+
+    /// A header built from pieces servers send, hostile ones included.
+    fn header() -> impl Strategy<Value = String> {
+        let name = "(\\.\\./|/|\\\\|\\.|%2[fF]|%00|%e2%80%ae|[a-zA-Z0-9 ._-]|\\PC){0,24}";
+        (
+            "(attachment|inline|)",
+            proptest::option::of(name),
+            proptest::option::of(("(UTF-8|utf-8|iso-8859-1|KOI8-R|)", name)),
+            "\\PC{0,8}",
+        )
+            .prop_map(|(kind, plain, extended, junk)| {
+                let mut header = kind.to_owned();
+                if let Some(plain) = plain {
+                    header.push_str(&format!("; filename=\"{plain}\""));
+                }
+                if let Some((charset, value)) = extended {
+                    header.push_str(&format!("; filename*={charset}''{value}"));
+                }
+                header + &junk
+            })
+    }
+
+    proptest! {
+        /// Whatever the header, parsing never panics, and the name that reaches the disk is
+        /// one safe component: no separator, no control character, not `.` or `..` nor
+        /// hidden, no trailing dot or space, not a partial file's name, at most 202 bytes.
+        #[test]
+        fn a_server_name_becomes_one_safe_component(
+            header in prop_oneof![header(), "\\PC{0,60}", ".{0,60}"],
+        ) {
+            let Some(name) = filename(&header).and_then(|raw| name_from_server(&raw)) else {
+                return Ok(());
+            };
+            prop_assert!(!name.is_empty());
+            prop_assert!(!name.contains(['/', '\\']), "{name:?}");
+            prop_assert!(!name.chars().any(char::is_control), "{name:?}");
+            prop_assert!(!name.starts_with('.'), "{name:?}");
+            prop_assert!(!name.ends_with('.'), "{name:?}");
+            prop_assert!(!name.starts_with(char::is_whitespace), "{name:?}");
+            prop_assert!(!name.ends_with(char::is_whitespace), "{name:?}");
+            prop_assert!(!is_partial_name(&name), "{name:?}");
+            prop_assert!(name.len() <= 202, "{} bytes", name.len());
+        }
+    }
+}

@@ -286,3 +286,40 @@ mod tests {
         assert!(format!("{headers:?}").contains("Sensitive"));
     }
 }
+
+#[cfg(test)]
+mod content_range_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any satisfied range written out reads back as itself.
+        #[test]
+        fn a_written_range_reads_back(
+            start in any::<u64>(),
+            len in any::<u64>(),
+            beyond in proptest::option::of(1u64..1 << 20),
+        ) {
+            let end = start.saturating_add(len);
+            let total = beyond.map(|b| end.saturating_add(b)).filter(|&t| t > end);
+            let text = match total {
+                Some(t) => format!("bytes {start}-{end}/{t}"),
+                None => format!("bytes {start}-{end}/*"),
+            };
+            let parsed = parse_content_range(&text);
+            prop_assert_eq!(parsed, Some(ContentRange { start, end_inclusive: end, total }));
+        }
+
+        /// Whatever a server sends, parsing never panics, and what it accepts is a range that
+        /// fits: start ≤ end < total.
+        #[test]
+        fn any_header_parses_to_a_range_that_fits_or_nothing(
+            value in "(bytes )?[0-9 ]{0,22}-?[0-9 ]{0,22}/?([0-9]{0,22}|\\*)|\\PC{0,40}",
+        ) {
+            if let Some(range) = parse_content_range(&value) {
+                prop_assert!(range.start <= range.end_inclusive);
+                prop_assert!(range.total.is_none_or(|t| range.end_inclusive < t));
+            }
+        }
+    }
+}

@@ -109,3 +109,71 @@ mod tests {
         assert_eq!(steal([(0, 0, 5 * MIB)], 4 * MIB), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A split point is aligned, strictly inside the range, past the bytes in flight,
+        /// and leaves both halves at least `min_segment` long.
+        #[test]
+        fn a_split_leaves_two_fair_halves(
+            next in 0u64..1 << 44,
+            len in 0u64..1 << 40,
+            min_segment in 1u64..1 << 28,
+        ) {
+            let end = next + len;
+            match split_point(next, end, min_segment) {
+                Some(at) => {
+                    prop_assert_eq!(at % ALIGN, 0);
+                    prop_assert!(at > next + IN_FLIGHT && at < end);
+                    prop_assert!(at - next >= min_segment);
+                    prop_assert!(end - at >= min_segment.max(ALIGN));
+                }
+                // Only a remainder too small to share stays whole.
+                None => prop_assert!(
+                    len < IN_FLIGHT + 2 * min_segment.max(ALIGN) + 2 * ALIGN,
+                    "{len} bytes were not split"
+                ),
+            }
+        }
+
+        /// Splitting the largest remainder again and again, with connections at any point of
+        /// their ranges, keeps the ranges an exact cover of the file: no gap, no overlap, no
+        /// byte still to fetch moved behind a connection.
+        #[test]
+        fn stealing_keeps_an_exact_cover(
+            total in 0u64..1 << 36,
+            min_segment in ALIGN..16 * 1024 * 1024,
+            progress in proptest::collection::vec(0.0f64..1.0, 1..64),
+        ) {
+            // (start, next, end) of each range.
+            let mut ranges = vec![(0u64, 0u64, total)];
+            for share in progress {
+                let running = ranges.iter().enumerate().map(|(i, &(_, next, end))| (i, next, end));
+                let Some((index, at)) = steal(running, min_segment) else { break };
+                let (start, next, end) = ranges[index];
+                prop_assert!(at > next && at < end);
+                ranges[index] = (start, next, at);
+                ranges.push((at, at, end));
+                // The connection that took the new range gets some way into it.
+                let last = ranges.len() - 1;
+                ranges[last].1 = at + ((end - at) as f64 * share) as u64;
+            }
+            ranges.sort_unstable();
+            prop_assert_eq!(ranges.first().map(|r| r.0), Some(0));
+            prop_assert_eq!(ranges.last().map(|r| r.2), Some(total));
+            for pair in ranges.windows(2) {
+                prop_assert_eq!(pair[0].2, pair[1].0, "a gap or an overlap: {:?}", pair);
+            }
+            for &(start, next, end) in &ranges {
+                prop_assert!(start <= next && next <= end);
+                if ranges.len() > 1 {
+                    prop_assert!(end - start >= min_segment, "{start}..{end} is too short");
+                }
+            }
+        }
+    }
+}

@@ -28,6 +28,7 @@ mod download;
 mod errors;
 mod events;
 mod files;
+mod fuzzed;
 mod helpers;
 mod incomplete;
 mod lifecycle;

@@ -21,6 +21,7 @@ mod plan;
 mod cli;
 mod client;
 mod daemon;
+mod load;
 mod restart;
 mod secrets;
 mod security;
