@@ -556,17 +556,8 @@ fn canned(resource: &mut Resource) -> Option<Response> {
     Some(response)
 }
 
-fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
-    if let Some(response) = canned(resource) {
-        return Err(response);
-    }
-    if let Some(required) = &resource.faults.require_query
-        && seen.query.as_ref() != Some(required)
-    {
-        return Err(StatusCode::FORBIDDEN.into_response());
-    }
-    let len = resource.body.len() as u64;
-    let faults = resource.faults.clone();
+/// The headers every answer with a body carries.
+fn headers_of(resource: &Resource, faults: &Faults) -> Vec<(header::HeaderName, String)> {
     let mut headers = vec![(header::ACCEPT_RANGES, "bytes".to_owned())];
     if !faults.no_validators {
         headers.push((header::ETAG, resource.etag.clone()));
@@ -578,6 +569,62 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
     if let Some(encoding) = &faults.content_encoding {
         headers.push((header::CONTENT_ENCODING, encoding.clone()));
     }
+    headers
+}
+
+/// A 206 for the `asked` range, with the faults that bend it: its first byte, its body, and
+/// whether it reaches the file's real end. Pushes its `Content-Range`.
+fn partial(
+    resource: &mut Resource,
+    asked: (u64, u64),
+    headers: &mut Vec<(header::HeaderName, String)>,
+) -> (u64, Bytes, bool) {
+    let faults = resource.faults.clone();
+    let len = resource.body.len() as u64;
+    let phantom = faults.announce_len.map_or(0, |n| n.saturating_sub(len));
+    let (start, end) = shifted(resource, asked, len);
+    // A server that does not say how long the body is does not know the size either.
+    let total = if faults.no_content_length {
+        "*".to_owned()
+    } else {
+        (len + phantom).to_string()
+    };
+    // An announced size stretches a range that reaches the real end.
+    let reaches_end = end + 1 == len;
+    let shown_end = if reaches_end { end + phantom } else { end };
+    headers.push((
+        header::CONTENT_RANGE,
+        format!("bytes {start}-{shown_end}/{total}"),
+    ));
+    let mut body = resource.body.slice(start as usize..=end as usize);
+    if let Some(extra) = faults.extra_bytes {
+        let mut more = body.to_vec();
+        more.resize(body.len() + extra as usize, 0xAA);
+        body = Bytes::from(more);
+    }
+    if let Some(short) = faults.short_by
+        && applies(
+            &mut resource.faults.short_by,
+            &mut resource.faults.short_times,
+        )
+    {
+        body.truncate(body.len().saturating_sub(short as usize));
+    }
+    (start, body, reaches_end)
+}
+
+fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
+    if let Some(response) = canned(resource) {
+        return Err(response);
+    }
+    if let Some(required) = &resource.faults.require_query
+        && seen.query.as_ref() != Some(required)
+    {
+        return Err(StatusCode::FORBIDDEN.into_response());
+    }
+    let len = resource.body.len() as u64;
+    let faults = resource.faults.clone();
+    let mut headers = headers_of(resource, &faults);
     // Bytes announced beyond the real file (`announce_len`).
     let phantom = faults.announce_len.map_or(0, |n| n.saturating_sub(len));
     let validator_matches = faults.ignore_if_range
@@ -594,6 +641,8 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         &mut resource.faults.drop_times,
     );
     let mut first_byte = 0;
+    // A 200, or a 206 reaching the real end, announces the phantom bytes too.
+    let mut claimed = phantom;
     let (status, body) = match range {
         Some(Err(())) => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -603,35 +652,10 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
             );
             return Err(response);
         }
-        Some(Ok((start, end))) => {
-            let (start, end) = shifted(resource, (start, end), len);
-            // A server that does not say how long the body is does not know the size either.
-            let total = if faults.no_content_length {
-                "*".to_owned()
-            } else {
-                (len + phantom).to_string()
-            };
-            // An announced size stretches a range that reaches the real end.
-            let shown_end = if end + 1 == len { end + phantom } else { end };
-            headers.push((
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{shown_end}/{total}"),
-            ));
+        Some(Ok(asked)) => {
+            let (start, body, reaches_end) = partial(resource, asked, &mut headers);
             first_byte = start;
-            let mut body = resource.body.slice(start as usize..=end as usize);
-            if let Some(extra) = faults.extra_bytes {
-                let mut more = body.to_vec();
-                more.resize(body.len() + extra as usize, 0xAA);
-                body = Bytes::from(more);
-            }
-            if let Some(short) = faults.short_by
-                && applies(
-                    &mut resource.faults.short_by,
-                    &mut resource.faults.short_times,
-                )
-            {
-                body.truncate(body.len().saturating_sub(short as usize));
-            }
+            claimed = if reaches_end { phantom } else { 0 };
             (StatusCode::PARTIAL_CONTENT, body)
         }
         None => (StatusCode::OK, resource.body.clone()),
@@ -640,12 +664,6 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         .stall_once_at
         .and_then(|at| at.checked_sub(first_byte))
         .map(|at| (at as usize, resource.stall_armed.clone()));
-    // A 200, or a 206 reaching the real end, announces the phantom bytes too.
-    let claimed = if status == StatusCode::OK || end_reached(&headers, len) {
-        phantom
-    } else {
-        0
-    };
     Ok(Plan {
         status,
         headers,
@@ -674,19 +692,6 @@ fn shifted(resource: &mut Resource, (start, end): (u64, u64), len: u64) -> (u64,
         return (start, end);
     }
     (start + shift, (end + shift).min(len - 1))
-}
-
-/// Whether the 206 being prepared reaches the file's real last byte (so an announced size
-/// stretches it).
-fn end_reached(headers: &[(header::HeaderName, String)], len: u64) -> bool {
-    headers.iter().any(|(name, value)| {
-        *name == header::CONTENT_RANGE
-            && value
-                .split_once('-')
-                .and_then(|(_, rest)| rest.split_once('/'))
-                .and_then(|(end, _)| end.parse::<u64>().ok())
-                .is_some_and(|end| end + 1 >= len)
-    })
 }
 
 /// Whether a fault set for `times` more responses (0: every one) applies to this one; counts
@@ -743,6 +748,25 @@ fn chunk_end(offset: usize, total: usize, stops: [Option<usize>; 5]) -> usize {
         .fold((offset + 16 * 1024).min(total), usize::min)
 }
 
+/// Waits as `trickle` and `rate` ask before sending `offset..end`; returns where the piece
+/// sent now ends (a trickle sends less).
+async fn pace(
+    offset: usize,
+    end: usize,
+    trickle: Option<(usize, Duration)>,
+    rate: Option<u64>,
+) -> usize {
+    let mut end = end;
+    if let Some((piece, every)) = trickle {
+        end = end.min(offset + piece);
+        tokio::time::sleep(every).await;
+    }
+    if let Some(rate) = rate {
+        tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64)).await;
+    }
+    end
+}
+
 fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
     let Plan {
         status,
@@ -786,16 +810,13 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
             if replaced {
                 replace_now(&shared, &path);
             }
-            if cut.is_some_and(|c| offset >= c) || cut_off() || replaced {
+            // A body shorter than its Content-Length breaks off at its end too.
+            let short = offset >= total && length_extra > 0;
+            if cut.is_some_and(|c| offset >= c) || cut_off() || replaced || short {
                 // Let hyper flush what it buffered first: an error in the same poll would
                 // close the connection with the head and the earlier chunks still unsent.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 return Some((Err(std::io::Error::other("dropped on purpose")), usize::MAX));
-            }
-            if offset >= total && length_extra > 0 && offset != usize::MAX {
-                // A body shorter than its Content-Length: flush, then break off (as above).
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                return Some((Err(std::io::Error::other("body ends early")), usize::MAX));
             }
             if offset >= total {
                 return None;
@@ -807,15 +828,8 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
                 std::future::pending::<()>().await;
             }
             let once = stall_once.as_ref().map(|(at, _)| *at);
-            let mut end = chunk_end(offset, total, [cut, stall, hold, once, replace]);
-            if let Some((piece, every)) = trickle {
-                end = end.min(offset + piece);
-                tokio::time::sleep(every).await;
-            }
-            if let Some(rate) = rate {
-                tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64))
-                    .await;
-            }
+            let end = chunk_end(offset, total, [cut, stall, hold, once, replace]);
+            let end = pace(offset, end, trickle, rate).await;
             *shared.sent.lock().unwrap().entry(path).or_default() += (end - offset) as u64;
             Some((Ok(body.slice(offset..end)), end))
         }
