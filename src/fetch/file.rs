@@ -1032,7 +1032,9 @@ impl<J: Journal> FileRun<'_, J> {
             Ok(total) => total,
             Err(err) => {
                 writer.close().await;
-                if live.done() == 0 && !keeps_part(&err) {
+                // Bytes of a file that cannot fit are worth nothing to a retry either.
+                let worthless = matches!(err, FetchError::FileTooLarge { .. });
+                if (live.done() == 0 || worthless) && !keeps_part(&err) {
                     super::place::remove_part(&task.part).await;
                 }
                 return Err(err);
