@@ -104,6 +104,20 @@ impl Bed {
         job
     }
 
+    /// A failed file that received bytes keeps its `.part` (for a retry, as documented);
+    /// forgetting the job removes it.
+    async fn forget_keeps_nothing(&self, job: &Value, path: &str) {
+        assert!(self.has_part(path), "kept for a retry: {job:#}");
+        let id = job["id"].as_str().unwrap();
+        let (status, body) = self
+            .daemon
+            .call(reqwest::Method::DELETE, &format!("/v1/jobs/{id}"), None)
+            .await;
+        assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
+        assert!(!self.has_part(path), "forgetting the job removes its .part");
+        assert!(!self.downloads().join(path).exists());
+    }
+
     /// Whether the partial file of `path` is still there.
     fn has_part(&self, path: &str) -> bool {
         part_of(&self.downloads().join(path)).exists()
@@ -227,19 +241,26 @@ async fn a_503_with_retry_after_in_seconds_or_as_a_date_is_honoured() {
         first_gap(&requests)
     );
 
-    // An HTTP date two seconds ahead (whole seconds: at least one second away).
-    let when = std::time::SystemTime::now() + Duration::from_secs(2);
-    let date = Faults {
-        statuses: [(503, Some(httpdate::fmt_http_date(when)))].into(),
+    // An HTTP date about two seconds ahead: no request may come before it.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+    let until = httpdate::parse_http_date(&date)
+        .unwrap()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    let not_before = std::time::Instant::now() + until;
+    let faults = Faults {
+        statuses: [(503, Some(date))].into(),
         ..Faults::default()
     };
-    let b = bed.serve("date.bin", 5, 300 * KIB, date);
+    let b = bed.serve("date.bin", 5, 300 * KIB, faults);
     bed.completes("date.bin", &b, json!({})).await;
     let requests = bed.origin.requests("date.bin");
+    assert_eq!(requests[0].status, 503);
+    // The daemon's clock and ours are the same; allow for rounding of the two readings.
     assert!(
-        first_gap(&requests) >= Duration::from_secs(1),
-        "retried {:?} after a Retry-After date 2 s ahead",
-        first_gap(&requests)
+        requests[1].at + Duration::from_millis(20) >= not_before,
+        "retried {:?} before the Retry-After date",
+        not_before - requests[1].at
     );
 }
 
@@ -486,6 +507,7 @@ async fn a_whole_body_always_shorter_than_its_content_length_fails_instead_of_lo
     let job = bed.fails("short.bin", "invalid-response", json!({})).await;
     let requests = bed.origin.requests("short.bin").len();
     assert!(requests <= 8, "{requests} requests: {job:#}");
+    bed.forget_keeps_nothing(&job, "short.bin").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,6 +623,7 @@ async fn gzip_is_stored_as_the_encoded_bytes_across_ranges_and_resumes() {
     bed.origin.update_faults("data.gz", |f| {
         f.drop_after = Some(100_000);
         f.drop_times = 2;
+        f.rate = Some(PARALLEL_RATE);
     });
     let job = bed
         .completes(
@@ -615,6 +638,7 @@ async fn gzip_is_stored_as_the_encoded_bytes_across_ranges_and_resumes() {
         requests.len() >= 3,
         "several ranges and resumes: {requests:?}"
     );
+    assert!(bounded_ranges(&bed.origin, "data.gz") >= 2, "{requests:?}");
     for seen in &requests {
         assert_eq!(
             seen.header("accept-encoding"),
@@ -659,4 +683,5 @@ async fn a_body_that_never_reaches_its_announced_size_is_never_complete() {
         job["bytes_total"] != len,
         "the size stays what was announced: {job:#}"
     );
+    bed.forget_keeps_nothing(&job, "phantom.bin").await;
 }
