@@ -183,9 +183,9 @@ pub struct JobChanges {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobError {
     /// A stable kebab-case class: `http-status`, `network`, `checksum-mismatch`, `size-mismatch`,
-    /// `invalid-response`, `too-many-redirects`, `io`, `path-busy`, `invalid-destination`,
-    /// `store`, `files-failed`, `internal`; and `insufficient-storage` on a job paused for want
-    /// of disk space (resume it once space is freed).
+    /// `invalid-response`, `too-many-redirects`, `file-too-large`, `io`, `path-busy`,
+    /// `invalid-destination`, `store`, `files-failed`, `internal`; and `insufficient-storage`
+    /// on a job paused for want of disk space (resume it once space is freed).
     #[serde(rename = "type")]
     pub kind: String,
     /// A human-readable explanation. Never contains secrets.

@@ -47,6 +47,17 @@ pub enum FetchError {
     /// what it wrote; a resume once space is freed carries on.
     #[error("not enough free space for {path}: {detail}")]
     InsufficientStorage { path: String, detail: String },
+    /// The server announces a file larger than the whole filesystem it would be written to:
+    /// no amount of freeing space lets it fit, so, unlike a full disk, it is terminal (a
+    /// server claiming a petabyte is broken or hostile).
+    #[error(
+        "the server announces {size} bytes, more than the {capacity}-byte filesystem of {path} holds"
+    )]
+    FileTooLarge {
+        path: String,
+        size: u64,
+        capacity: u64,
+    },
     /// The destination cannot be used (outside the root, a directory in the way, …).
     #[error("unusable destination {0}")]
     Destination(String),
@@ -101,6 +112,7 @@ impl FetchError {
             Self::ChecksumMismatch { .. } => "checksum-mismatch",
             Self::Io { .. } => "io",
             Self::InsufficientStorage { .. } => "insufficient-storage",
+            Self::FileTooLarge { .. } => "file-too-large",
             Self::PathBusy(_) => "path-busy",
             Self::Destination(_) => "invalid-destination",
             Self::Store(_) | Self::StoreUnavailable(_) => "store",

@@ -41,7 +41,8 @@ const WINDOW: Duration = Duration::from_millis(100);
 /// throttled file should not spend long on one connection.
 const FIRST_WINDOW: Duration = Duration::from_millis(10);
 
-/// Clean restarts without a byte received in between, before giving up.
+/// Restarts in a row that got no further into the file than an earlier attempt, before giving
+/// up.
 const MAX_RESTARTS: u32 = 3;
 
 /// A doubling of connections must raise throughput by this factor to be kept growing.
@@ -246,8 +247,6 @@ struct FileRun<'a, J> {
     growth: Growth,
     last_checkpoint: Instant,
     last_tick: (Instant, u64),
-    /// Bytes received over all generations, to tell a flaky server from a broken one.
-    received: u64,
     /// A connection's rate while several ran: what a tail connection left alone is held to.
     typical_rate: f64,
     /// Which of the file's URLs are still in use.
@@ -255,8 +254,8 @@ struct FileRun<'a, J> {
 }
 
 /// Bytes that have arrived on the slots' connections so far (counted as they arrive, before
-/// they are batched for the writer, so a short window still reads a rate). Unlike
-/// `FileRun::received`, it starts again with the slots of each generation.
+/// they are batched for the writer, so a short window still reads a rate). It starts again
+/// with the slots of each generation.
 fn arrived(slots: &[Slot]) -> u64 {
     slots
         .iter()
@@ -401,7 +400,6 @@ impl Fetcher {
             growth: Growth::new(task.limits.max_connections, arrived_so_far),
             last_checkpoint: Instant::now(),
             last_tick: (Instant::now(), live.done()),
-            received: 0,
             typical_rate: 0.0,
             mirrors: Mirrors::new(1 + task.mirrors.len()),
         };
@@ -534,7 +532,11 @@ async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), Fet
 impl<J: Journal> FileRun<'_, J> {
     /// Generations of connections until the file is complete; restarts in between.
     async fn drive(&mut self) -> Result<u64, FetchError> {
-        let (mut restarts, mut received_at_restart) = (0u32, 0u64);
+        // Progress between restarts is a generation that got further into the file than
+        // every earlier one: a server that always breaks off at the same place (a body
+        // shorter than its Content-Length, a size it cannot serve) would otherwise restart
+        // the file for ever, each time receiving the same bytes again.
+        let (mut restarts, mut furthest) = (0u32, 0u64);
         loop {
             if self.slots.is_empty() {
                 self.start_probe();
@@ -544,10 +546,11 @@ impl<J: Journal> FileRun<'_, J> {
             match self.supervise().await? {
                 End::Finished(total) => return Ok(total),
                 End::Restart(reason) => {
-                    if self.received > received_at_restart {
-                        restarts = 0;
+                    let reached = arrived(&self.slots);
+                    if reached > furthest {
+                        (restarts, furthest) = (0, reached);
                     }
-                    (restarts, received_at_restart) = (restarts + 1, self.received);
+                    restarts += 1;
                     if restarts > MAX_RESTARTS {
                         return Err(FetchError::InvalidResponse {
                             url: redact_url(&self.task.url),
@@ -823,10 +826,9 @@ impl<J: Journal> FileRun<'_, J> {
     }
 
     async fn on_tick(&mut self) -> Result<(), FetchError> {
-        let (at, bytes) = self.last_tick;
+        let at = self.last_tick.0;
         let now_bytes = self.live.done();
         let dt = at.elapsed().as_secs_f64().max(1e-3);
-        self.received += now_bytes.saturating_sub(bytes);
         self.last_tick = (Instant::now(), now_bytes);
         for slot in &mut self.slots {
             let next = slot.range.next();
@@ -1030,7 +1032,9 @@ impl<J: Journal> FileRun<'_, J> {
             Ok(total) => total,
             Err(err) => {
                 writer.close().await;
-                if live.done() == 0 && !keeps_part(&err) {
+                // Bytes of a file that cannot fit are worth nothing to a retry either.
+                let worthless = matches!(err, FetchError::FileTooLarge { .. });
+                if (live.done() == 0 || worthless) && !keeps_part(&err) {
                     super::place::remove_part(&task.part).await;
                 }
                 return Err(err);

@@ -25,15 +25,24 @@ pub struct ClientSettings {
 /// one is given.
 ///
 /// No transparent decompression: the bytes stored are the bytes served, so lengths, ranges and
-/// checksums all refer to the same thing. No `Accept-Encoding` is sent. Redirects are followed
+/// checksums all refer to the same thing. Every request says `Accept-Encoding: identity`; a
+/// server that encodes anyway has its encoded bytes stored as sent. Redirects are followed
 /// by [`get_following`], not by the client, so credentials never leave their origin. Without a
 /// proxy, none is taken from the environment: a daemon's proxy is its configuration's choice.
 pub fn build_client(
     settings: &ClientSettings,
     proxy: Option<&str>,
 ) -> Result<reqwest::Client, FetchError> {
+    // Said outright: a request without Accept-Encoding accepts any coding (RFC 9110
+    // §12.5.3), and a server may gzip what it would otherwise send as is.
+    let mut identity = HeaderMap::new();
+    identity.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     let builder = reqwest::Client::builder()
         .user_agent(&settings.user_agent)
+        .default_headers(identity)
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .redirect(reqwest::redirect::Policy::none())

@@ -5,8 +5,9 @@
 //! resumed or preallocated file asks only for the rest. Too little space is
 //! [`FetchError::InsufficientStorage`]: the worker pauses the job (its partial data and
 //! checkpoints kept) rather than fail it half-way, and a resume once space is freed carries on.
-//! A write that meets a full disk (`ENOSPC`, `EDQUOT`) is the same error. Blocking: call it on
-//! the blocking pool.
+//! A write that meets a full disk (`ENOSPC`, `EDQUOT`) is the same error. A file larger than
+//! the whole filesystem is [`FetchError::FileTooLarge`] instead: freeing space cannot help, so
+//! the file fails. Blocking: call it on the blocking pool.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -31,8 +32,15 @@ pub fn reserve(part: &Path, total: u64, reserve: u64) -> Result<(), FetchError> 
         .map_err(|e| FetchError::io(part, e))?
         .blocks()
         .saturating_mul(512);
+    let (free, capacity) = free_bytes(&file).map_err(|e| FetchError::io(part, e))?;
+    if total > capacity {
+        return Err(FetchError::FileTooLarge {
+            path: part.display().to_string(),
+            size: total,
+            capacity,
+        });
+    }
     let needed = total.saturating_sub(held);
-    let free = free_bytes(&file).map_err(|e| FetchError::io(part, e))?;
     if free < needed.saturating_add(reserve) {
         return Err(FetchError::InsufficientStorage {
             path: part.display().to_string(),
@@ -55,10 +63,14 @@ pub fn reserve(part: &Path, total: u64, reserve: u64) -> Result<(), FetchError> 
     }
 }
 
-/// Bytes an unprivileged writer may still use on the filesystem holding `file`.
-fn free_bytes(file: &std::fs::File) -> std::io::Result<u64> {
+/// Bytes an unprivileged writer may still use on the filesystem holding `file`, and the
+/// filesystem's whole size.
+fn free_bytes(file: &std::fs::File) -> std::io::Result<(u64, u64)> {
     let stat = rustix::fs::fstatvfs(file)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    Ok((
+        stat.f_bavail.saturating_mul(stat.f_frsize),
+        stat.f_blocks.saturating_mul(stat.f_frsize),
+    ))
 }
 
 /// Whether an I/O error means the disk (or the user's quota) is full.
@@ -79,8 +91,10 @@ mod tests {
         let meta = std::fs::metadata(&part).unwrap();
         // The length is unchanged; the blocks are there where the filesystem preallocates.
         assert_eq!(meta.len(), 0);
+        // Larger than the filesystem itself: it can never fit.
         let err = reserve(&part, u64::MAX / 2, 0).unwrap_err();
-        assert_eq!(err.kind(), "insufficient-storage", "{err}");
+        assert_eq!(err.kind(), "file-too-large", "{err}");
+        assert!(!err.is_retryable());
         let err = reserve(&part, 0, u64::MAX / 2).unwrap_err();
         assert_eq!(err.kind(), "insufficient-storage", "{err}");
     }

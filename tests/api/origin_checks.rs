@@ -326,3 +326,164 @@ async fn requests_are_logged_with_their_headers() {
     assert_eq!(seen.range_start(), 0);
     assert_eq!(seen.planned_bytes, 10);
 }
+
+#[tokio::test]
+async fn a_shifted_range_answers_later_bytes_than_asked_as_often_as_asked() {
+    let faults = Faults {
+        shift_range: Some(1_000),
+        shift_times: 1,
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(50_000, faults).await;
+    let http = reqwest::Client::new();
+    let shifted = get_range(&http, &origin, "bytes=100-199").await;
+    assert_eq!(shifted.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(shifted.headers()[CONTENT_RANGE], "bytes 1100-1199/50000");
+    assert_eq!(read_all(shifted).await, (body[1100..1200].to_vec(), true));
+    let honest = get_range(&http, &origin, "bytes=100-199").await;
+    assert_eq!(honest.headers()[CONTENT_RANGE], "bytes 100-199/50000");
+    assert_eq!(read_all(honest).await, (body[100..200].to_vec(), true));
+}
+
+#[tokio::test]
+async fn extra_bytes_follow_the_asked_range_in_the_same_body() {
+    let faults = Faults {
+        extra_bytes: Some(500),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(50_000, faults).await;
+    let http = reqwest::Client::new();
+    let response = get_range(&http, &origin, "bytes=100-199").await;
+    assert_eq!(response.headers()[CONTENT_RANGE], "bytes 100-199/50000");
+    assert_eq!(response.headers()[CONTENT_LENGTH], "600");
+    let (got, clean) = read_all(response).await;
+    assert!(clean);
+    assert_eq!(got[..100], body[100..200]);
+    assert_eq!(got.len(), 600);
+    assert!(
+        got[100..].iter().all(|b| *b == 0xAA),
+        "junk after the range"
+    );
+}
+
+#[tokio::test]
+async fn a_long_content_length_ends_the_body_early_with_an_error() {
+    let faults = Faults {
+        long_by: Some(1_000),
+        ignore_range: true,
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(30_000, faults).await;
+    let response = reqwest::Client::new()
+        .get(origin.url("f.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[CONTENT_LENGTH], "31000");
+    let (got, clean) = read_all(response).await;
+    assert!(!clean, "a body shorter than its length is an error");
+    assert_eq!(got, body.to_vec());
+}
+
+#[tokio::test]
+async fn an_announced_petabyte_is_what_the_headers_say_but_not_what_is_sent() {
+    const PB: u64 = 1 << 50;
+    let faults = Faults {
+        announce_len: Some(PB),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(30_000, faults).await;
+    let http = reqwest::Client::new();
+    let ranged = get_range(&http, &origin, "bytes=0-").await;
+    assert_eq!(
+        ranged.headers()[CONTENT_RANGE].to_str().unwrap(),
+        format!("bytes 0-{}/{PB}", PB - 1)
+    );
+    assert_eq!(ranged.headers()[CONTENT_LENGTH], PB.to_string().as_str());
+    let (got, clean) = read_all(ranged).await;
+    assert!(!clean);
+    assert_eq!(got, body.to_vec());
+    let whole = http.get(origin.url("f.bin")).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.content_length(), Some(PB));
+}
+
+#[tokio::test]
+async fn gzip_is_sent_encoded_whatever_the_client_accepts() {
+    let origin = Origin::start().await;
+    let plain = content(9, 200_000);
+    let encoded = origin.put_gzip("f.gz", &plain);
+    let response = reqwest::Client::new()
+        .get(origin.url("f.gz"))
+        .header("accept-encoding", "identity")
+        .header(RANGE, "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        response.headers()[CONTENT_RANGE].to_str().unwrap(),
+        format!("bytes 0-{}/{}", encoded.len() - 1, encoded.len())
+    );
+    let (got, clean) = read_all(response).await;
+    assert!(clean);
+    assert_eq!(got, encoded.to_vec(), "the encoded bytes on the wire");
+    // They really are gzip: the system's gzip decodes them to the content.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.gz");
+    std::fs::write(&path, &got).unwrap();
+    let decoded = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(decoded.status.success(), "{decoded:?}");
+    assert_eq!(decoded.stdout, plain.to_vec());
+}
+
+#[tokio::test]
+async fn a_replacement_mid_body_cuts_it_and_serves_the_new_version() {
+    let newer = content(10, 40_000);
+    let faults = Faults {
+        replace_after: Some((20_000, newer.clone())),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(50_000, faults).await;
+    let old_etag = origin.etag("f.bin");
+    let http = reqwest::Client::new();
+    let (got, clean) = read_all(http.get(origin.url("f.bin")).send().await.unwrap()).await;
+    assert!(!clean);
+    assert_eq!(got, body[..20_000].to_vec());
+    assert_ne!(origin.etag("f.bin"), old_etag, "a new version");
+    let stale = http
+        .get(origin.url("f.bin"))
+        .header(RANGE, "bytes=20000-")
+        .header(IF_RANGE, old_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(read_all(stale).await, (newer.to_vec(), true), "once only");
+}
+
+#[tokio::test]
+async fn a_trickle_sends_a_few_bytes_per_interval() {
+    let faults = Faults {
+        trickle: Some((100, Duration::from_millis(20))),
+        ..Faults::default()
+    };
+    let (origin, body) = origin_with(1_000, faults).await;
+    let started = Instant::now();
+    let mut response = reqwest::Client::new()
+        .get(origin.url("f.bin"))
+        .send()
+        .await
+        .unwrap();
+    let mut pieces = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        pieces.push(chunk);
+    }
+    assert!(pieces.iter().all(|p| p.len() <= 100), "{pieces:?}");
+    assert_eq!(pieces.concat(), body.to_vec());
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}

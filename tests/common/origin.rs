@@ -87,6 +87,66 @@ pub struct Faults {
     pub require_query: Option<String>,
     /// Send this `Content-Disposition` (raw: UTF-8 goes out as bytes, as some servers do).
     pub content_disposition: Option<String>,
+    /// Answer a range this many bytes later than asked (`Content-Range` and body agree with
+    /// each other, not with the request), on the next `shift_times` 206 responses (0: every
+    /// one).
+    pub shift_range: Option<u64>,
+    pub shift_times: u32,
+    /// Send this many bytes of junk after the asked range of a 206 (counted in its
+    /// `Content-Length`; the `Content-Range` stays what was asked): more bytes than asked.
+    pub extra_bytes: Option<u64>,
+    /// Announce a `Content-Length` this many bytes longer than the body sent: the body ends
+    /// early and the connection closes.
+    pub long_by: Option<u64>,
+    /// Announce the file as this many bytes (a 200's `Content-Length`, a 206's `Content-Range`
+    /// total and end) while sending only the bytes it has (say 1 PB for a small file).
+    pub announce_len: Option<u64>,
+    /// Send this `Content-Encoding` with the body as it was put (see [`gzip`]), whatever the
+    /// request's `Accept-Encoding`.
+    pub content_encoding: Option<String>,
+    /// After a response has sent this many bytes, the resource becomes these bytes (a new
+    /// version, with a new ETag) and that response breaks off: a deployment mid-download.
+    /// The first response to get there makes the change; the switch is then cleared.
+    pub replace_after: Option<(u64, Bytes)>,
+    /// Send at most this many bytes at a time, waiting this long before each piece.
+    pub trickle: Option<(usize, Duration)>,
+}
+
+/// `data` as a gzip member of stored (uncompressed) deflate blocks: a valid `gzip` body
+/// without a compression library (random test content would not shrink anyway).
+pub fn gzip(data: &[u8]) -> Bytes {
+    // Magic, deflate, no flags, no mtime, no extra flags, unknown OS.
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let mut blocks = data.chunks(0xffff).peekable();
+    if data.is_empty() {
+        out.extend([1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = u16::try_from(block.len()).unwrap();
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend(crc32(data).to_le_bytes());
+    out.extend((data.len() as u32).to_le_bytes());
+    Bytes::from(out)
+}
+
+/// CRC-32 (IEEE), as gzip's trailer has it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 /// One request as the origin saw it.
@@ -215,45 +275,61 @@ impl Origin {
 
     /// Serves `body` at `path` (replacing any earlier version, with a new ETag).
     pub fn put(&self, path: &str, body: Bytes) {
-        let path = &key(path);
-        let mut resources = self.shared.resources.lock().unwrap();
-        let version = resources.get(path).map_or(1, |r| r.version + 1);
-        let (faults, gate, cuts, stall_armed, next_faults) = match resources.remove(path) {
-            Some(old) => (
-                old.faults,
-                old.gate,
-                old.cuts,
-                old.stall_armed,
-                old.next_faults,
-            ),
-            None => (
-                Faults::default(),
-                tokio::sync::watch::Sender::new(false),
-                Arc::default(),
-                Arc::new(AtomicBool::new(true)),
-                None,
-            ),
-        };
-        let etag = format!("\"{}-v{version}\"", &sha256_hex(&body)[..16]);
-        let last_modified = httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version)),
-        );
-        resources.insert(
-            path.to_owned(),
-            Resource {
-                body,
-                etag,
-                last_modified,
-                version,
-                faults,
-                gate,
-                cuts,
-                stall_armed,
-                next_faults,
-            },
-        );
+        store(&self.shared, path, body);
     }
 
+    /// Serves `plain` gzip-encoded at `path` (`Content-Encoding: gzip`, the encoded bytes on
+    /// the wire, ranges over them); returns the encoded bytes.
+    pub fn put_gzip(&self, path: &str, plain: &[u8]) -> Bytes {
+        let encoded = gzip(plain);
+        self.put(path, encoded.clone());
+        self.update_faults(path, |f| f.content_encoding = Some("gzip".into()));
+        encoded
+    }
+}
+
+/// Puts `body` at `path`: a new version (a new ETag and Last-Modified), keeping its faults.
+fn store(shared: &Shared, path: &str, body: Bytes) {
+    let path = &key(path);
+    let mut resources = shared.resources.lock().unwrap();
+    let version = resources.get(path).map_or(1, |r| r.version + 1);
+    let (faults, gate, cuts, stall_armed, next_faults) = match resources.remove(path) {
+        Some(old) => (
+            old.faults,
+            old.gate,
+            old.cuts,
+            old.stall_armed,
+            old.next_faults,
+        ),
+        None => (
+            Faults::default(),
+            tokio::sync::watch::Sender::new(false),
+            Arc::default(),
+            Arc::new(AtomicBool::new(true)),
+            None,
+        ),
+    };
+    let etag = format!("\"{}-v{version}\"", &sha256_hex(&body)[..16]);
+    let last_modified = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(version)),
+    );
+    resources.insert(
+        path.to_owned(),
+        Resource {
+            body,
+            etag,
+            last_modified,
+            version,
+            faults,
+            gate,
+            cuts,
+            stall_armed,
+            next_faults,
+        },
+    );
+}
+
+impl Origin {
     /// Serves the next `requests` requests for `path` with its faults as they are, and every
     /// later one with `faults` (to let, say, the first request through and hit the second).
     pub fn set_faults_after(&self, path: &str, requests: u32, faults: Faults) {
@@ -450,6 +526,8 @@ async fn serve(
 struct Plan {
     status: StatusCode,
     headers: Vec<(header::HeaderName, String)>,
+    /// Bytes the `Content-Length` announces beyond the body sent.
+    length_extra: u64,
     body: Bytes,
     faults: Faults,
     drop_now: bool,
@@ -478,6 +556,63 @@ fn canned(resource: &mut Resource) -> Option<Response> {
     Some(response)
 }
 
+/// The headers every answer with a body carries.
+fn headers_of(resource: &Resource, faults: &Faults) -> Vec<(header::HeaderName, String)> {
+    let mut headers = vec![(header::ACCEPT_RANGES, "bytes".to_owned())];
+    if !faults.no_validators {
+        headers.push((header::ETAG, resource.etag.clone()));
+        headers.push((header::LAST_MODIFIED, resource.last_modified.clone()));
+    }
+    if let Some(disposition) = &faults.content_disposition {
+        headers.push((header::CONTENT_DISPOSITION, disposition.clone()));
+    }
+    if let Some(encoding) = &faults.content_encoding {
+        headers.push((header::CONTENT_ENCODING, encoding.clone()));
+    }
+    headers
+}
+
+/// A 206 for the `asked` range, with the faults that bend it: its first byte, its body, and
+/// whether it reaches the file's real end. Pushes its `Content-Range`.
+fn partial(
+    resource: &mut Resource,
+    asked: (u64, u64),
+    headers: &mut Vec<(header::HeaderName, String)>,
+) -> (u64, Bytes, bool) {
+    let faults = resource.faults.clone();
+    let len = resource.body.len() as u64;
+    let phantom = faults.announce_len.map_or(0, |n| n.saturating_sub(len));
+    let (start, end) = shifted(resource, asked, len);
+    // A server that does not say how long the body is does not know the size either.
+    let total = if faults.no_content_length {
+        "*".to_owned()
+    } else {
+        (len + phantom).to_string()
+    };
+    // An announced size stretches a range that reaches the real end.
+    let reaches_end = end + 1 == len;
+    let shown_end = if reaches_end { end + phantom } else { end };
+    headers.push((
+        header::CONTENT_RANGE,
+        format!("bytes {start}-{shown_end}/{total}"),
+    ));
+    let mut body = resource.body.slice(start as usize..=end as usize);
+    if let Some(extra) = faults.extra_bytes {
+        let mut more = body.to_vec();
+        more.resize(body.len() + extra as usize, 0xAA);
+        body = Bytes::from(more);
+    }
+    if let Some(short) = faults.short_by
+        && applies(
+            &mut resource.faults.short_by,
+            &mut resource.faults.short_times,
+        )
+    {
+        body.truncate(body.len().saturating_sub(short as usize));
+    }
+    (start, body, reaches_end)
+}
+
 fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
     if let Some(response) = canned(resource) {
         return Err(response);
@@ -489,14 +624,9 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
     }
     let len = resource.body.len() as u64;
     let faults = resource.faults.clone();
-    let mut headers = vec![(header::ACCEPT_RANGES, "bytes".to_owned())];
-    if !faults.no_validators {
-        headers.push((header::ETAG, resource.etag.clone()));
-        headers.push((header::LAST_MODIFIED, resource.last_modified.clone()));
-    }
-    if let Some(disposition) = &faults.content_disposition {
-        headers.push((header::CONTENT_DISPOSITION, disposition.clone()));
-    }
+    let mut headers = headers_of(resource, &faults);
+    // Bytes announced beyond the real file (`announce_len`).
+    let phantom = faults.announce_len.map_or(0, |n| n.saturating_sub(len));
     let validator_matches = faults.ignore_if_range
         || seen.if_range.as_ref().is_none_or(|v| {
             !faults.stale_if_range && (*v == resource.etag || *v == resource.last_modified)
@@ -511,6 +641,8 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         &mut resource.faults.drop_times,
     );
     let mut first_byte = 0;
+    // A 200, or a 206 reaching the real end, announces the phantom bytes too.
+    let mut claimed = phantom;
     let (status, body) = match range {
         Some(Err(())) => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -520,27 +652,10 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
             );
             return Err(response);
         }
-        Some(Ok((start, end))) => {
-            // A server that does not say how long the body is does not know the size either.
-            let total = if faults.no_content_length {
-                "*".to_owned()
-            } else {
-                len.to_string()
-            };
-            headers.push((
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{end}/{total}"),
-            ));
+        Some(Ok(asked)) => {
+            let (start, body, reaches_end) = partial(resource, asked, &mut headers);
             first_byte = start;
-            let mut body = resource.body.slice(start as usize..=end as usize);
-            if let Some(short) = faults.short_by
-                && applies(
-                    &mut resource.faults.short_by,
-                    &mut resource.faults.short_times,
-                )
-            {
-                body.truncate(body.len().saturating_sub(short as usize));
-            }
+            claimed = if reaches_end { phantom } else { 0 };
             (StatusCode::PARTIAL_CONTENT, body)
         }
         None => (StatusCode::OK, resource.body.clone()),
@@ -552,6 +667,7 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
     Ok(Plan {
         status,
         headers,
+        length_extra: claimed + faults.long_by.unwrap_or(0),
         body,
         faults,
         drop_now,
@@ -559,6 +675,23 @@ fn prepare(resource: &mut Resource, seen: &Seen) -> Result<Plan, Response> {
         cuts: (resource.cuts.clone(), resource.cuts.load(Ordering::SeqCst)),
         stall_once,
     })
+}
+
+/// The range to answer with: as asked, or later by `shift_range` while that applies (kept
+/// inside the file).
+fn shifted(resource: &mut Resource, (start, end): (u64, u64), len: u64) -> (u64, u64) {
+    let Some(shift) = resource.faults.shift_range else {
+        return (start, end);
+    };
+    if start + shift >= len
+        || !applies(
+            &mut resource.faults.shift_range,
+            &mut resource.faults.shift_times,
+        )
+    {
+        return (start, end);
+    }
+    (start + shift, (end + shift).min(len - 1))
 }
 
 /// Whether a fault set for `times` more responses (0: every one) applies to this one; counts
@@ -607,7 +740,7 @@ impl Drop for OpenGuard {
 
 /// Where the chunk from `offset` ends: 16 KiB on at most, and never past a point where a fault
 /// acts (those at or before `offset` have acted already).
-fn chunk_end(offset: usize, total: usize, stops: [Option<usize>; 4]) -> usize {
+fn chunk_end(offset: usize, total: usize, stops: [Option<usize>; 5]) -> usize {
     stops
         .into_iter()
         .flatten()
@@ -615,10 +748,30 @@ fn chunk_end(offset: usize, total: usize, stops: [Option<usize>; 4]) -> usize {
         .fold((offset + 16 * 1024).min(total), usize::min)
 }
 
+/// Waits as `trickle` and `rate` ask before sending `offset..end`; returns where the piece
+/// sent now ends (a trickle sends less).
+async fn pace(
+    offset: usize,
+    end: usize,
+    trickle: Option<(usize, Duration)>,
+    rate: Option<u64>,
+) -> usize {
+    let mut end = end;
+    if let Some((piece, every)) = trickle {
+        end = end.min(offset + piece);
+        tokio::time::sleep(every).await;
+    }
+    if let Some(rate) = rate {
+        tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64)).await;
+    }
+    end
+}
+
 fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
     let Plan {
         status,
         headers,
+        length_extra,
         body,
         faults,
         drop_now,
@@ -635,6 +788,8 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
     let stall = faults.stall_after.map(|n| n as usize);
     let hold = faults.hold_after.map(|n| n as usize);
     let rate = faults.rate;
+    let replace = faults.replace_after.as_ref().map(|(n, _)| *n as usize);
+    let trickle = faults.trickle;
     let open = Arc::new(OpenGuard::new(&shared, &path));
     let stream = futures::stream::unfold(0usize, move |offset| {
         let body = body.clone();
@@ -651,7 +806,13 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
                 // Released (true) or the origin dropped (error): go on either way.
                 let _ = gate.wait_for(|released| *released).await;
             }
-            if cut.is_some_and(|c| offset >= c) || cut_off() {
+            let replaced = replace.is_some_and(|r| offset >= r);
+            if replaced {
+                replace_now(&shared, &path);
+            }
+            // A body shorter than its Content-Length breaks off at its end too.
+            let short = offset >= total && length_extra > 0;
+            if cut.is_some_and(|c| offset >= c) || cut_off() || replaced || short {
                 // Let hyper flush what it buffered first: an error in the same poll would
                 // close the connection with the head and the earlier chunks still unsent.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -667,11 +828,8 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
                 std::future::pending::<()>().await;
             }
             let once = stall_once.as_ref().map(|(at, _)| *at);
-            let end = chunk_end(offset, total, [cut, stall, hold, once]);
-            if let Some(rate) = rate {
-                tokio::time::sleep(Duration::from_secs_f64((end - offset) as f64 / rate as f64))
-                    .await;
-            }
+            let end = chunk_end(offset, total, [cut, stall, hold, once, replace]);
+            let end = pace(offset, end, trickle, rate).await;
             *shared.sent.lock().unwrap().entry(path).or_default() += (end - offset) as u64;
             Some((Ok(body.slice(offset..end)), end))
         }
@@ -689,7 +847,21 @@ fn respond(plan: Plan, shared: Arc<Shared>, path: String) -> Response {
         response = response.header(name, value);
     }
     if !faults.no_content_length {
-        response = response.header(header::CONTENT_LENGTH, total.to_string());
+        let announced = total as u64 + length_extra;
+        response = response.header(header::CONTENT_LENGTH, announced.to_string());
     }
     response.body(Body::from_stream(stream)).unwrap()
+}
+
+/// Makes the change `replace_after` asks for, if no response has made it yet.
+fn replace_now(shared: &Shared, path: &str) {
+    let replacement = shared
+        .resources
+        .lock()
+        .unwrap()
+        .get_mut(path)
+        .and_then(|r| r.faults.replace_after.take());
+    if let Some((_, body)) = replacement {
+        store(shared, path, body);
+    }
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `haul` binary (`CARGO_BIN_EXE_haul`) started as a process:
-//! crash and restart, clean shutdown, start-up settings, and the client commands.
+//! crash and restart, clean shutdown, start-up settings, the client commands, and the fault
+//! matrix (every misbehaviour of the test origin, one test each).
 // Helpers outside `#[test]` functions (the harness, the shared origin) fail tests by panicking
 // too: there, an unwrap is an assertion.
 #![expect(
@@ -21,6 +22,7 @@ mod plan;
 mod cli;
 mod client;
 mod daemon;
+mod faults;
 mod load;
 mod restart;
 mod secrets;
