@@ -81,6 +81,7 @@ impl App {
             max_request_bytes: settings.max_request_bytes,
             request_timeout: Duration::from_secs(settings.request_timeout_secs),
             api_token: settings.api_token.clone(),
+            address_policy: settings.address_policy(),
         });
         let state = AppState {
             store,
@@ -229,6 +230,7 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         read_timeout: Duration::from_secs(settings.stall_timeout_secs),
         max_redirects: settings.max_redirects,
         no_proxy: settings.no_proxy.clone(),
+        policy: settings.address_policy(),
     };
     let proxy = settings.proxy.as_ref().map(Secret::expose);
     let clients = Clients::new(client_settings, proxy).context("cannot build the HTTP client")?;
@@ -301,5 +303,6 @@ fn webhook_settings(settings: &Settings) -> anyhow::Result<WebhookSettings> {
         },
         queue_capacity: settings.webhook_queue_capacity.max(1),
         user_agent: settings.user_agent.clone(),
+        policy: settings.address_policy(),
     })
 }

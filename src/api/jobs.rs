@@ -12,9 +12,11 @@ use super::extract::{AppJson, AppQuery, IdempotencyHeader, JobIdPath, Submission
 use super::problem::{ApiError, ErrorCode, ProblemDetails};
 use crate::domain::manifest::ManifestOptions;
 use crate::domain::{
-    IdempotencyKey, JobChanges, JobId, JobRequest, JobStatus, KeyedJob, Priority, Transition,
+    IdempotencyKey, JobChanges, JobId, JobRequest, JobStatus, KeyedJob, NewJob, Priority,
+    Transition,
 };
 use crate::events::{EventKind, JobEvent};
+use crate::fetch::AddressPolicy;
 use crate::store::{ListQuery, Submitted};
 
 const DEFAULT_PAGE: u32 = 50;
@@ -74,6 +76,7 @@ pub async fn create_job(
             .await
             .map_err(ApiError::internal)?;
     let new_job = parsed?;
+    check_addresses(state.api.address_policy, &new_job)?;
     if new_job.callback_url.is_some() {
         state.webhooks.expect_callbacks();
     }
@@ -99,6 +102,24 @@ pub async fn create_job(
         StatusCode::CREATED,
         JobView::new(job, None, true),
     ))
+}
+
+/// Refuses at once a job whose URLs (files, mirrors, callback, proxy) name an IP address the
+/// policy denies: it could only fail. A host name is judged when it is resolved.
+fn check_addresses(policy: AddressPolicy, job: &NewJob) -> Result<(), ApiError> {
+    let proxy = job.proxy.as_deref().and_then(|p| url::Url::parse(p).ok());
+    let urls = job
+        .files
+        .iter()
+        .flat_map(|f| std::iter::once(&f.url).chain(&f.mirrors))
+        .chain(job.callback_url.as_ref())
+        .chain(proxy.as_ref());
+    for url in urls {
+        policy
+            .check_url(url)
+            .map_err(|denied| ApiError::new(ErrorCode::AddressDenied, denied.to_string()))?;
+    }
+    Ok(())
 }
 
 /// The answer to a submission whose `Idempotency-Key` names a job already.

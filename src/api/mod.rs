@@ -50,6 +50,8 @@ pub struct ApiSettings {
     /// `/v1/jobs/{id}/wait` is routed around it (it bounds itself).
     pub request_timeout: Duration,
     pub api_token: Option<Secret>,
+    /// Judges IP literals in submitted URLs (names are judged when they are resolved).
+    pub address_policy: crate::fetch::AddressPolicy,
 }
 
 /// Shared state of every handler. Cheap to clone.

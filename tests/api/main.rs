@@ -43,6 +43,7 @@ mod replay;
 mod resume;
 mod retention;
 mod smoke;
+mod ssrf;
 mod support;
 mod templates;
 mod wait;
