@@ -248,3 +248,90 @@ async fn allowing_link_local_does_not_open_the_metadata_service() {
     )
     .await;
 }
+
+/// Moves the job's directory `dir` aside (the open `.part` goes with it) and puts a symlink to
+/// `outside` in its place, as someone with write access to the download root could.
+fn swap_for_symlink(app: &TestApp, dir: &str, outside: &std::path::Path) {
+    std::fs::rename(app.file(dir), app.file(&format!("{dir}.moved"))).unwrap();
+    std::os::unix::fs::symlink(outside, app.file(dir)).unwrap();
+}
+
+/// Destination confinement is checked again when the file gets its name: a directory of the
+/// destination that became a symlink out of the root after the `.part` was written and before
+/// the rename fails the file, and nothing lands outside the root — neither the file nor its
+/// `.part`.
+#[tokio::test]
+async fn a_symlink_planted_before_the_rename_does_not_carry_the_file_out() {
+    let origin = Origin::start().await;
+    let body = content(3, 600_000);
+    origin.put("big.bin", body);
+    origin.set_faults(
+        "big.bin",
+        Faults {
+            hold_after: Some(300_000),
+            ..Faults::default()
+        },
+    );
+    let app = TestApp::spawn().await;
+    let job = app
+        .create_job(json!({ "url": origin.url("big.bin"), "dest": "sub/" }))
+        .await;
+    let id = id_of(&job);
+    app.wait_until(&id, "bytes in the .part", |job| {
+        job["files"][0]["bytes_done"].as_u64() >= Some(300_000)
+    })
+    .await;
+    let outside = tempfile::tempdir().unwrap();
+    swap_for_symlink(&app, "sub", outside.path());
+    origin.release("big.bin");
+
+    let failed = app.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["type"], "invalid-destination", "{failed:#}");
+    assert!(
+        files_below(outside.path()).is_empty(),
+        "written outside the root"
+    );
+    assert!(
+        !app.file("sub.moved/big.bin").exists(),
+        "no final name given"
+    );
+}
+
+/// The same for a small file, which is held in memory and written into its `.part` only when
+/// it is committed: a `.part` name planted outside the root behind the symlink is not written.
+#[tokio::test]
+async fn a_small_file_is_not_written_through_a_symlink_planted_before_its_commit() {
+    let origin = Origin::start().await;
+    origin.put("small.bin", content(4, 100_000));
+    origin.set_faults(
+        "small.bin",
+        Faults {
+            hold_after: Some(50_000),
+            ..Faults::default()
+        },
+    );
+    let app = TestApp::spawn().await;
+    let job = app
+        .create_job(json!({ "url": origin.url("small.bin"), "dest": "sub/" }))
+        .await;
+    let id = id_of(&job);
+    crate::support::requests_seen(&origin, "small.bin", 1).await;
+    crate::support::eventually("the .part to exist", || {
+        app.file("sub/small.bin.part").exists()
+    })
+    .await;
+    let outside = tempfile::tempdir().unwrap();
+    swap_for_symlink(&app, "sub", outside.path());
+    let bait = outside.path().join("small.bin.part");
+    std::fs::write(&bait, b"").unwrap();
+    origin.release("small.bin");
+
+    let failed = app.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["type"], "invalid-destination", "{failed:#}");
+    assert_eq!(
+        std::fs::read(&bait).unwrap(),
+        b"",
+        "written outside the root"
+    );
+    assert_eq!(files_below(outside.path()), ["small.bin.part"]);
+}
