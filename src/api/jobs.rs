@@ -108,16 +108,16 @@ pub async fn create_job(
 /// policy denies: it could only fail. A host name is judged when it is resolved.
 fn check_addresses(policy: AddressPolicy, job: &NewJob) -> Result<(), ApiError> {
     let proxy = job.proxy.as_deref().and_then(|p| url::Url::parse(p).ok());
-    let urls = job
-        .files
-        .iter()
-        .flat_map(|f| std::iter::once(&f.url).chain(&f.mirrors))
-        .chain(job.callback_url.as_ref())
-        .chain(proxy.as_ref());
-    for url in urls {
-        policy
-            .check_url(url)
-            .map_err(|denied| ApiError::new(ErrorCode::AddressDenied, denied.to_string()))?;
+    let files = job.files.iter().flat_map(|f| {
+        std::iter::once(("url", &f.url)).chain(f.mirrors.iter().map(|m| ("mirror", m)))
+    });
+    let urls = files
+        .chain(job.callback_url.iter().map(|u| ("callback_url", u)))
+        .chain(proxy.iter().map(|u| ("proxy", u)));
+    for (what, url) in urls {
+        policy.check_url(url).map_err(|denied| {
+            ApiError::new(ErrorCode::AddressDenied, format!("{what}: {denied}"))
+        })?;
     }
     Ok(())
 }

@@ -58,6 +58,12 @@ async fn denied_ip_literals_are_refused_at_submission_wherever_they_appear() {
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("169.254.169.254"), "{detail}");
     assert!(detail.contains("allow_metadata"), "{detail}");
+    let proxied = json!({ "url": "http://example.invalid/x", "proxy": "http://[fe80::1]:3128" });
+    let problem = refused(&app, proxied, "address-denied").await;
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("proxy: "),
+        "{problem}"
+    );
     let fine = "http://example.invalid/x";
     for body in [
         json!({ "url": "http://[fe80::1]/x" }),
