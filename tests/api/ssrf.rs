@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::contract::{assert_problem, job_ids, request, send};
 use crate::helpers::TestApp;
 use crate::origin::{Faults, Origin, content};
+use crate::proxy::Proxy;
 use crate::support::{files_below, id_of};
 
 /// Far below the connect timeout (15 s): a refusal, not a connection that timed out.
@@ -340,4 +341,60 @@ async fn a_small_file_is_not_written_through_a_symlink_planted_before_its_commit
         "written outside the root"
     );
     assert_eq!(files_below(outside.path()), ["small.bin.part"]);
+}
+
+/// The daemon's proxy is the operator's choice: named `localhost`, it is used even with
+/// loopback denied. Through an HTTP proxy the proxy resolves the target's name, so a name is
+/// not judged by haul (the documented caveat): the download goes through.
+#[tokio::test]
+async fn the_daemons_proxy_is_trusted_and_resolves_names_itself() {
+    let origin = Origin::start().await;
+    origin.put("via.bin", content(5, 1_000));
+    let proxy = Proxy::start(false).await;
+    let proxy_url = format!("http://localhost:{}", proxy.addr.port());
+    let app = TestApp::spawn_with(|s| {
+        s.allow_loopback = false;
+        s.proxy = Some(haul::config::Secret::new(proxy_url));
+    })
+    .await;
+    let url = format!("http://localhost:{}/via.bin", origin.addr.port());
+    let job = app.create_job(json!({ "url": url })).await;
+    app.wait_for(&id_of(&job), "completed").await;
+    assert_eq!(proxy.seen(), [url]);
+}
+
+/// A job's own proxy is chosen by whoever submits the job: its name is judged like a URL's.
+#[tokio::test]
+async fn a_jobs_proxy_named_to_a_denied_address_is_not_used() {
+    let proxy = Proxy::start(false).await;
+    let app = TestApp::spawn_with(|s| s.allow_loopback = false).await;
+    let body = json!({
+        "url": "http://example.invalid/x",
+        "proxy": format!("http://localhost:{}", proxy.addr.port()),
+    });
+    let job = app.create_job(body).await;
+    let failed = app.wait_for(&id_of(&job), "failed").await;
+    assert_eq!(failed["error"]["type"], "address-denied", "{failed:#}");
+    assert!(proxy.seen().is_empty(), "the proxy was used");
+}
+
+/// Through `socks5://` haul resolves the target's name itself, so it is judged: with loopback
+/// denied, `localhost` is refused even though the (trusted) proxy would reach it.
+#[tokio::test]
+async fn a_socks5_target_name_is_judged_here() {
+    let origin = Origin::start().await;
+    origin.put("s.bin", content(6, 1_000));
+    let socks = Proxy::start(true).await;
+    let proxy_url = format!("socks5://{}", socks.addr);
+    let app = TestApp::spawn_with(|s| {
+        s.allow_loopback = false;
+        s.proxy = Some(haul::config::Secret::new(proxy_url));
+    })
+    .await;
+    let url = format!("http://localhost:{}/s.bin", origin.addr.port());
+    let (failed, took) = failed_job(&app, &url).await;
+    assert_eq!(failed["error"]["type"], "address-denied", "{failed:#}");
+    assert!(took < REFUSED_WITHIN, "took {took:?}");
+    assert!(socks.seen().is_empty(), "{:?}", socks.seen());
+    assert!(origin.all_requests().is_empty());
 }
