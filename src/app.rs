@@ -87,6 +87,7 @@ impl App {
                 settings.submit_rate_per_second,
                 settings.submit_burst,
             ),
+            address_policy: settings.address_policy(),
         });
         let state = AppState {
             store,
@@ -240,6 +241,7 @@ fn fetcher(settings: &Settings) -> anyhow::Result<Fetcher> {
         read_timeout: Duration::from_secs(settings.stall_timeout_secs),
         max_redirects: settings.max_redirects,
         no_proxy: settings.no_proxy.clone(),
+        policy: settings.address_policy(),
     };
     let proxy = settings.proxy.as_ref().map(Secret::expose);
     let clients = Clients::new(client_settings, proxy).context("cannot build the HTTP client")?;
@@ -331,5 +333,6 @@ fn webhook_settings(settings: &Settings) -> anyhow::Result<WebhookSettings> {
         },
         queue_capacity: settings.webhook_queue_capacity.max(1),
         user_agent: settings.user_agent.clone(),
+        policy: settings.address_policy(),
     })
 }

@@ -133,6 +133,17 @@ pub struct Settings {
     /// subdomains, `*` covers all, IP networks as `10.0.0.0/8`). Unset: the environment's
     /// `NO_PROXY` (or `no_proxy`) applies.
     pub no_proxy: Option<String>,
+    /// Downloads may connect to loopback addresses (127/8, ::1). See
+    /// [`crate::fetch::address_policy`] for the categories and where they are checked.
+    pub allow_loopback: bool,
+    /// Downloads may connect to private addresses (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7, fec0::/10).
+    pub allow_private: bool,
+    /// Downloads may connect to link-local addresses (169.254/16, fe80::/10), the metadata
+    /// addresses excepted.
+    pub allow_link_local: bool,
+    /// Downloads may connect to cloud metadata services (169.254.169.254, fd00:ec2::254, …).
+    pub allow_metadata: bool,
     /// Rules that attach a token or headers to the URLs they match (`[[credentials]]`); the
     /// first matching rule applies. Never serialised or printed.
     #[serde(skip_serializing)]
@@ -268,6 +279,10 @@ impl Default for Settings {
             webhook_queue_capacity: 1_000,
             proxy: None,
             no_proxy: None,
+            allow_loopback: true,
+            allow_private: true,
+            allow_link_local: false,
+            allow_metadata: false,
             credentials: Vec::new(),
         }
     }
@@ -434,6 +449,18 @@ fn parse_env_values(env: Vec<(String, String)>) -> figment::value::Dict {
             (key, parsed)
         })
         .collect()
+}
+
+impl Settings {
+    /// The address policy these settings describe.
+    pub fn address_policy(&self) -> crate::fetch::AddressPolicy {
+        crate::fetch::AddressPolicy {
+            allow_loopback: self.allow_loopback,
+            allow_private: self.allow_private,
+            allow_link_local: self.allow_link_local,
+            allow_metadata: self.allow_metadata,
+        }
+    }
 }
 
 fn known_keys() -> Vec<String> {

@@ -13,9 +13,11 @@ use super::problem::{ApiError, ErrorCode, ProblemDetails};
 use crate::domain::manifest::ManifestOptions;
 use crate::domain::request::MAX_LIMIT;
 use crate::domain::{
-    IdempotencyKey, JobChanges, JobId, JobRequest, JobStatus, KeyedJob, Priority, Transition,
+    IdempotencyKey, JobChanges, JobId, JobRequest, JobStatus, KeyedJob, NewJob, Priority,
+    Transition,
 };
 use crate::events::{EventKind, JobEvent};
+use crate::fetch::AddressPolicy;
 use crate::store::{ListQuery, Submitted};
 
 const DEFAULT_PAGE: u32 = 50;
@@ -75,6 +77,7 @@ pub async fn create_job(
             .await
             .map_err(ApiError::internal)?;
     let new_job = parsed?;
+    check_addresses(state.api.address_policy, &new_job)?;
     if new_job.callback_url.is_some() {
         state.webhooks.expect_callbacks();
     }
@@ -100,6 +103,24 @@ pub async fn create_job(
         StatusCode::CREATED,
         JobView::new(job, None, true),
     ))
+}
+
+/// Refuses at once a job whose URLs (files, mirrors, callback, proxy) name an IP address the
+/// policy denies: it could only fail. A host name is judged when it is resolved.
+fn check_addresses(policy: AddressPolicy, job: &NewJob) -> Result<(), ApiError> {
+    let proxy = job.proxy.as_deref().and_then(|p| url::Url::parse(p).ok());
+    let files = job.files.iter().flat_map(|f| {
+        std::iter::once(("url", &f.url)).chain(f.mirrors.iter().map(|m| ("mirror", m)))
+    });
+    let urls = files
+        .chain(job.callback_url.iter().map(|u| ("callback_url", u)))
+        .chain(proxy.iter().map(|u| ("proxy", u)));
+    for (what, url) in urls {
+        policy.check_url(url).map_err(|denied| {
+            ApiError::new(ErrorCode::AddressDenied, format!("{what}: {denied}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// The answer to a submission whose `Idempotency-Key` names a job already.

@@ -58,6 +58,8 @@ pub struct ApiSettings {
     pub guard: guard::Guard,
     /// The per-client limit on job submissions.
     pub rate: rate::RateLimiter,
+    /// Judges IP literals in submitted URLs (names are judged when they are resolved).
+    pub address_policy: crate::fetch::AddressPolicy,
 }
 
 /// Shared state of every handler. Cheap to clone.

@@ -95,6 +95,9 @@ pub enum ErrorCode {
     InvalidCallbackUrl,
     /// 422: `proxy` is not an http, https, socks5 or socks5h URL.
     InvalidProxy,
+    /// 422: a URL's host (a file's, a mirror's, `callback_url`'s or `proxy`'s) is an IP
+    /// address the address policy denies; the detail names the setting that allows it.
+    AddressDenied,
     /// 429: `max_queued_jobs` jobs are waiting; retry after `Retry-After` seconds.
     QueueFull,
     /// 503: the store is busy or unreachable; retry.

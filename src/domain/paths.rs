@@ -231,6 +231,18 @@ impl DownloadRoot {
     }
 }
 
+impl DownloadRoot {
+    /// Whether an open file lies inside the root (or the incomplete root), judged by where
+    /// its descriptor really is: no path is resolved again, so a directory swapped for a
+    /// symlink after the file was opened cannot fool it. False when it cannot be told.
+    pub fn holds(&self, file: &std::fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).is_ok_and(|real| {
+            real.starts_with(&self.0) || self.1.as_ref().is_some_and(|i| real.starts_with(i))
+        })
+    }
+}
+
 /// Existing directories found inside the root during one batch of checks.
 #[derive(Debug, Default)]
 pub struct Confined(std::collections::HashSet<PathBuf>);

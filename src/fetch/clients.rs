@@ -25,10 +25,15 @@ impl Clients {
     /// The shared client, through `proxy` if given.
     pub fn new(settings: ClientSettings, proxy: Option<&str>) -> Result<Self, FetchError> {
         Ok(Self {
-            shared: build_client(&settings, proxy)?,
+            shared: build_client(&settings, proxy, true)?,
             settings: Arc::new(settings),
             by_proxy: Arc::default(),
         })
+    }
+
+    /// Which addresses the clients may connect to.
+    pub fn policy(&self) -> super::AddressPolicy {
+        self.settings.policy
     }
 
     /// The shared client.
@@ -36,16 +41,23 @@ impl Clients {
         &self.shared
     }
 
-    /// The client for a job: its own proxy's, or the shared one. Called once per file, never
-    /// per request.
+    /// The client for a job: its own proxy's, or the shared one. Called once per job, never
+    /// per request. A job's proxy is where its requests go, so the address policy judges it
+    /// like a URL: an IP literal here, a name in the client's resolver.
     pub fn for_job(&self, proxy: Option<&str>) -> Result<reqwest::Client, FetchError> {
         let Some(proxy) = proxy else {
             return Ok(self.shared.clone());
         };
+        if let Ok(url) = url::Url::parse(proxy) {
+            self.settings
+                .policy
+                .check_url(&url)
+                .map_err(FetchError::AddressDenied)?;
+        }
         if let Some(client) = self.cached(proxy) {
             return Ok(client);
         }
-        let client = build_client(&self.settings, Some(proxy))?;
+        let client = build_client(&self.settings, Some(proxy), false)?;
         if let Ok(mut cache) = self.by_proxy.lock() {
             if cache.len() >= MAX_PROXY_CLIENTS {
                 cache.clear();

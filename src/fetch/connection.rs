@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{
-    get_following, if_range_value, network_error, parse_content_range, response_meta, status_error,
+    Follow, get_following, if_range_value, network_error, parse_content_range, response_meta,
+    status_error,
 };
 use super::limits::{HostPermit, Hosts, Throttle};
 use super::source::Source;
@@ -79,7 +80,7 @@ pub struct Env {
     pub client: reqwest::Client,
     /// The file's URL first, then its mirrors.
     pub sources: Vec<Source>,
-    pub max_redirects: usize,
+    pub follow: Follow,
     pub retry: RetryPolicy,
     pub hosts: Hosts,
     pub global: Arc<Throttle>,
@@ -324,7 +325,7 @@ impl Attempt<'_> {
             urls,
             &self.source().secret,
             headers,
-            env.max_redirects,
+            env.follow,
         );
         tokio::select! {
             biased;

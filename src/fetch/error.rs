@@ -23,6 +23,11 @@ pub enum FetchError {
     /// The server sent more bytes than it declared or than were asked for.
     #[error("the server sent more than the {expected} bytes it declared")]
     Overflow { expected: u64 },
+    /// The address policy refuses the address a URL, a redirect or a name leads to
+    /// (`allow_loopback`, `allow_private`, …). Terminal: the address will not change its
+    /// category by trying again.
+    #[error("{0}")]
+    AddressDenied(super::address_policy::Denied),
     /// More than the allowed number of redirects.
     #[error("too many redirects from {url}")]
     TooManyRedirects { url: String },
@@ -108,6 +113,7 @@ impl FetchError {
                 "size-mismatch"
             }
             Self::TooManyRedirects { .. } => "too-many-redirects",
+            Self::AddressDenied(_) => "address-denied",
             Self::InvalidResponse { .. } => "invalid-response",
             Self::ChecksumMismatch { .. } => "checksum-mismatch",
             Self::Io { .. } => "io",
@@ -181,5 +187,12 @@ mod tests {
         };
         assert!(!mismatch.is_retryable());
         assert_eq!(status(404).to_job_error().http_status, Some(404));
+        let denied = FetchError::AddressDenied(super::super::address_policy::Denied {
+            host: "localhost".into(),
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            category: super::super::address_policy::Category::Loopback,
+        });
+        assert!(!denied.is_retryable());
+        assert_eq!(denied.kind(), "address-denied");
     }
 }

@@ -362,7 +362,7 @@ impl Fetcher {
         let env = Arc::new(Env {
             client: task.client.clone(),
             sources: self.sources(task),
-            max_redirects: self.max_redirects,
+            follow: self.follow,
             retry: self.retry,
             hosts: self.hosts.clone(),
             global: self.throttle.clone(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::FetchError;
+use super::address_policy::{AddressPolicy, PolicyResolver, denied_cause};
 use super::retry::parse_retry_after;
 use crate::store::FileMeta;
 use crate::telemetry::redact_url;
@@ -19,6 +20,15 @@ pub struct ClientSettings {
     /// Hosts reached without a proxy (`NO_PROXY` syntax); `None`: the environment's
     /// `NO_PROXY` / `no_proxy`.
     pub no_proxy: Option<String>,
+    /// Which addresses downloads may connect to.
+    pub policy: AddressPolicy,
+}
+
+/// How requests follow redirects: how many, and which addresses each hop may lead to.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    pub max_redirects: usize,
+    pub policy: AddressPolicy,
 }
 
 /// The one client every download shares (connection pool, TLS sessions), through `proxy` if
@@ -29,9 +39,14 @@ pub struct ClientSettings {
 /// server that encodes anyway has its encoded bytes stored as sent. Redirects are followed
 /// by [`get_following`], not by the client, so credentials never leave their origin. Without a
 /// proxy, none is taken from the environment: a daemon's proxy is its configuration's choice.
+///
+/// Every name the client resolves — the URL's host, the host of a `socks5://` proxy's target,
+/// the proxy's own host — goes through the address policy, except the host of a `trusted`
+/// proxy (the daemon's, chosen by the operator). A job's proxy is not trusted.
 pub fn build_client(
     settings: &ClientSettings,
     proxy: Option<&str>,
+    trusted: bool,
 ) -> Result<reqwest::Client, FetchError> {
     // Said outright: a request without Accept-Encoding accepts any coding (RFC 9110
     // §12.5.3), and a server may gzip what it would otherwise send as is.
@@ -40,7 +55,13 @@ pub fn build_client(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    let trusted_host = proxy
+        .filter(|_| trusted)
+        .and_then(|p| url::Url::parse(p).ok())
+        .and_then(|p| p.host_str().map(str::to_owned));
+    let resolver = PolicyResolver::new(settings.policy, trusted_host.into_iter().collect());
     let builder = reqwest::Client::builder()
+        .dns_resolver(resolver)
         .user_agent(&settings.user_agent)
         .default_headers(identity)
         .connect_timeout(settings.connect_timeout)
@@ -122,15 +143,23 @@ pub fn request_headers(
 /// to http, loses them, whatever their names (`Authorization`, `Cookie`, `X-Api-Key`, …).
 /// `start` is `url` itself or where its redirects led before. `always` (Range, If-Range) goes
 /// everywhere.
+///
+/// Each hop's URL is checked before it is requested: an IP literal the address policy denies
+/// fails with `address-denied` without a connection (names are judged by the client's
+/// resolver), and a redirect to anything but http(s) fails the request.
 pub async fn get_following(
     client: &reqwest::Client,
     (start, url): (&url::Url, &url::Url),
     secret: &HeaderMap,
     always: &HeaderMap,
-    max_redirects: usize,
+    follow: Follow,
 ) -> Result<reqwest::Response, FetchError> {
     let mut current = start.clone();
-    for _ in 0..=max_redirects {
+    for _ in 0..=follow.max_redirects {
+        follow
+            .policy
+            .check_url(&current)
+            .map_err(FetchError::AddressDenied)?;
         let mut request = client.get(current.clone()).headers(always.clone());
         if !secret.is_empty() && current.origin() == url.origin() {
             request = request.headers(secret.clone());
@@ -155,7 +184,10 @@ pub async fn get_following(
         if !matches!(next.scheme(), "http" | "https") {
             return Err(FetchError::InvalidResponse {
                 url: redact_url(&current),
-                reason: format!("a redirect to a {} URL", next.scheme()),
+                reason: format!(
+                    "a redirect to a {}: URL; only http and https are followed",
+                    next.scheme()
+                ),
             });
         }
         current = next;
@@ -238,6 +270,10 @@ pub fn network_error(err: &reqwest::Error, url: &url::Url) -> FetchError {
     let url = redact_url(err.url().unwrap_or(url));
     if err.is_redirect() {
         return FetchError::TooManyRedirects { url };
+    }
+    // The resolver refused every address of the name: not a network failure to retry.
+    if let Some(denied) = denied_cause(err) {
+        return FetchError::AddressDenied(denied.clone());
     }
     // The cause chain says what actually happened ("connection refused", "operation timed out").
     let mut message = err.to_string();

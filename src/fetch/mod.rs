@@ -7,6 +7,7 @@
 //! `place` puts verified files in place. The fetch layer knows nothing of the store: it reports
 //! through a [`Journal`] the worker implements.
 
+pub mod address_policy;
 mod clients;
 mod connection;
 mod credentials;
@@ -32,11 +33,12 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
+pub use address_policy::AddressPolicy;
 pub use clients::Clients;
 pub use credentials::CredentialRules;
 pub use error::FetchError;
 pub use file::{FileLimits, Opening};
-pub use http::{ClientSettings, build_client, parse_proxy, request_headers};
+pub use http::{ClientSettings, Follow, build_client, parse_proxy, request_headers};
 pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;
 
@@ -213,7 +215,8 @@ pub struct Fetcher {
     credentials: CredentialRules,
     retry: RetryPolicy,
     checkpoint_every: Duration,
-    max_redirects: usize,
+    /// Redirects followed, and the address policy each hop is judged by.
+    follow: Follow,
     /// Bytes to leave free on a destination's filesystem.
     min_free_space: u64,
     /// Connections per host, shared by every job.
@@ -227,12 +230,16 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher over a shared client.
     pub fn new(settings: FetcherSettings) -> Self {
+        let follow = Follow {
+            max_redirects: settings.max_redirects,
+            policy: settings.clients.policy(),
+        };
         Self {
+            follow,
             clients: settings.clients,
             credentials: settings.credentials,
             retry: settings.retry,
             checkpoint_every: settings.checkpoint_every,
-            max_redirects: settings.max_redirects,
             min_free_space: settings.min_free_space,
             hosts: Hosts::new(settings.max_connections_per_host),
             throttle: Throttle::new(settings.max_bytes_per_second),

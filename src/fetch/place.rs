@@ -293,10 +293,10 @@ pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), F
     let parts: Vec<PathBuf> = files.iter().map(|(rel, _)| root.part(rel)).collect();
     let mut results: Vec<Result<(), FetchError>> = Vec::with_capacity(files.len());
     let mut written: Vec<Option<File>> = Vec::with_capacity(files.len());
-    for ((_, data), part) in files.iter().zip(&parts) {
+    for ((rel, data), part) in files.iter().zip(&parts) {
         let (result, file) = match data {
             Data::Part(_) => (Ok(()), None),
-            Data::Memory(body) => match write_part(part, body) {
+            Data::Memory(body) => match write_part(root, rel, part, body) {
                 Ok(file) => (Ok(()), Some(file)),
                 Err(err) => (Err(err), None),
             },
@@ -323,10 +323,25 @@ pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), F
     results
 }
 
-/// Writes a whole body into its `.part` (created when the destination was claimed).
-fn write_part(part: &Path, body: &[u8]) -> Result<File, FetchError> {
+/// Writes a whole body into its `.part` (created when the destination was claimed). The body
+/// has waited in memory since then, and a directory of the path may have become a symlink
+/// out of the root meanwhile: the path is confined again, and the opened file must be inside
+/// the root before a byte is written (the check on the descriptor closes the race).
+fn write_part(
+    root: &DownloadRoot,
+    rel: &str,
+    part: &Path,
+    body: &[u8],
+) -> Result<File, FetchError> {
     use std::os::unix::fs::FileExt;
+    root.confine(rel).map_err(|e| destination_error(rel, e))?;
     let file = open_part(part)?;
+    if !root.holds(&file) {
+        return Err(destination_error(
+            rel,
+            "its .part is no longer inside the download root",
+        ));
+    }
     file.write_all_at(body, 0)
         .map_err(|e| FetchError::io(part, e))?;
     file.set_len(body.len() as u64)

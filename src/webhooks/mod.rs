@@ -28,6 +28,7 @@ use crate::config::{Secret, WebhookSubscription};
 use crate::domain::{Delivery, DeliveryTarget};
 use crate::events::{EventBus, EventKind};
 use crate::fetch::RetryPolicy;
+use crate::fetch::{AddressPolicy, address_policy::PolicyResolver};
 use crate::store::Store;
 use crate::telemetry::redact_url;
 
@@ -56,6 +57,10 @@ pub struct WebhookSettings {
     pub queue_capacity: usize,
     /// `User-Agent` of the requests, the same as towards origins.
     pub user_agent: String,
+    /// The downloads' address policy. A job's `callback_url` is chosen by whoever submits
+    /// the job, like a download URL, so names are judged by it; the hosts of the global
+    /// subscriptions are the operator's choice and are not.
+    pub policy: AddressPolicy,
 }
 
 /// What every queue shares.
@@ -103,7 +108,18 @@ impl Webhooks {
         callbacks: bool,
         shutdown: CancellationToken,
     ) -> reqwest::Result<Self> {
+        let trusted = settings
+            .subscriptions
+            .iter()
+            .filter_map(|hook| {
+                url::Url::parse(&hook.url)
+                    .ok()?
+                    .host_str()
+                    .map(str::to_owned)
+            })
+            .collect();
         let client = reqwest::Client::builder()
+            .dns_resolver(PolicyResolver::new(settings.policy, trusted))
             .user_agent(&settings.user_agent)
             .connect_timeout(settings.timeout)
             // A receiver that redirects is misconfigured; following it could post events

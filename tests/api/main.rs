@@ -45,6 +45,7 @@ mod resume;
 mod retention;
 mod security;
 mod smoke;
+mod ssrf;
 mod support;
 mod templates;
 mod wait;

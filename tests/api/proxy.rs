@@ -14,8 +14,8 @@ use crate::origin::{Origin, content};
 use crate::support::{assert_file, id_of};
 
 /// A recording proxy on a free loopback port. Stops when dropped.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     /// What each connection asked for: the request target (HTTP) or `host:port` (SOCKS5).
     seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
@@ -28,7 +28,7 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    async fn start(socks: bool) -> Proxy {
+    pub(crate) async fn start(socks: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -48,7 +48,7 @@ impl Proxy {
         Proxy { addr, seen, task }
     }
 
-    fn seen(&self) -> Vec<String> {
+    pub(crate) fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
 }

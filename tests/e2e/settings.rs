@@ -166,3 +166,35 @@ async fn flags_override_the_environment_which_overrides_the_file() {
     assert_eq!(landed("from-flags").as_deref(), Some(&body[..]));
     assert!(!d.join("haul-data").exists() && !d.join("downloads").exists());
 }
+
+/// `HAUL_ALLOW_LOOPBACK=false` reaches the address policy of the real binary: a loopback
+/// literal is refused at submission (422 `address-denied`), and a name that resolves to
+/// loopback fails its job with `address-denied` without a request reaching the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_can_deny_loopback_downloads() {
+    let origin = Origin::start().await;
+    origin.put("small.bin", content(8, 1_000));
+    let dir = tempfile::tempdir().unwrap();
+    let daemon =
+        Daemon::start(Launch::in_dir(dir.path()).env("HAUL_ALLOW_LOOPBACK", "false")).await;
+    let (status, problem) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/jobs",
+            Some(json!({ "url": origin.url("small.bin") })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "address-denied", "{problem}");
+    let url = format!("http://localhost:{}/small.bin", origin.addr.port());
+    let id = daemon.add(json!({ "url": url })).await;
+    let failed = daemon.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["type"], "address-denied", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allow_loopback")),
+        "{failed}"
+    );
+    assert!(origin.all_requests().is_empty(), "the origin saw a request");
+}
