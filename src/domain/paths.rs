@@ -213,34 +213,37 @@ impl DownloadRoot {
         }
     }
 
-    /// Opens the directory `dir` (root-relative, "" for the root) and checks, through the
-    /// descriptor, where it really is. `Ok(None)`: it leads outside the root. A name given
-    /// relative to the descriptor lands in that directory whatever happens to its path
-    /// afterwards (a symlink planted on it), which a check by path cannot promise.
-    pub fn open_dir(&self, dir: &str) -> std::io::Result<Option<OwnedFd>> {
-        use rustix::fs::{Mode, OFlags};
-        let path = self.0.join(dir);
-        // Not O_PATH: the same descriptor is fsynced once the names are given.
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let real = real_path_of(&fd, &path)?;
-        Ok(real.starts_with(&self.0).then_some(fd))
+    /// Opens the directory that holds `rel`'s destination and checks, through the descriptor,
+    /// where it really is: `Ok(None)` when it leads outside the root. A name given relative to
+    /// the descriptor lands in that directory whatever happens to its path afterwards (a
+    /// symlink planted on it), which a check by path cannot promise.
+    pub fn open_dest_dir(&self, rel: &str) -> std::io::Result<Option<(PathBuf, OwnedFd)>> {
+        let dir = self.0.join(rel);
+        let dir = dir.parent().unwrap_or(&self.0);
+        Ok(open_dir_within(dir, &self.0)?.map(|fd| (dir.to_path_buf(), fd)))
+    }
+
+    /// [`DownloadRoot::open_dest_dir`] for the directory of `rel`'s `.part`, which must lie in
+    /// the incomplete root when there is one.
+    pub fn open_part_dir(&self, rel: &str) -> std::io::Result<Option<(PathBuf, OwnedFd)>> {
+        let base = self.1.as_ref().unwrap_or(&self.0);
+        let part = self.part(rel);
+        let dir = part.parent().unwrap_or(base);
+        Ok(open_dir_within(dir, base)?.map(|fd| (dir.to_path_buf(), fd)))
     }
 }
 
-impl DownloadRoot {
-    /// Whether an open file lies inside the root (or the incomplete root), judged by where
-    /// its descriptor really is: no path is resolved again, so a directory swapped for a
-    /// symlink after the file was opened cannot fool it. False when it cannot be told.
-    pub fn holds(&self, file: &std::fs::File) -> bool {
-        use std::os::fd::AsRawFd;
-        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).is_ok_and(|real| {
-            real.starts_with(&self.0) || self.1.as_ref().is_some_and(|i| real.starts_with(i))
-        })
-    }
+/// Opens the directory `path`, `None` if it really lies outside `base`. Not `O_PATH`: the
+/// descriptor is fsynced once names are given in it.
+fn open_dir_within(path: &Path, base: &Path) -> std::io::Result<Option<OwnedFd>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let real = real_path_of(&fd, path)?;
+    Ok(real.starts_with(base).then_some(fd))
 }
 
 /// Existing directories found inside the root during one batch of checks.

@@ -299,7 +299,7 @@ async fn place_group(
         // An alternative name another running download has claimed is not free.
         let busy = |p: &str| engine.inner.registry.path_busy(p);
         let mut dirs = place::Dirs::new(root);
-        let placed: Vec<_> = place::persist(root, &data)
+        let placed: Vec<_> = place::persist(&mut dirs, &data)
             .into_iter()
             .zip(&files)
             .map(|(persisted, (rel, policy))| {

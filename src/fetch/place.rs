@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, RenameFlags};
+use rustix::fs::{AtFlags, RenameFlags};
 
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
@@ -247,8 +247,8 @@ pub enum Placed {
 pub fn finish(job: Finish<'_>) -> Result<Placed, FetchError> {
     let (root, rel, data, policy, stop) = (job.root, job.rel, job.data, job.policy, job.stop);
     verify(job)?;
-    persist(root, &[(rel, data)]).pop().unwrap_or(Ok(()))?;
     let mut dirs = Dirs::new(root);
+    persist(&mut dirs, &[(rel, data)]).pop().unwrap_or(Ok(()))?;
     let placed = place(&mut dirs, rel, policy, stop, &|_| false)?;
     dirs.sync()?;
     Ok(placed)
@@ -289,14 +289,14 @@ pub fn verify(job: Finish<'_>) -> Result<(), FetchError> {
 /// them all at once — an fsync for one file, one `syncfs` per filesystem for several (one
 /// journal commit instead of one per file; since Linux 5.8 it reports the writeback errors of
 /// every file on it). Returns one result per file, in order.
-pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), FetchError>> {
-    let parts: Vec<PathBuf> = files.iter().map(|(rel, _)| root.part(rel)).collect();
+pub fn persist(dirs: &mut Dirs<'_>, files: &[(&str, &Data)]) -> Vec<Result<(), FetchError>> {
+    let parts: Vec<PathBuf> = files.iter().map(|(rel, _)| dirs.root.part(rel)).collect();
     let mut results: Vec<Result<(), FetchError>> = Vec::with_capacity(files.len());
     let mut written: Vec<Option<File>> = Vec::with_capacity(files.len());
     for ((rel, data), part) in files.iter().zip(&parts) {
         let (result, file) = match data {
             Data::Part(_) => (Ok(()), None),
-            Data::Memory(body) => match write_part(root, rel, part, body) {
+            Data::Memory(body) => match write_part(dirs, rel, part, body) {
                 Ok(file) => (Ok(()), Some(file)),
                 Err(err) => (Err(err), None),
             },
@@ -325,26 +325,24 @@ pub fn persist(root: &DownloadRoot, files: &[(&str, &Data)]) -> Vec<Result<(), F
 
 /// Writes a whole body into its `.part` (created when the destination was claimed). The body
 /// has waited in memory since then, and a directory of the path may have become a symlink
-/// out of the root meanwhile: the path is confined again, and the opened file must be inside
-/// the root before a byte is written (the check on the descriptor closes the race).
+/// out of the root meanwhile: the `.part` is opened in its directory's checked descriptor,
+/// never through a symlink, and truncated (the body is all of it).
 fn write_part(
-    root: &DownloadRoot,
+    dirs: &mut Dirs<'_>,
     rel: &str,
     part: &Path,
     body: &[u8],
 ) -> Result<File, FetchError> {
+    use rustix::fs::{Mode, OFlags};
     use std::os::unix::fs::FileExt;
-    root.confine(rel).map_err(|e| destination_error(rel, e))?;
-    let file = open_part(part)?;
-    if !root.holds(&file) {
-        return Err(destination_error(
-            rel,
-            "its .part is no longer inside the download root",
-        ));
-    }
+    let dir = dirs.part_dir(rel)?;
+    let name = format!("{}.part", file_name(rel));
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = File::from(
+        rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(0o644))
+            .map_err(|e| FetchError::io(part, e.into()))?,
+    );
     file.write_all_at(body, 0)
-        .map_err(|e| FetchError::io(part, e))?;
-    file.set_len(body.len() as u64)
         .map_err(|e| FetchError::io(part, e))?;
     Ok(file)
 }
@@ -373,16 +371,16 @@ fn sync_all(files: &[(usize, &File)]) -> Vec<(usize, std::io::Result<()>)> {
         .collect()
 }
 
-/// The directories one group of files is named in. Each is opened once and found inside the
-/// root through its descriptor; names are then given relative to that descriptor, so a
-/// symlink planted on the path after the check cannot redirect them, and the same descriptor
-/// is fsynced once its names are given.
+/// The directories one group of files is written and named in. Each is opened once and found
+/// inside the root (or the incomplete root, for `.part`s) through its descriptor; files are
+/// then opened and named relative to that descriptor, so a symlink planted on the path after
+/// the check cannot redirect them, and the same descriptor is fsynced once its names are given.
 pub struct Dirs<'r> {
     root: &'r DownloadRoot,
-    /// By root-relative directory; `None` when it leads outside the root.
-    open: HashMap<String, Option<OwnedFd>>,
+    /// By absolute path; `None` when it leads outside where it must be.
+    open: HashMap<PathBuf, Option<OwnedFd>>,
     /// Directories a name was given in: the ones to fsync.
-    named: BTreeSet<String>,
+    named: BTreeSet<PathBuf>,
 }
 
 impl<'r> Dirs<'r> {
@@ -394,18 +392,34 @@ impl<'r> Dirs<'r> {
         }
     }
 
-    /// The directory holding `rel`, opened and checked on first use.
-    fn of(&mut self, rel: &str) -> Result<&OwnedFd, FetchError> {
-        let dir = rel.rsplit_once('/').map_or("", |(dir, _)| dir);
-        if !self.open.contains_key(dir) {
-            let fd = self
-                .root
-                .open_dir(dir)
-                .map_err(|e| FetchError::io(&self.root.join(dir), e))?;
-            self.open.insert(dir.to_owned(), fd);
+    /// The directory of `rel`'s destination, opened and checked on first use.
+    fn dest_dir(&mut self, rel: &str) -> Result<(PathBuf, &OwnedFd), FetchError> {
+        let path = self.root.join(rel);
+        let dir = path.parent().unwrap_or(self.root.path()).to_path_buf();
+        let root = self.root;
+        self.lookup(rel, dir, || root.open_dest_dir(rel))
+    }
+
+    /// The directory of `rel`'s `.part`, opened and checked on first use.
+    fn part_dir(&mut self, rel: &str) -> Result<&OwnedFd, FetchError> {
+        let part = self.root.part(rel);
+        let dir = part.parent().unwrap_or(self.root.path()).to_path_buf();
+        let root = self.root;
+        Ok(self.lookup(rel, dir, || root.open_part_dir(rel))?.1)
+    }
+
+    fn lookup(
+        &mut self,
+        rel: &str,
+        dir: PathBuf,
+        open: impl FnOnce() -> std::io::Result<Option<(PathBuf, OwnedFd)>>,
+    ) -> Result<(PathBuf, &OwnedFd), FetchError> {
+        if !self.open.contains_key(&dir) {
+            let fd = open().map_err(|e| FetchError::io(&dir, e))?;
+            self.open.insert(dir.clone(), fd.map(|(_, fd)| fd));
         }
-        match self.open.get(dir) {
-            Some(Some(fd)) => Ok(fd),
+        match self.open.get(&dir) {
+            Some(Some(fd)) => Ok((dir, fd)),
             _ => Err(destination_error(
                 rel,
                 PathError::EscapesRoot(rel.to_owned()),
@@ -417,8 +431,7 @@ impl<'r> Dirs<'r> {
     pub fn sync(self) -> Result<(), FetchError> {
         for dir in &self.named {
             if let Some(Some(fd)) = self.open.get(dir) {
-                rustix::fs::fsync(fd)
-                    .map_err(|e| FetchError::io(&self.root.join(dir), e.into()))?;
+                rustix::fs::fsync(fd).map_err(|e| FetchError::io(dir, e.into()))?;
             }
         }
         Ok(())
@@ -438,27 +451,31 @@ pub fn place(
         return Err(FetchError::Stopped);
     }
     let part = dirs.root.part(rel);
-    let dir = dirs.of(rel)?;
+    let part_name = format!("{}.part", file_name(rel));
+    let target = dirs.root.join(rel);
+    let io = |e: std::io::Error| FetchError::io(&target, e);
+    // Both descriptors are needed at once: the `.part`'s directory is kept as a duplicate.
+    let from = dirs.part_dir(rel)?.try_clone().map_err(io)?;
+    let (dir_path, dir) = dirs.dest_dir(rel)?;
+    let source = (&from, part_name.as_str());
     let placed = match policy {
         OnConflict::Overwrite => {
             // rename replaces a symlink at the name; it never follows it.
-            rustix::fs::renameat(CWD, &part, dir, file_name(rel))
-                .map_err(|e| FetchError::io(&dirs.root.join(rel), e.into()))?;
+            rustix::fs::renameat(&from, &part_name, dir, file_name(rel))
+                .map_err(|e| io(e.into()))?;
             Placed::At(rel.to_owned())
         }
-        OnConflict::Skip => match name_new(&part, dir, file_name(rel)) {
-            Ok(true) => Placed::At(rel.to_owned()),
-            Ok(false) => Placed::Skipped,
-            Err(e) => return Err(FetchError::io(&dirs.root.join(rel), e)),
+        OnConflict::Skip => match name_new(source, dir, file_name(rel)).map_err(io)? {
+            true => Placed::At(rel.to_owned()),
+            false => Placed::Skipped,
         },
-        OnConflict::Rename => place_renaming(dir, rel, &part, busy)
-            .map_err(|e| FetchError::io(&dirs.root.join(rel), e))?
+        OnConflict::Rename => place_renaming(source, dir, rel, busy)
+            .map_err(io)?
             .ok_or_else(|| destination_error(rel, "no free alternative name"))?,
     };
     match &placed {
-        Placed::At(path) => {
-            let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-            dirs.named.insert(dir.to_owned());
+        Placed::At(_) => {
+            dirs.named.insert(dir_path);
         }
         Placed::Skipped => {
             let _ = std::fs::remove_file(&part);
@@ -467,13 +484,16 @@ pub fn place(
     Ok(placed)
 }
 
+/// A `.part` by its directory's descriptor and its name there.
+type Source<'a> = (&'a OwnedFd, &'a str);
+
 /// The `rename` policy at the final step: the planned name, else the first alternative free
 /// on disk and not claimed by another running download (which would replace it). `None`
 /// when every alternative is taken.
 fn place_renaming(
+    part: Source<'_>,
     dir: &OwnedFd,
     rel: &str,
-    part: &Path,
     busy: &dyn Fn(&str) -> bool,
 ) -> std::io::Result<Option<Placed>> {
     if name_new(part, dir, file_name(rel))? {
@@ -491,30 +511,30 @@ fn place_renaming(
 
 /// Moves `part` to `name` in `dir` unless something already has that name (a symlink
 /// included). Returns false if taken.
-fn name_new(part: &Path, dir: &OwnedFd, name: &str) -> std::io::Result<bool> {
+fn name_new((from, part): Source<'_>, dir: &OwnedFd, name: &str) -> std::io::Result<bool> {
     use rustix::io::Errno;
-    match rustix::fs::renameat_with(CWD, part, dir, name, RenameFlags::NOREPLACE) {
+    match rustix::fs::renameat_with(from, part, dir, name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
         // Filesystems without RENAME_NOREPLACE: a hard link, which never replaces either.
-        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => link_new(part, dir, name),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => link_new((from, part), dir, name),
         Err(e) => Err(e.into()),
     }
 }
 
 /// [`name_new`] by a hard link and an unlink of the `.part`.
-fn link_new(part: &Path, dir: &OwnedFd, name: &str) -> std::io::Result<bool> {
+fn link_new((from, part): Source<'_>, dir: &OwnedFd, name: &str) -> std::io::Result<bool> {
     use rustix::io::Errno;
-    match rustix::fs::linkat(CWD, part, dir, name, AtFlags::empty()) {
+    match rustix::fs::linkat(from, part, dir, name, AtFlags::empty()) {
         Ok(()) => {
-            let _ = std::fs::remove_file(part);
+            let _ = rustix::fs::unlinkat(from, part, AtFlags::empty());
             Ok(true)
         }
         Err(Errno::EXIST) => Ok(false),
         // Nor hard links: a rename after a check (racy only there).
         Err(_) => match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(false),
-            Err(_) => rustix::fs::renameat(CWD, part, dir, name)
+            Err(_) => rustix::fs::renameat(from, part, dir, name)
                 .map(|()| true)
                 .map_err(Into::into),
         },
@@ -745,7 +765,7 @@ mod tests {
         // A `.part` that vanished since its claim is created again.
         std::fs::write(root.part("a"), b"stale and longer").unwrap();
         let files: Vec<(&str, &Data)> = group.iter().map(|(rel, data)| (*rel, data)).collect();
-        let results = persist(&root, &files);
+        let results = persist(&mut Dirs::new(&root), &files);
         assert_eq!(results.len(), 3);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(std::fs::read(root.part("a")).unwrap(), b"alpha");
