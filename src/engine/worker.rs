@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::Engine;
+use super::patience::patiently;
 use super::registry::Run;
 use crate::domain::{FileRecord, JobError, JobId, JobStatus};
 use crate::events::{EventKind, JobEvent};
@@ -282,7 +283,10 @@ async fn finish(
     error: Option<&JobError>,
 ) {
     let inner = &engine.inner;
-    match inner.store.finish_job(id, &run.lease, status, error).await {
+    let ended = patiently(&inner.shutdown, "the end of a job", || {
+        inner.store.finish_job(id, &run.lease, status, error)
+    });
+    match ended.await {
         Ok(Some(totals)) => announce_end(engine, id, status, totals, error),
         // A user paused or cancelled it first: their decision wins.
         Ok(None) => stopped(engine, id, run).await,
