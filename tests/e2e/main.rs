@@ -20,6 +20,7 @@ mod plan;
 
 mod cli;
 mod client;
+mod crash;
 mod daemon;
 mod restart;
 mod secrets;
