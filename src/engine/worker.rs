@@ -327,7 +327,12 @@ async fn stopped(engine: &Engine, id: JobId, run: &Run) {
         engine.discard_partials(id).await;
     }
     // Running (shutdown) goes back to the queue; paused and cancelled keep their status.
-    if let Err(err) = inner.store.release(id, &run.lease).await {
+    // While the store is unavailable this waits for it (unless the daemon is stopping), so
+    // the job is queued again at once rather than when its lease expires.
+    let released = patiently(&inner.shutdown, "the release of a job", || {
+        inner.store.release(id, &run.lease)
+    });
+    if let Err(err) = released.await {
         tracing::warn!(error.message = %err, "cannot release job {id}; its lease will expire");
     }
     match status {

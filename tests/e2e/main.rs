@@ -25,3 +25,4 @@ mod daemon;
 mod restart;
 mod secrets;
 mod settings;
+mod store_faults;
