@@ -20,8 +20,10 @@ pub async fn get_health() -> axum::Json<Health> {
     })
 }
 
-/// Readiness: the store answers a read and takes a write. A 503 names the fault in its
-/// detail: a full disk, a read-only file, another process's lock, a damaged file.
+/// Readiness: the store answers a read and takes a write.
+///
+/// A 503 names the fault in its detail: a full disk, a read-only file, another process's
+/// lock, a damaged file.
 #[utoipa::path(
     get, path = "/readyz", operation_id = "get_readiness", tag = "ops",
     responses(

@@ -245,6 +245,52 @@ mod tests {
         assert_eq!(StoreFault::of_code(2067), None);
     }
 
+    #[tokio::test]
+    async fn the_probe_reports_another_process_lock_and_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haul.db");
+        let store = Store::open(&path).await.unwrap();
+        store.probe().await.unwrap();
+        let mut other = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let err = store.probe().await.unwrap_err();
+        assert_eq!(err.fault(), Some(StoreFault::Locked), "{err:?}");
+        // Reads do not wait for the writer's lock (WAL).
+        store.ping().await.unwrap();
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        store.probe().await.unwrap();
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_database_of_another_application_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haul.db");
+        let mut other = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE notes (body TEXT)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other.close().await.unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path).await.unwrap_err();
+        assert!(matches!(err, StoreError::Incompatible(_)), "{err:?}");
+        assert!(err.to_string().contains("(tables: notes)"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
     #[test]
     fn io_errors_are_classed_by_errno() {
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);

@@ -130,7 +130,7 @@ impl Mix {
     pub async fn add_small(&mut self, daemon: &Daemon, origin: &Origin, count: u64, rng: &mut Rng) {
         for _ in 0..count {
             let path = format!("small-{}.bin", self.serial + 1);
-            let rate = (self.serial % 2 == 0).then_some(64 * KIB);
+            let rate = self.serial.is_multiple_of(2).then_some(64 * KIB);
             let file = self.serve(origin, &path, rng.between(KIB, 48 * KIB), rate);
             let id = daemon
                 .add(json!({ "url": origin.url(&path), "sha256": file.sha256 }))
