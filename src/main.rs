@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("haul: {e:#}");
-                    ExitCode::FAILURE
+                    serve_exit_code(&e)
                 }
             }
         }
@@ -50,6 +50,23 @@ fn main() -> ExitCode {
                 ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
             }
         },
+    }
+}
+
+/// Exit code of a daemon that stops on an error: 7 when its database file is not one it may
+/// use (damaged, another application's, from a newer haul), so that a supervisor can tell it
+/// from a failure that a restart might mend; 1 otherwise.
+fn serve_exit_code(err: &anyhow::Error) -> ExitCode {
+    let incompatible = err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<haul::store::StoreError>(),
+            Some(haul::store::StoreError::Incompatible(_))
+        )
+    });
+    if incompatible {
+        ExitCode::from(7)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

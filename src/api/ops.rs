@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 use super::dto::{Health, Stats};
-use super::problem::{ApiError, ErrorCode, ProblemDetails};
+use super::problem::{ApiError, ProblemDetails};
 use crate::domain::JobStatus;
 
 /// Liveness: the process answers.
@@ -20,7 +20,10 @@ pub async fn get_health() -> axum::Json<Health> {
     })
 }
 
-/// Readiness: the store answers.
+/// Readiness: the store answers a read and takes a write.
+///
+/// A 503 names the fault in its detail: a full disk, a read-only file, another process's
+/// lock, a damaged file.
 #[utoipa::path(
     get, path = "/readyz", operation_id = "get_readiness", tag = "ops",
     responses(
@@ -29,12 +32,7 @@ pub async fn get_health() -> axum::Json<Health> {
     )
 )]
 pub async fn get_readiness(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
-    state.store.ping().await.map_err(|err| {
-        let mut e = ApiError::new(ErrorCode::StoreUnavailable, "the store does not answer");
-        e.internal = Some(err.to_string());
-        e.retry_after = Some(1);
-        e
-    })?;
+    state.store.probe().await?;
     Ok(axum::Json(Health {
         status: "ready".into(),
     }))

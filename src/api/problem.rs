@@ -100,7 +100,8 @@ pub enum ErrorCode {
     AddressDenied,
     /// 429: `max_queued_jobs` jobs are waiting; retry after `Retry-After` seconds.
     QueueFull,
-    /// 503: the store is busy or unreachable; retry.
+    /// 503: the store cannot take writes (a full disk, a read-only file, another process's
+    /// lock, an I/O error); the detail names which; retry after `Retry-After`.
     StoreUnavailable,
     /// 503: the request took longer than the daemon allows (30 s); retry.
     Timeout,
@@ -217,12 +218,17 @@ impl From<StoreError> for ApiError {
                 e.retry_after = Some(5);
                 e
             }
-            StoreError::Unavailable(_) => Self::hidden(
-                ErrorCode::StoreUnavailable,
-                "the store is busy or unavailable; retry shortly",
-                format!("{err}: {:?}", std::error::Error::source(&err)),
-                Some(1),
-            ),
+            StoreError::Unavailable(_) => {
+                // The class of the fault is safe to show; the database's own message (paths,
+                // statements) is only logged.
+                let fault = err.fault().map_or("unknown", |f| f.describe());
+                Self::hidden(
+                    ErrorCode::StoreUnavailable,
+                    &format!("the store is unavailable ({fault}); retry shortly"),
+                    format!("{err}: {:?}", std::error::Error::source(&err)),
+                    Some(1),
+                )
+            }
             _ => Self::internal(format!("{err}: {:?}", std::error::Error::source(&err))),
         }
     }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
+use super::patience::patiently;
 use super::worker::store_error;
 use crate::domain::{FileId, FileStatus, JobId, JobStatus, OnConflict};
 use crate::fetch::place::{self, Placed};
@@ -177,7 +178,11 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
             total: c.total,
         })
         .collect();
-    let lost = match store.mark_verifying(&marks).await {
+    let shutdown = &engine.inner.shutdown;
+    let marked = patiently(shutdown, "files being verified", || {
+        store.mark_verifying(&marks)
+    });
+    let lost = match marked.await {
         Ok(lost) => lost,
         Err(err) => return reply_all(group, &store_error(err)),
     };
@@ -224,12 +229,12 @@ async fn record(engine: &Engine, group: Vec<Waiting>, placed: Vec<Result<Placed,
         .filter(|(commit, placed)| placed.is_ok() && commit.owner.finish.is_some())
         .map(|(commit, _)| (commit.owner.job, &*commit.owner.lease))
         .collect();
-    let recorded = engine
-        .inner
-        .store
-        .complete_files(&completions, &finishing)
-        .await
-        .map_err(store_error);
+    let (store, shutdown) = (&engine.inner.store, &engine.inner.shutdown);
+    let recorded = patiently(shutdown, "files put in place", || {
+        store.complete_files(&completions, &finishing)
+    })
+    .await
+    .map_err(store_error);
     drop((completions, finishing));
     for (commit, placed) in group.into_iter().zip(placed) {
         let result = match (&recorded, placed) {
@@ -325,6 +330,7 @@ fn clone_error(err: &FetchError) -> FetchError {
     match err {
         FetchError::LeaseLost => FetchError::LeaseLost,
         FetchError::Stopped => FetchError::Stopped,
+        FetchError::StoreUnavailable(message) => FetchError::StoreUnavailable(message.clone()),
         other => FetchError::Store(other.to_string()),
     }
 }

@@ -6,6 +6,7 @@
 
 mod commit;
 mod dispatcher;
+mod patience;
 mod registry;
 mod retention;
 mod worker;

@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::Engine;
+use super::patience::patiently;
 use super::registry::Run;
 use crate::domain::{FileRecord, JobError, JobId, JobStatus};
 use crate::events::{EventKind, JobEvent};
@@ -282,7 +283,10 @@ async fn finish(
     error: Option<&JobError>,
 ) {
     let inner = &engine.inner;
-    match inner.store.finish_job(id, &run.lease, status, error).await {
+    let ended = patiently(&inner.shutdown, "the end of a job", || {
+        inner.store.finish_job(id, &run.lease, status, error)
+    });
+    match ended.await {
         Ok(Some(totals)) => announce_end(engine, id, status, totals, error),
         // A user paused or cancelled it first: their decision wins.
         Ok(None) => stopped(engine, id, run).await,
@@ -323,7 +327,12 @@ async fn stopped(engine: &Engine, id: JobId, run: &Run) {
         engine.discard_partials(id).await;
     }
     // Running (shutdown) goes back to the queue; paused and cancelled keep their status.
-    if let Err(err) = inner.store.release(id, &run.lease).await {
+    // While the store is unavailable this waits for it (unless the daemon is stopping), so
+    // the job is queued again at once rather than when its lease expires.
+    let released = patiently(&inner.shutdown, "the release of a job", || {
+        inner.store.release(id, &run.lease)
+    });
+    if let Err(err) = released.await {
         tracing::warn!(error.message = %err, "cannot release job {id}; its lease will expire");
     }
     match status {

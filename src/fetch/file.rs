@@ -949,8 +949,13 @@ impl<J: Journal> FileRun<'_, J> {
         if self.meta_saved {
             self.journal.save(&plan).await
         } else {
-            self.journal.restart(&self.meta, &plan).await?;
-            self.meta_saved = true;
+            match self.journal.restart(&self.meta, &plan).await {
+                Ok(()) => self.meta_saved = true,
+                // Neither the validators nor a byte they vouch for is on record: the next
+                // checkpoint tries again, and a crash meanwhile starts the file over.
+                Err(FetchError::StoreUnavailable(_)) => {}
+                Err(err) => return Err(err),
+            }
             Ok(())
         }
     }

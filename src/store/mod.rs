@@ -11,6 +11,7 @@ mod rows;
 #[macro_use]
 mod claims;
 mod deliveries;
+mod health;
 mod history;
 mod inserts;
 mod jobs;
@@ -30,6 +31,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, mpsc};
 use crate::domain::{JobId, JobStatus, Transition};
 
 pub use claims::ByteTotals;
+pub use health::StoreFault;
 pub use jobs::{CancelledJobs, ListQuery, Page, Submitted};
 pub use progress::{
     Completed, Completion, FileCheckpoint, FileMeta, FileStatusUpdate, LoadedRun, RunFile,
@@ -37,6 +39,9 @@ pub use progress::{
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long the writing connection waits for a write lock another process holds.
+const WRITER_BUSY: Duration = Duration::from_secs(1);
 
 /// Embedded migrations for the SQLite backend.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -72,21 +77,17 @@ pub enum StoreError {
     /// A stored value does not parse back into its domain type.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database file is not one this binary may open: not a database or damaged, another
+    /// application's, or from a newer haul. Found before anything was written to it.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
-        // SQLite primary result codes that mean "try again later" rather than "bug".
-        const TRANSIENT: [&str; 5] = ["5", "6", "8", "10", "13"]; // BUSY LOCKED READONLY IOERR FULL
-        let transient = match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                let primary = code.parse::<i32>().map(|c| (c & 0xff).to_string());
-                primary.is_ok_and(|p| TRANSIENT.contains(&p.as_str()))
-            }),
-            _ => false,
-        };
-        if transient {
+        // A full disk, a read-only file, another process's lock, a damaged file, an I/O
+        // error: the store is unavailable and may come back. Anything else is a bug.
+        if StoreFault::of(&err).is_some() {
             Self::Unavailable(Box::new(err))
         } else {
             Self::Database(Box::new(err))
@@ -137,8 +138,11 @@ struct Writer {
 }
 
 impl Store {
-    /// Opens (creating if missing) the SQLite file and applies pending migrations.
+    /// Opens (creating if missing) the SQLite file and applies pending migrations. A file that
+    /// is not haul's database, or is from a newer haul, is refused untouched
+    /// ([`StoreError::Incompatible`]).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        health::check_existing(path).await?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -157,7 +161,10 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        let writer = options.connect().await?;
+        // Our own writes take turns on this connection, so its busy handler only ever waits
+        // for another process (a backup tool, an `sqlite3` shell): give up soon and report the
+        // store locked, rather than hold every write of the daemon queued behind it.
+        let writer = options.busy_timeout(WRITER_BUSY).connect().await?;
         let writer = Arc::new(Mutex::new(Some(Writer {
             conn: writer,
             unsettled: false,

@@ -21,6 +21,7 @@ mod plan;
 
 mod cli;
 mod client;
+mod crash;
 mod daemon;
 mod faults;
 mod load;
@@ -28,3 +29,4 @@ mod restart;
 mod secrets;
 mod security;
 mod settings;
+mod store_faults;

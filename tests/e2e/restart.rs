@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::crash::{Mix, Rng, large_sent};
 use crate::daemon::{CHECKPOINT_MS, Daemon, Launch};
 use crate::origin::{Faults, Origin, Seen, content, sha256_hex};
 use crate::plan::{assert_plan, assert_resumed_range_by_range, saved_segments};
@@ -266,4 +267,69 @@ async fn queued_jobs_survive_a_restart() {
         assert_eq!(&on_disk[..], &body[..], "{path}");
     }
     assert_eq!(daemon.jobs().await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_quickly_and_loses_nothing() {
+    const LARGE: u64 = 2 * MIB;
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let launch = Launch::in_dir(dir.path())
+        .arg("--max-concurrent-jobs")
+        .arg("8");
+    let mut daemon = Daemon::start(launch).await;
+    let mut rng = Rng::new(7);
+    let mut mix = Mix::default();
+    mix.add_large(&daemon, &origin, 2, LARGE).await;
+    mix.add_multi(&daemon, &origin, 40, &mut rng).await;
+    mix.add_small(&daemon, &origin, 60, &mut rng).await;
+    // Under load: every large file downloading, small files completing around them.
+    crate::daemon::eventually(
+        "the large files downloading and small jobs completing",
+        || {
+            large_sent(&origin, &mix)
+                .iter()
+                .all(|sent| *sent > 256 * KIB)
+        },
+    )
+    .await;
+    let jobs = daemon.jobs().await;
+    let running = jobs.iter().filter(|j| j["status"] == "running").count();
+    assert!(running >= 3, "{running} jobs running: {jobs:#?}");
+
+    let (status, took) = daemon.terminate().await;
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}:\n{}",
+        daemon.log()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("still running at exit"),
+        "every worker stopped within the grace period:\n{}",
+        daemon.log()
+    );
+    let sent_at_stop = large_sent(&origin, &mix);
+
+    daemon.restart().await;
+    mix.wait_all_completed(&daemon, Duration::from_secs(30))
+        .await;
+    mix.assert_all_done(&daemon, &dir.path().join("downloads"))
+        .await;
+    // A clean stop checkpoints every byte it wrote: what comes again is at most what was in
+    // flight when the connections closed.
+    for (sent, at_stop) in large_sent(&origin, &mix).into_iter().zip(sent_at_stop) {
+        assert!(
+            at_stop < LARGE,
+            "the large file was still downloading at the stop"
+        );
+        assert!(
+            sent <= LARGE + 4 * IN_FLIGHT,
+            "{sent} bytes sent for a {LARGE}-byte file after a clean stop"
+        );
+    }
 }

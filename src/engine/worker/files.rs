@@ -160,7 +160,10 @@ async fn record_outcomes(
         match outcome {
             Ok(()) => {}
             Err(FetchError::LeaseLost) => stop = Some(Stop::LeaseLost),
-            Err(FetchError::Stopped) => {
+            // An unavailable store is not the file's fault: the job goes back to the queue
+            // (or, if even that cannot be written, its lease expires) and resumes from its
+            // checkpoints once the store is back.
+            Err(FetchError::Stopped | FetchError::StoreUnavailable(_)) => {
                 if !matches!(stop, Some(Stop::LeaseLost)) {
                     stop = Some(Stop::Stopped);
                 }
@@ -234,6 +237,7 @@ pub(super) async fn set_status(
 pub(in crate::engine) fn store_error(err: StoreError) -> FetchError {
     match err {
         StoreError::LeaseLost(_) => FetchError::LeaseLost,
+        err @ StoreError::Unavailable(_) => FetchError::StoreUnavailable(err.to_string()),
         err => FetchError::Store(err.to_string()),
     }
 }
