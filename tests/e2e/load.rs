@@ -121,7 +121,10 @@ async fn start(dir: &std::path::Path) -> (Origin, Daemon) {
             .env("RUST_LOG", "warn,haul::app=info")
             .env("HAUL_MAX_CONCURRENT_JOBS", RUNNING.to_string())
             .env("HAUL_MAX_QUEUED_JOBS", MAX_QUEUED.to_string())
-            .env("HAUL_MIN_FREE_SPACE", "0"),
+            .env("HAUL_MIN_FREE_SPACE", "0")
+            // One client at 10 000 submissions would meet the per-client rate limit: this
+            // test is about the queue limit and the store, so the rate limit is off.
+            .env("HAUL_SUBMIT_RATE_PER_SECOND", "0"),
     )
     .await;
     (origin, daemon)
