@@ -21,6 +21,9 @@ use super::auth::Caller;
 use super::problem::{ApiError, ErrorCode};
 use super::scope;
 
+/// The longest `Retry-After` given.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
 /// Most clients tracked at once (a few dozen bytes each).
 const MAX_CLIENTS: usize = 10_000;
 
@@ -118,7 +121,9 @@ impl RateLimiter {
             return Ok(());
         }
         *bucket = Bucket { level, at: now };
-        Err(Duration::from_secs_f64((1.0 - level) / self.rate))
+        // A rate tiny enough to overflow a Duration waits a day: Retry-After stays sane.
+        Err(Duration::try_from_secs_f64((1.0 - level) / self.rate)
+            .map_or(MAX_WAIT, |wait| wait.min(MAX_WAIT)))
     }
 
     fn level(&self, bucket: &Bucket, now: Instant) -> f64 {
@@ -126,17 +131,20 @@ impl RateLimiter {
         (bucket.level + elapsed * self.rate).min(self.burst)
     }
 
+    /// Drops full buckets (they hold nothing a new one would not), then, if the table is
+    /// still full, the least recently used tenth at once: one pass over the table per
+    /// `MAX_CLIENTS / 10` new clients, not per request.
     fn make_room(&self, buckets: &mut HashMap<Client, Bucket>, now: Instant) {
         buckets.retain(|_, b| self.level(b, now) < self.burst);
-        while buckets.len() >= MAX_CLIENTS {
-            let oldest = buckets
-                .iter()
-                .min_by_key(|(_, b)| b.at)
-                .map(|(client, _)| client.clone());
-            match oldest {
-                Some(client) => buckets.remove(&client),
-                None => break,
-            };
+        if buckets.len() < MAX_CLIENTS {
+            return;
+        }
+        let mut by_age: Vec<(Instant, Client)> =
+            buckets.iter().map(|(c, b)| (b.at, c.clone())).collect();
+        let drop = (MAX_CLIENTS / 10).max(1).min(by_age.len());
+        by_age.select_nth_unstable_by_key(drop - 1, |(at, _)| *at);
+        for (_, client) in by_age.drain(..drop) {
+            buckets.remove(&client);
         }
     }
 
@@ -224,11 +232,28 @@ mod tests {
             assert_eq!(limiter.take(client(i), start), Ok(()));
             assert!(limiter.clients() <= MAX_CLIENTS);
         }
-        assert_eq!(limiter.clients(), MAX_CLIENTS);
-        // Once they have refilled, they make room all at once.
+        // A full table dropped its least recently used tenth at once, the newest stayed.
+        assert!(limiter.clients() > MAX_CLIENTS - MAX_CLIENTS / 10);
+        assert_eq!(limiter.take(client(MAX_CLIENTS + 49), start), Ok(()));
+        assert!(limiter.take(client(MAX_CLIENTS + 49), start).is_err());
+        // Once they have refilled, they make room all at once when the table is full again.
         let later = start + Duration::from_secs(10);
+        let mut fresh = 0;
+        while limiter.clients() < MAX_CLIENTS {
+            assert_eq!(limiter.take(client(2 * MAX_CLIENTS + fresh), later), Ok(()));
+            fresh += 1;
+        }
         assert_eq!(limiter.take(client(usize::MAX), later), Ok(()));
-        assert_eq!(limiter.clients(), 1);
+        assert_eq!(limiter.clients(), fresh + 1);
+    }
+
+    #[test]
+    fn a_tiny_rate_waits_a_day_at_most_and_never_panics() {
+        let limiter = RateLimiter::new(1e-30, 1);
+        let now = Instant::now();
+        let client = Client::Token(Arc::from("slow"));
+        assert_eq!(limiter.take(client.clone(), now), Ok(()));
+        assert_eq!(limiter.take(client, now), Err(MAX_WAIT));
     }
 
     #[test]

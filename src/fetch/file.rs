@@ -336,7 +336,7 @@ impl Fetcher {
             Ok(fetched) => return Ok(fetched),
             Err(first) => first,
         };
-        let (file, on_disk) = open_part(task.part.clone()).await?;
+        let (file, on_disk) = open_part(task).await?;
         let saved = usable_plan(&task.segments, &task.meta, on_disk);
         if let (false, Some(total)) = (saved.is_empty(), task.meta.total) {
             reserve_space(self, task, total).await?;
@@ -345,7 +345,7 @@ impl Fetcher {
         let fresh = saved.is_empty();
         let writer = Writer::spawn(
             file,
-            task.part.clone(),
+            task.part(),
             written,
             task.hash,
             live.bytes_done.clone(),
@@ -461,7 +461,7 @@ impl Fetcher {
             Ok(first) => Ok(first),
             Err(err) => {
                 if !keeps_part(&err) {
-                    super::place::remove_part(&task.part).await;
+                    super::place::remove_part(&task.root, &task.rel).await;
                 }
                 Err(err)
             }
@@ -506,20 +506,27 @@ fn keeps_part(err: &FetchError) -> bool {
 
 /// Checks the free space for a file of `total` bytes and preallocates it (see `space`).
 async fn reserve_space(fetcher: &Fetcher, task: &FileTask, total: u64) -> Result<(), FetchError> {
-    let (part, keep) = (task.part.clone(), fetcher.min_free_space);
-    tokio::task::spawn_blocking(move || super::space::reserve(&part, total, keep))
-        .await
-        .map_err(|e| FetchError::Io {
-            path: String::new(),
-            source: std::io::Error::other(e),
-        })?
+    let (root, rel, keep) = (task.root.clone(), task.rel.clone(), fetcher.min_free_space);
+    tokio::task::spawn_blocking(move || {
+        let file = super::place::open_part(&root, &rel)?;
+        super::space::reserve(&file, &root.part(&rel), total, keep)
+    })
+    .await
+    .map_err(|e| FetchError::Io {
+        path: String::new(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 /// Opens (creating) the `.part` without truncating it; returns it with its current length.
-async fn open_part(path: std::path::PathBuf) -> Result<(std::fs::File, u64), FetchError> {
+async fn open_part(task: &FileTask) -> Result<(std::fs::File, u64), FetchError> {
+    let (root, rel) = (task.root.clone(), task.rel.clone());
     let opened = tokio::task::spawn_blocking(move || {
-        let file = super::place::open_part(&path)?;
-        let len = file.metadata().map_err(|e| FetchError::io(&path, e))?.len();
+        let file = super::place::open_part(&root, &rel)?;
+        let len = file
+            .metadata()
+            .map_err(|e| FetchError::io(&root.part(&rel), e))?
+            .len();
         Ok((file, len))
     })
     .await;
@@ -1040,7 +1047,7 @@ impl<J: Journal> FileRun<'_, J> {
                 // Bytes of a file that cannot fit are worth nothing to a retry either.
                 let worthless = matches!(err, FetchError::FileTooLarge { .. });
                 if (live.done() == 0 || worthless) && !keeps_part(&err) {
-                    super::place::remove_part(&task.part).await;
+                    super::place::remove_part(&task.root, &task.rel).await;
                 }
                 return Err(err);
             }

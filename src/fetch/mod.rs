@@ -71,8 +71,9 @@ pub struct FileTask {
     pub headers: HeaderMap,
     /// The client to fetch with: the shared one, or the job's proxy's.
     pub client: reqwest::Client,
-    /// The `.part` file to write.
-    pub part: PathBuf,
+    /// The download root, and the destination's path in it, whose `.part` is written.
+    pub root: crate::domain::paths::DownloadRoot,
+    pub rel: String,
     /// Validators and size saved from an earlier run.
     pub meta: FileMeta,
     /// Segments saved from an earlier run; empty for a fresh file.
@@ -83,6 +84,14 @@ pub struct FileTask {
     pub limits: FileLimits,
     /// The job's bandwidth limit (shared by its files).
     pub throttle: Arc<Throttle>,
+}
+
+impl FileTask {
+    /// The `.part` file written, for messages: it is opened through its directory's checked
+    /// descriptor ([`place::open_part`]).
+    pub fn part(&self) -> PathBuf {
+        self.root.part(&self.rel)
+    }
 }
 
 /// A file whose bytes have all arrived, not yet durable: committing it writes what is still in

@@ -50,15 +50,33 @@ pub fn file_name(rel: &str) -> &str {
 
 /// Removes a `.part` nothing was kept in (one missing already is fine): an empty `.part` helps
 /// no resume, outlives its job, and would push the next download of its name to an
-/// alternative ("NAME (1)").
-pub async fn remove_part(part: &Path) {
-    match tokio::fs::remove_file(part).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+/// alternative ("NAME (1)"). Through its directory's checked descriptor, so a directory
+/// swapped for a symlink cannot make it remove a file elsewhere.
+pub async fn remove_part(root: &DownloadRoot, rel: &str) {
+    let (root, rel) = (root.clone(), rel.to_owned());
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut dirs = Dirs::new(&root);
+        let dir = dirs.part_dir(&rel)?;
+        match rustix::fs::unlinkat(dir, part_name(&rel), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(FetchError::io(&root.part(&rel), e.into())),
+        }
+    })
+    .await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error.message = %e, "cannot remove a partial file");
+        }
         Err(e) => {
-            tracing::warn!(path = %part.display(), error.message = %e, "cannot remove a partial file");
+            tracing::warn!(error.message = %e, "removing a partial file was interrupted");
         }
     }
+}
+
+/// The file name of `rel`'s `.part` in its directory.
+fn part_name(rel: &str) -> String {
+    format!("{}.part", file_name(rel))
 }
 
 fn destination_error(rel: &str, reason: impl std::fmt::Display) -> FetchError {
@@ -152,32 +170,36 @@ fn free_alternative(
     Err(destination_error(rel, "no free alternative name"))
 }
 
-/// Creates the `.part` of a destination just claimed. `Ok(false)` when a file already has that
-/// name: it is not ours (no store record owns it), so it is neither opened nor removed.
-pub fn create_part(root: &DownloadRoot, rel: &str) -> Result<bool, FetchError> {
-    let part = root.part(rel);
-    root.prepare_part_dir(rel)
+/// Creates the `.part` of a destination just claimed, in its directory's checked
+/// descriptor. `Ok(false)` when a file already has that name: it is not ours (no store record
+/// owns it), so it is neither opened nor removed.
+pub fn create_part(dirs: &mut Dirs<'_>, rel: &str) -> Result<bool, FetchError> {
+    use rustix::fs::{Mode, OFlags};
+    dirs.root
+        .prepare_part_dir(rel)
         .map_err(|e| destination_error(rel, e))?;
-    // create_new refuses any existing name, a symlink included, so it cannot be redirected.
-    match File::options().write(true).create_new(true).open(&part) {
+    let dir = dirs.part_dir(rel)?;
+    // O_EXCL refuses any existing name, a symlink included, so it cannot be redirected.
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, part_name(rel), flags, Mode::from_raw_mode(0o644)) {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(FetchError::io(&part, e)),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(FetchError::io(&dirs.root.part(rel), e.into())),
     }
 }
 
-/// Opens a `.part` for reading and writing without truncating it, creating it should it have
-/// vanished since its destination was claimed (a manual clean-up). Never through a symlink.
-pub fn open_part(part: &Path) -> Result<File, FetchError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(part)
-        .map_err(|e| FetchError::io(part, e))
+/// Opens `rel`'s `.part` for reading and writing without truncating it, creating it should it
+/// have vanished since its destination was claimed (a manual clean-up). Through its
+/// directory's checked descriptor and never through a symlink, so a directory swapped for a
+/// symlink since the claim cannot lead the download's bytes out of the root.
+pub fn open_part(root: &DownloadRoot, rel: &str) -> Result<File, FetchError> {
+    use rustix::fs::{Mode, OFlags};
+    let mut dirs = Dirs::new(root);
+    let dir = dirs.part_dir(rel)?;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, part_name(rel), flags, Mode::from_raw_mode(0o644))
+        .map(File::from)
+        .map_err(|e| FetchError::io(&root.part(rel), e.into()))
 }
 
 /// True when a file that was being verified was in fact put in place before the process
@@ -320,6 +342,18 @@ pub fn persist(dirs: &mut Dirs<'_>, files: &[(&str, &Data)]) -> Vec<Result<(), F
             results[i] = Err(FetchError::io(&parts[i], err));
         }
     }
+    // `syncfs` reports only the writeback errors since the descriptor it was given was
+    // opened; a `.part` written by its writer was opened earlier, so it is asked on its own.
+    // Its data is clean by now: this costs no I/O, only the answer.
+    if handles.len() > 1 {
+        for (i, (_, data)) in files.iter().enumerate() {
+            if let (Data::Part(file), Ok(())) = (data, &results[i])
+                && let Err(err) = rustix::fs::fdatasync(file)
+            {
+                results[i] = Err(FetchError::io(&parts[i], err.into()));
+            }
+        }
+    }
     results
 }
 
@@ -336,10 +370,9 @@ fn write_part(
     use rustix::fs::{Mode, OFlags};
     use std::os::unix::fs::FileExt;
     let dir = dirs.part_dir(rel)?;
-    let name = format!("{}.part", file_name(rel));
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let file = File::from(
-        rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(0o644))
+        rustix::fs::openat(dir, part_name(rel), flags, Mode::from_raw_mode(0o644))
             .map_err(|e| FetchError::io(part, e.into()))?,
     );
     file.write_all_at(body, 0)
@@ -450,8 +483,7 @@ pub fn place(
     if stop.is_cancelled() {
         return Err(FetchError::Stopped);
     }
-    let part = dirs.root.part(rel);
-    let part_name = format!("{}.part", file_name(rel));
+    let part_name = part_name(rel);
     let target = dirs.root.join(rel);
     let io = |e: std::io::Error| FetchError::io(&target, e);
     // Both descriptors are needed at once: the `.part`'s directory is kept as a duplicate.
@@ -478,7 +510,7 @@ pub fn place(
             dirs.named.insert(dir_path);
         }
         Placed::Skipped => {
-            let _ = std::fs::remove_file(&part);
+            let _ = rustix::fs::unlinkat(&from, &part_name, AtFlags::empty());
         }
     }
     Ok(placed)

@@ -20,19 +20,22 @@ use super::FetchError;
 /// `reserve` bytes left free, then preallocates the file's blocks (without changing its
 /// length, so what is on disk still reads as what was written). A filesystem that cannot
 /// preallocate is fine; one that runs out while doing so is not.
-pub fn reserve(part: &Path, total: u64, reserve: u64) -> Result<(), FetchError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(part)
-        .map_err(|e| FetchError::io(part, e))?;
+pub fn reserve(
+    file: &std::fs::File,
+    part: &Path,
+    total: u64,
+    reserve: u64,
+) -> Result<(), FetchError> {
     let held = file
         .metadata()
         .map_err(|e| FetchError::io(part, e))?
         .blocks()
         .saturating_mul(512);
-    let (free, capacity) = free_bytes(&file).map_err(|e| FetchError::io(part, e))?;
+    let (free, capacity) = free_bytes(file).map_err(|e| FetchError::io(part, e))?;
+    // Some FUSE and network filesystems report no size at all: nothing to check against.
+    if capacity == 0 {
+        return preallocate(file, part, total);
+    }
     if total > capacity {
         return Err(FetchError::FileTooLarge {
             path: part.display().to_string(),
@@ -50,7 +53,12 @@ pub fn reserve(part: &Path, total: u64, reserve: u64) -> Result<(), FetchError> 
             ),
         });
     }
-    match rustix::fs::fallocate(&file, FallocateFlags::KEEP_SIZE, 0, total) {
+    preallocate(file, part, total)
+}
+
+/// Allocates `total` bytes of blocks for the file, keeping its length.
+fn preallocate(file: &std::fs::File, part: &Path, total: u64) -> Result<(), FetchError> {
+    match rustix::fs::fallocate(file, FallocateFlags::KEEP_SIZE, 0, total) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
             Err(FetchError::io(part, e.into()))
@@ -82,20 +90,25 @@ pub fn is_full(error: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
+    fn reserve_at(part: &Path, total: u64, keep: u64) -> Result<(), FetchError> {
+        let file = std::fs::File::options().write(true).open(part).unwrap();
+        reserve(&file, part, total, keep)
+    }
+
     #[test]
     fn a_file_that_fits_is_preallocated_and_one_that_does_not_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("f.part");
         std::fs::write(&part, b"").unwrap();
-        reserve(&part, 1 << 20, 0).unwrap();
+        reserve_at(&part, 1 << 20, 0).unwrap();
         let meta = std::fs::metadata(&part).unwrap();
         // The length is unchanged; the blocks are there where the filesystem preallocates.
         assert_eq!(meta.len(), 0);
         // Larger than the filesystem itself: it can never fit.
-        let err = reserve(&part, u64::MAX / 2, 0).unwrap_err();
+        let err = reserve_at(&part, u64::MAX / 2, 0).unwrap_err();
         assert_eq!(err.kind(), "file-too-large", "{err}");
         assert!(!err.is_retryable());
-        let err = reserve(&part, 0, u64::MAX / 2).unwrap_err();
+        let err = reserve_at(&part, 0, u64::MAX / 2).unwrap_err();
         assert_eq!(err.kind(), "insufficient-storage", "{err}");
     }
 
@@ -107,12 +120,12 @@ mod tests {
         };
         let part = dir.path().join("f.part");
         std::fs::write(&part, b"abc").unwrap();
-        reserve(&part, 1 << 20, 0).unwrap();
+        reserve_at(&part, 1 << 20, 0).unwrap();
         let meta = std::fs::metadata(&part).unwrap();
         assert_eq!(meta.len(), 3, "the length still reads as what was written");
         assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
         // A second check counts what is held already: nothing more is needed.
-        reserve(&part, 1 << 20, 0).unwrap();
+        reserve_at(&part, 1 << 20, 0).unwrap();
     }
 
     #[test]

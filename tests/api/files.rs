@@ -675,3 +675,47 @@ async fn a_files_own_headers_go_with_it_over_the_jobs_and_are_never_shown() {
         );
     }
 }
+
+/// A paused download resumes into its `.part` only inside the root: a directory of its
+/// destination swapped for a symlink out of the root while it was paused fails it, and a file
+/// named like its `.part` out there is neither taken as progress nor written.
+#[tokio::test]
+async fn a_resumed_download_never_opens_a_part_behind_a_planted_symlink() {
+    let origin = Origin::start().await;
+    origin.put("big.bin", content(67, 600_000));
+    origin.set_faults(
+        "big.bin",
+        Faults {
+            hold_after: Some(300_000),
+            ..Faults::default()
+        },
+    );
+    let app = TestApp::spawn().await;
+    let job = app
+        .create_job(json!({ "url": origin.url("big.bin"), "dest": "sub/" }))
+        .await;
+    let id = id_of(&job);
+    app.wait_until(&id, "bytes in the .part", |job| {
+        job["files"][0]["bytes_done"].as_u64() >= Some(300_000)
+    })
+    .await;
+    assert_eq!(app.action(&id, "pause").await.0, 200);
+    app.wait_for(&id, "paused").await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::rename(app.file("sub"), app.file("sub.moved")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), app.file("sub")).unwrap();
+    let bait = outside.path().join("big.bin.part");
+    let junk = content(68, 400_000);
+    std::fs::write(&bait, &junk).unwrap();
+    origin.release("big.bin");
+
+    assert_eq!(app.action(&id, "resume").await.0, 200);
+    let failed = app.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["type"], "invalid-destination", "{failed:#}");
+    assert_eq!(
+        std::fs::read(&bait).unwrap(),
+        junk,
+        "written outside the root"
+    );
+    assert_eq!(files_below(outside.path()), ["big.bin.part"]);
+}

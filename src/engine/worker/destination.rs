@@ -204,11 +204,11 @@ async fn take<'a>(
     };
     let root = ctx.engine.inner.root.clone();
     let rel_owned = rel.to_owned();
-    let created = tokio::task::spawn_blocking(move || place::create_part(&root, &rel_owned))
-        .await
-        .map_err(|e| {
-            FetchError::Store(format!("creating the partial file was interrupted: {e}"))
-        })?;
+    let created = tokio::task::spawn_blocking(move || {
+        place::create_part(&mut place::Dirs::new(&root), &rel_owned)
+    })
+    .await
+    .map_err(|e| FetchError::Store(format!("creating the partial file was interrupted: {e}")))?;
     match created {
         Ok(true) => Ok(Some(claim)),
         Ok(false) => Ok(None),
@@ -339,8 +339,9 @@ impl<'a> Batch<'a> {
         let root = ctx.engine.inner.root.clone();
         let rels: Vec<String> = ours.iter().map(|((_, rel), _)| rel.clone()).collect();
         let created = tokio::task::spawn_blocking(move || {
+            let mut dirs = place::Dirs::new(&root);
             rels.iter()
-                .map(|rel| matches!(place::create_part(&root, rel), Ok(true)))
+                .map(|rel| matches!(place::create_part(&mut dirs, rel), Ok(true)))
                 .collect::<Vec<_>>()
         })
         .await

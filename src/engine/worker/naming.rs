@@ -49,7 +49,7 @@ pub(super) async fn rename<'a>(
     }
     // Whatever became of the new name, the URL's `.part` (empty: nothing was written yet) is
     // ours to remove; dropping the old destination then releases its registry claim.
-    remove_part(&ctx.engine.inner.root.part(&current)).await;
+    remove_part(&ctx.engine.inner.root, &current).await;
     drop(destination);
     settled
 }
@@ -87,6 +87,6 @@ pub(super) async fn open<'a>(
     let Some(destination) = rename(ctx, record, destination, name, live).await? else {
         return Ok(None);
     };
-    task.part = inner.root.part(&destination.claim.rel);
+    task.rel.clone_from(&destination.claim.rel);
     Ok(Some((destination, Some(opening))))
 }
