@@ -13,8 +13,9 @@
 //! (unspecified, multicast, broadcast, reserved), metadata, loopback, link-local, private,
 //! public. So 169.254.169.254 is metadata (not link-local) and fd00:ec2::254 is metadata (not
 //! private): allowing link-local or private addresses never opens the metadata service.
-//! An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) and one under the NAT64 prefix
-//! (`64:ff9b::a.b.c.d`) are judged as the IPv4 address they carry.
+//! An IPv6 address that carries an IPv4 one — mapped `::ffff:a.b.c.d`, compatible
+//! `::a.b.c.d`, SIIT `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and the local-use NAT64
+//! prefix `64:ff9b:1::/48` — is judged as the IPv4 address it carries.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +37,24 @@ const METADATA_V6: [Ipv6Addr; 2] = [
     Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254),
     Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x23),
 ];
+
+/// The IPv4 address an IPv6 address carries in its last 32 bits, for the forms that reach
+/// an IPv4 host: IPv4-compatible `::a.b.c.d` (deprecated, but a stack may still route it;
+/// `::` and `::1` are themselves), SIIT `::ffff:0:a.b.c.d` (RFC 6145), the well-known NAT64
+/// prefix `64:ff9b::/96` (RFC 6052) and the local-use NAT64 prefix `64:ff9b:1::/48`
+/// (RFC 8215). For the local-use prefix the address is taken from the last 32 bits, as with a
+/// /96 translator prefix inside it, the usual deployment.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let segments = ip.segments();
+    let carried = match segments {
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => false,
+        [0, 0, 0, 0, 0, 0, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => true,
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] => true,
+        _ => false,
+    };
+    let [.., hi, lo] = segments;
+    carried.then(|| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)))
+}
 
 /// What kind of address an IP is, for the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,12 +112,10 @@ impl Category {
         if let Some(v4) = ip.to_ipv4_mapped() {
             return Self::of_v4(v4);
         }
-        let segments = ip.segments();
-        if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-            let [.., hi, lo] = segments;
-            return Self::of_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+        if let Some(v4) = embedded_v4(ip) {
+            return Self::of_v4(v4);
         }
-        let first = segments[0];
+        let first = ip.segments()[0];
         if ip.is_unspecified() {
             Self::Never("unspecified")
         } else if ip.is_multicast() {
@@ -255,9 +272,10 @@ pub fn denied_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'
 #[derive(Debug, Clone)]
 pub struct PolicyResolver {
     policy: AddressPolicy,
-    /// Host names resolved without judgement: the daemon's own proxy, or the receivers of
-    /// the global webhook subscriptions, which the operator chose (a proxy or a receiver on
-    /// loopback is a common set-up even where downloads may not go there).
+    /// Host names resolved without judgement: the daemon's own proxy, which the operator
+    /// chose (a proxy on loopback is common even where downloads may not go there). The
+    /// resolver sees only the name, so a target of the same name is judged elsewhere
+    /// (`http::TrustedProxy`).
     trusted: Arc<[String]>,
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::FetchError;
-use super::http::{ClientSettings, build_client};
+use super::http::{ClientSettings, TrustedProxy, build_client};
 
 /// Clients kept for jobs' proxies; beyond this the cache starts over (a bound, not an LRU:
 /// many distinct proxies at once is not the common case).
@@ -17,6 +17,8 @@ const MAX_PROXY_CLIENTS: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Clients {
     shared: reqwest::Client,
+    /// The shared client's proxy, whose name its resolver trusts.
+    trusted: Option<Arc<TrustedProxy>>,
     settings: Arc<ClientSettings>,
     by_proxy: Arc<Mutex<HashMap<String, reqwest::Client>>>,
 }
@@ -26,6 +28,9 @@ impl Clients {
     pub fn new(settings: ClientSettings, proxy: Option<&str>) -> Result<Self, FetchError> {
         Ok(Self {
             shared: build_client(&settings, proxy, true)?,
+            trusted: proxy
+                .and_then(|proxy| TrustedProxy::new(&settings, proxy))
+                .map(Arc::new),
             settings: Arc::new(settings),
             by_proxy: Arc::default(),
         })
@@ -34,6 +39,11 @@ impl Clients {
     /// Which addresses the clients may connect to.
     pub fn policy(&self) -> super::AddressPolicy {
         self.settings.policy
+    }
+
+    /// The daemon's proxy, trusted by the shared client's resolver.
+    pub fn trusted(&self) -> Option<Arc<TrustedProxy>> {
+        self.trusted.clone()
     }
 
     /// The shared client.

@@ -325,7 +325,7 @@ impl Attempt<'_> {
             urls,
             &self.source().secret,
             headers,
-            env.follow,
+            &env.follow,
         );
         tokio::select! {
             biased;

@@ -362,7 +362,7 @@ impl Fetcher {
         let env = Arc::new(Env {
             client: task.client.clone(),
             sources: self.sources(task),
-            follow: self.follow,
+            follow: self.follow.clone(),
             retry: self.retry,
             hosts: self.hosts.clone(),
             global: self.throttle.clone(),

@@ -1,11 +1,15 @@
 //! HTTP details: the shared client, request headers, and what a response tells us.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper_util::client::proxy::matcher::Matcher;
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::FetchError;
-use super::address_policy::{AddressPolicy, PolicyResolver, denied_cause};
+use super::address_policy::{AddressPolicy, Category, Denied, PolicyResolver, denied_cause};
 use super::retry::parse_retry_after;
 use crate::store::FileMeta;
 use crate::telemetry::redact_url;
@@ -25,10 +29,94 @@ pub struct ClientSettings {
 }
 
 /// How requests follow redirects: how many, and which addresses each hop may lead to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Follow {
     pub max_redirects: usize,
     pub policy: AddressPolicy,
+    /// The daemon's proxy, if any: a hop named like it is judged by [`get_following`].
+    /// (Also for a job with its own proxy, whose client trusts no name: then the check is
+    /// only redundant, or refuses a name the job's HTTP proxy would have resolved itself.)
+    pub trusted: Option<Arc<TrustedProxy>>,
+}
+
+/// The daemon's proxy, whose host name the shared client's resolver does not judge (see
+/// [`build_client`]). That resolver sees only a name, not what it is resolved for, so a
+/// download URL with the same host would pass unjudged whenever haul itself resolves it:
+/// through a `socks5://` proxy (haul resolves targets), or directly when `no_proxy` exempts
+/// it. [`get_following`] judges such a hop itself.
+#[derive(Debug)]
+pub struct TrustedProxy {
+    host: String,
+    /// `socks5`: haul resolves the target's name (`socks5h`, `http`, `https`: the proxy does).
+    resolves_here: bool,
+    /// Which targets the proxy carries: the same proxy and `no_proxy` list as the client's.
+    routes: Matcher,
+}
+
+impl TrustedProxy {
+    /// The daemon's proxy `proxy` with the settings' (or the environment's) `no_proxy`.
+    pub fn new(settings: &ClientSettings, proxy: &str) -> Option<Self> {
+        let url = url::Url::parse(proxy).ok()?;
+        let no_proxy = match &settings.no_proxy {
+            Some(list) => list.clone(),
+            // What `reqwest::NoProxy::from_env` reads.
+            None => std::env::var("NO_PROXY")
+                .or_else(|_| std::env::var("no_proxy"))
+                .unwrap_or_default(),
+        };
+        Some(Self {
+            host: url.host_str()?.to_owned(),
+            resolves_here: url.scheme() == "socks5",
+            routes: Matcher::builder().all(proxy).no(no_proxy).build(),
+        })
+    }
+
+    /// Whether `url`'s host is the proxy's name and haul resolves it for the connection.
+    fn resolved_here(&self, url: &url::Url) -> bool {
+        let Some(host) = url.domain() else {
+            return false;
+        };
+        if !host.eq_ignore_ascii_case(&self.host) {
+            return false;
+        }
+        // An unparsable URI counts as direct: judged, the safe side.
+        self.resolves_here
+            || url
+                .as_str()
+                .parse::<http::Uri>()
+                .map_or(true, |uri| self.routes.intercept(&uri).is_none())
+    }
+
+    /// Judges a hop named like the proxy, when haul resolves it: a lookup of its own, and a
+    /// refusal unless the policy allows every address. Every, not any: the client's
+    /// resolver hands this name's addresses on unfiltered, so the connection may go to any of
+    /// them. (The two lookups are separate, but the name is the operator's proxy's.)
+    async fn judge(&self, url: &url::Url, policy: AddressPolicy) -> Result<(), FetchError> {
+        if !self.resolved_here(url) {
+            return Ok(());
+        }
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| FetchError::Network {
+                url: redact_url(url),
+                message: format!("cannot resolve {host}: {e}"),
+            })?
+            .collect();
+        match addrs
+            .iter()
+            .map(SocketAddr::ip)
+            .find(|ip| !policy.allows(*ip))
+        {
+            Some(address) => Err(FetchError::AddressDenied(Denied {
+                host: host.to_owned(),
+                address,
+                category: Category::of(address),
+            })),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The one client every download shares (connection pool, TLS sessions), through `proxy` if
@@ -42,7 +130,8 @@ pub struct Follow {
 ///
 /// Every name the client resolves — the URL's host, the host of a `socks5://` proxy's target,
 /// the proxy's own host — goes through the address policy, except the host of a `trusted`
-/// proxy (the daemon's, chosen by the operator). A job's proxy is not trusted.
+/// proxy (the daemon's, chosen by the operator; a target of the same name is judged by
+/// [`TrustedProxy`]). A job's proxy is not trusted.
 pub fn build_client(
     settings: &ClientSettings,
     proxy: Option<&str>,
@@ -146,13 +235,14 @@ pub fn request_headers(
 ///
 /// Each hop's URL is checked before it is requested: an IP literal the address policy denies
 /// fails with `address-denied` without a connection (names are judged by the client's
-/// resolver), and a redirect to anything but http(s) fails the request.
+/// resolver, a name it trusts by [`TrustedProxy`]), and a redirect to anything but http(s)
+/// fails the request.
 pub async fn get_following(
     client: &reqwest::Client,
     (start, url): (&url::Url, &url::Url),
     secret: &HeaderMap,
     always: &HeaderMap,
-    follow: Follow,
+    follow: &Follow,
 ) -> Result<reqwest::Response, FetchError> {
     let mut current = start.clone();
     for _ in 0..=follow.max_redirects {
@@ -160,6 +250,9 @@ pub async fn get_following(
             .policy
             .check_url(&current)
             .map_err(FetchError::AddressDenied)?;
+        if let Some(trusted) = &follow.trusted {
+            trusted.judge(&current, follow.policy).await?;
+        }
         let mut request = client.get(current.clone()).headers(always.clone());
         if !secret.is_empty() && current.origin() == url.origin() {
             request = request.headers(secret.clone());

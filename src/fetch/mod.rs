@@ -242,6 +242,7 @@ impl Fetcher {
         let follow = Follow {
             max_redirects: settings.max_redirects,
             policy: settings.clients.policy(),
+            trusted: settings.clients.trusted(),
         };
         Self {
             follow,

@@ -49,7 +49,7 @@ pub async fn first_request(
         (&task.url, &task.url),
         &headers,
         &range,
-        fetcher.follow,
+        &fetcher.follow,
     );
     let response = tokio::select! {
         biased;

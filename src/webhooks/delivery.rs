@@ -1,5 +1,6 @@
 //! One receiver's queue: its deliveries are sent one at a time, in event order, each retried
-//! with exponential backoff and jitter until it succeeds or runs out of attempts.
+//! with exponential backoff and jitter until it succeeds or runs out of attempts. A delivery
+//! the address policy refuses fails at once: every retry would be refused too.
 //!
 //! A queue runs in its own task, so a slow or dead receiver holds up only its own queue; the
 //! router never waits for it (a full queue drops deliveries instead). A queue with nothing to
@@ -19,6 +20,7 @@ use super::signature::sign;
 use crate::config::Secret;
 use crate::domain::{Delivery, DeliveryStatus, DeliveryTarget};
 use crate::events::JobEvent;
+use crate::fetch::address_policy::{Denied, denied_cause};
 use crate::telemetry::redact_text;
 
 /// How long a queue waits for work before it closes.
@@ -68,6 +70,18 @@ impl Outgoing {
 struct Failure {
     http_status: Option<u16>,
     message: String,
+    /// The address policy refused the receiver: another attempt would be refused too.
+    denied: bool,
+}
+
+impl Failure {
+    fn denied(denied: &Denied) -> Self {
+        Self {
+            http_status: None,
+            message: format!("not sent: {denied}"),
+            denied: true,
+        }
+    }
 }
 
 /// Delivers what arrives on `queue` until it closes or the daemon shuts down.
@@ -114,6 +128,7 @@ async fn deliver(ctx: &Context, target: &Target, outgoing: Outgoing) {
         };
         state.attempts = attempt;
         state.updated_at = Utc::now();
+        let mut last = attempt == ctx.retry.attempts;
         match result {
             Ok(status) => {
                 state.status = DeliveryStatus::Delivered;
@@ -124,11 +139,12 @@ async fn deliver(ctx: &Context, target: &Target, outgoing: Outgoing) {
                 return;
             }
             Err(failure) => {
+                last |= failure.denied;
                 state.http_status = failure.http_status;
                 state.error = Some(failure.message);
             }
         }
-        if attempt == ctx.retry.attempts {
+        if last {
             tracing::warn!(
                 job.id = %state.job_id,
                 delivery.id = %state.id,
@@ -159,8 +175,16 @@ async fn attempt_once(
     outgoing: &Outgoing,
     signature: &str,
 ) -> Result<u16, Failure> {
-    let request = ctx
-        .client
+    let client = match target.kind {
+        DeliveryTarget::Subscription => &ctx.clients.subscriptions,
+        DeliveryTarget::Callback => {
+            ctx.policy
+                .check_url(&target.url)
+                .map_err(|denied| Failure::denied(&denied))?;
+            &ctx.clients.callbacks
+        }
+    };
+    let request = client
         .post(target.url.clone())
         .timeout(ctx.timeout)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -168,11 +192,19 @@ async fn attempt_once(
         .header("x-haul-delivery", outgoing.id.to_string())
         .header("x-haul-signature", signature)
         .body(outgoing.body.clone());
-    let response = request.send().await.map_err(|err| Failure {
-        http_status: None,
-        // reqwest quotes the URL, whose query may carry a token.
-        message: redact_text(&error_chain(&err)),
-    })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|err| match denied_cause(&err) {
+            // The resolver refused every address of the callback's name.
+            Some(denied) => Failure::denied(denied),
+            None => Failure {
+                http_status: None,
+                // reqwest quotes the URL, whose query may carry a token.
+                message: redact_text(&error_chain(&err)),
+                denied: false,
+            },
+        })?;
     let status = response.status();
     tracing::debug!(
         job.id = %outgoing.event.job_id,
@@ -187,6 +219,7 @@ async fn attempt_once(
         Err(Failure {
             http_status: Some(status.as_u16()),
             message: format!("the receiver answered {status}"),
+            denied: false,
         })
     }
 }

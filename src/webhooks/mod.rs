@@ -58,14 +58,52 @@ pub struct WebhookSettings {
     /// `User-Agent` of the requests, the same as towards origins.
     pub user_agent: String,
     /// The downloads' address policy. A job's `callback_url` is chosen by whoever submits
-    /// the job, like a download URL, so names are judged by it; the hosts of the global
-    /// subscriptions are the operator's choice and are not.
+    /// the job, like a download URL, so it is judged by it (its name when resolved, an IP
+    /// literal before every attempt); the global subscriptions are the operator's choice
+    /// and are not.
     pub policy: AddressPolicy,
+}
+
+/// The clients deliveries go out on. Two, because one resolver cannot tell a subscription's
+/// host from a callback's of the same name: a callback to `localhost` must not be trusted
+/// because the operator put a subscription there.
+#[derive(Clone)]
+struct Clients {
+    /// For the global subscriptions: names not judged.
+    subscriptions: reqwest::Client,
+    /// For jobs' callback URLs: every name judged by the address policy, none trusted.
+    callbacks: reqwest::Client,
+}
+
+impl Clients {
+    /// Neither takes a proxy from the environment (`HTTP_PROXY`, `ALL_PROXY`, …): a proxy
+    /// would resolve a callback's name itself, out of the policy's sight, and the downloads
+    /// do not use one either — a daemon's proxies are its configuration's choice.
+    fn new(settings: &WebhookSettings) -> reqwest::Result<Self> {
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(&settings.user_agent)
+                .connect_timeout(settings.timeout)
+                .no_proxy()
+                // A receiver that redirects is misconfigured; following it could post events
+                // (and their signatures) somewhere nobody chose.
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        Ok(Self {
+            subscriptions: builder().build()?,
+            callbacks: builder()
+                .dns_resolver(PolicyResolver::new(settings.policy, Vec::new()))
+                .build()?,
+        })
+    }
 }
 
 /// What every queue shares.
 struct Context {
-    client: reqwest::Client,
+    clients: Clients,
+    /// Judges a callback URL's IP literal before every attempt: the job may have been stored
+    /// under a looser policy than the one the daemon runs with now.
+    policy: AddressPolicy,
     timeout: Duration,
     retry: RetryPolicy,
     queue_capacity: usize,
@@ -93,7 +131,7 @@ struct Inner {
     /// Whether any job may have a callback URL: until one does, the router does not look
     /// callbacks up in the store at all (the common case costs nothing per job).
     callbacks: Arc<AtomicBool>,
-    client: reqwest::Client,
+    clients: Clients,
     store: Store,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -108,29 +146,12 @@ impl Webhooks {
         callbacks: bool,
         shutdown: CancellationToken,
     ) -> reqwest::Result<Self> {
-        let trusted = settings
-            .subscriptions
-            .iter()
-            .filter_map(|hook| {
-                url::Url::parse(&hook.url)
-                    .ok()?
-                    .host_str()
-                    .map(str::to_owned)
-            })
-            .collect();
-        let client = reqwest::Client::builder()
-            .dns_resolver(PolicyResolver::new(settings.policy, trusted))
-            .user_agent(&settings.user_agent)
-            .connect_timeout(settings.timeout)
-            // A receiver that redirects is misconfigured; following it could post events
-            // (and their signatures) somewhere nobody chose.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let clients = Clients::new(&settings)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
                 callbacks: Arc::new(AtomicBool::new(callbacks)),
-                client,
+                clients,
                 store,
                 shutdown,
                 tracker: TaskTracker::new(),
@@ -144,7 +165,8 @@ impl Webhooks {
         let inner = &self.inner;
         let (recorder, states) = mpsc::channel(RECORDER_CAPACITY);
         let ctx = Arc::new(Context {
-            client: inner.client.clone(),
+            clients: inner.clients.clone(),
+            policy: inner.settings.policy,
             timeout: inner.settings.timeout,
             retry: inner.settings.retry,
             queue_capacity: inner.settings.queue_capacity,

@@ -11,7 +11,9 @@ use crate::contract::{assert_problem, job_ids, request, send};
 use crate::helpers::TestApp;
 use crate::origin::{Faults, Origin, content};
 use crate::proxy::Proxy;
+use crate::receiver::Receiver;
 use crate::support::{files_below, id_of};
+use haul::config::WebhookSubscription;
 
 /// Far below the connect timeout (15 s): a refusal, not a connection that timed out.
 const REFUSED_WITHIN: Duration = Duration::from_secs(5);
@@ -397,4 +399,134 @@ async fn a_socks5_target_name_is_judged_here() {
     assert!(took < REFUSED_WITHIN, "took {took:?}");
     assert!(socks.seen().is_empty(), "{:?}", socks.seen());
     assert!(origin.all_requests().is_empty());
+}
+
+/// A URL named like the daemon's proxy is still judged when haul resolves it itself: through a
+/// `socks5://` proxy on `localhost`, and directly when `no_proxy` exempts `localhost` from an
+/// HTTP proxy there. With loopback denied, `http://localhost:…` fails with `address-denied`
+/// and neither the proxy nor the origin sees a request.
+#[tokio::test]
+async fn a_url_named_like_the_daemons_proxy_is_judged_when_resolved_here() {
+    let origin = Origin::start().await;
+    origin.put("t.bin", content(7, 1_000));
+    for socks in [true, false] {
+        let proxy = Proxy::start(socks).await;
+        let scheme = if socks { "socks5" } else { "http" };
+        let proxy_url = format!("{scheme}://localhost:{}", proxy.addr.port());
+        let app = TestApp::spawn_with(|s| {
+            s.allow_loopback = false;
+            s.proxy = Some(haul::config::Secret::new(proxy_url));
+            s.no_proxy = (!socks).then(|| "localhost".to_owned());
+        })
+        .await;
+        let url = format!("http://localhost:{}/t.bin", origin.addr.port());
+        let (failed, took) = failed_job(&app, &url).await;
+        assert_eq!(
+            failed["error"]["type"], "address-denied",
+            "{scheme}: {failed:#}"
+        );
+        let message = failed["error"]["message"].as_str().unwrap();
+        assert!(message.contains("allow_loopback"), "{scheme}: {message}");
+        assert!(took < REFUSED_WITHIN, "{scheme}: took {took:?}");
+        assert!(proxy.seen().is_empty(), "{scheme}: {:?}", proxy.seen());
+        assert!(origin.all_requests().is_empty(), "{scheme}: origin reached");
+    }
+}
+
+/// The job's callback deliveries, once one for `event` has ended `failed`.
+async fn refused_callback(app: &TestApp, id: &str, event: &str) -> Value {
+    let path = format!("/v1/jobs/{id}/deliveries");
+    let started = Instant::now();
+    loop {
+        let (_, body) = app.get(&path).await;
+        let found = body["deliveries"].as_array().and_then(|all| {
+            all.iter()
+                .find(|d| d["target"] == "callback" && d["event_type"] == event)
+                .cloned()
+        });
+        if let Some(delivery) = found.filter(|d| d["status"] != "retrying") {
+            return delivery;
+        }
+        assert!(
+            started.elapsed() < crate::helpers::DEADLINE,
+            "no final {event} callback delivery: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts `delivery` was refused by the policy at its first attempt, not retried.
+fn assert_refused_once(delivery: &Value) {
+    assert_eq!(delivery["status"], "failed", "{delivery:#}");
+    assert_eq!(delivery["attempts"], 1, "retried: {delivery:#}");
+    let error = delivery["error"].as_str().unwrap();
+    assert!(error.contains("allow_loopback"), "{error}");
+}
+
+/// A global subscription on `localhost` is the operator's choice and is delivered to with
+/// loopback denied; that does not make a job's `callback_url` on `localhost` trusted: it is
+/// refused, once, and its receiver gets nothing.
+#[tokio::test]
+async fn a_subscription_on_localhost_does_not_make_a_callback_there_trusted() {
+    let global = Receiver::failing_first(0).await;
+    let callback = Receiver::failing_first(0).await;
+    let hook = format!("http://localhost:{}/h", global.addr.port());
+    let app = TestApp::spawn_with(|s| {
+        s.allow_loopback = false;
+        s.webhooks = vec![WebhookSubscription {
+            url: hook,
+            secret: haul::config::Secret::new("s"),
+            events: None,
+        }];
+    })
+    .await;
+    let body = json!({
+        "url": "http://localhost:9/x",
+        "callback_url": format!("http://localhost:{}/cb", callback.addr.port()),
+    });
+    let job = app.create_job(body).await;
+    let id = id_of(&job);
+    app.wait_for(&id, "failed").await;
+    assert_refused_once(&refused_callback(&app, &id, "job.failed").await);
+    crate::support::eventually("the global subscription to get job.failed", || {
+        global
+            .hooks()
+            .iter()
+            .any(|h| h.json()["type"] == "job.failed")
+    })
+    .await;
+    assert!(callback.hooks().is_empty(), "{:?}", callback.hooks());
+}
+
+/// A callback URL's IP literal is judged at every delivery, not only at submission: a job
+/// stored while loopback was allowed gets no callback on `127.0.0.1` once the daemon runs
+/// with loopback denied.
+#[tokio::test]
+async fn a_stored_callback_literal_is_judged_again_at_delivery() {
+    let receiver = Receiver::failing_first(0).await;
+    let origin = Origin::start().await;
+    origin.put("held.bin", content(8, 100_000));
+    origin.set_faults(
+        "held.bin",
+        Faults {
+            hold_after: Some(10_000),
+            ..Faults::default()
+        },
+    );
+    let app = TestApp::spawn().await;
+    let body = json!({ "url": origin.url("held.bin"), "callback_url": receiver.url("/cb") });
+    let id = id_of(&app.create_job(body).await);
+    crate::support::requests_seen(&origin, "held.bin", 1).await;
+    app.action(&id, "pause").await;
+    app.wait_for(&id, "paused").await;
+    let dir = app.stop().await;
+    let before = receiver.hooks().len();
+
+    let mut settings = crate::helpers::test_settings(&dir);
+    settings.allow_loopback = false;
+    let app = TestApp::start(dir, settings).await;
+    app.action(&id, "resume").await;
+    app.wait_for(&id, "failed").await;
+    assert_refused_once(&refused_callback(&app, &id, "job.failed").await);
+    assert_eq!(receiver.hooks().len(), before, "{:?}", receiver.hooks());
 }

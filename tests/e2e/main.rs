@@ -23,6 +23,7 @@ mod cli;
 mod client;
 mod crash;
 mod daemon;
+mod env_proxy;
 mod faults;
 mod load;
 mod restart;

@@ -63,7 +63,10 @@ fn every_category_and_the_edges_of_its_ranges() {
         ("2606:4700::1111", Category::Public),
         ("fbff::1", Category::Public),
         ("fe00::1", Category::Public),
-        ("::2", Category::Public),
+        ("::1:0:0:0:1", Category::Public),
+        ("64:ff9a:ffff:ffff:ffff:ffff:7f00:1", Category::Public),
+        ("64:ff9b:2::7f00:1", Category::Public),
+        ("::fffe:0:7f00:1", Category::Public),
     ];
     for (ip, expected) in cases {
         assert_eq!(category(ip), expected, "{ip}");
@@ -80,9 +83,46 @@ fn ipv4_mapped_and_nat64_addresses_are_judged_as_their_ipv4_address() {
     assert_eq!(category("64:ff9b::a9fe:a9fe"), Category::Metadata);
     assert_eq!(category("64:ff9b::7f00:1"), Category::Loopback);
     assert_eq!(category("64:ff9b::808:808"), Category::Public);
-    // Not mapped: the deprecated IPv4-compatible form is not unwrapped (`::1` is loopback,
-    // not 0.0.0.1).
+    // `::1` is loopback and `::` unspecified in their own right, not 0.0.0.1 and 0.0.0.0.
     assert_eq!(category("::1"), Category::Loopback);
+    assert_eq!(category("::"), Category::Never("unspecified"));
+}
+
+/// The other forms that carry an IPv4 address, at the edges of their prefixes: each is judged
+/// as the address it carries, whichever category that is.
+#[test]
+fn compatible_siit_and_local_use_nat64_addresses_are_judged_as_their_ipv4_address() {
+    let cases = [
+        // IPv4-compatible ::/96, from just above ::1 to its end.
+        ("::2", Category::Never("unspecified")),
+        ("::127.0.0.1", Category::Loopback),
+        ("::169.254.169.254", Category::Metadata),
+        ("::10.0.0.1", Category::Private),
+        ("::169.254.1.1", Category::LinkLocal),
+        ("::8.8.8.8", Category::Public),
+        ("::255.255.255.255", Category::Never("broadcast")),
+        // SIIT ::ffff:0:0/96.
+        ("::ffff:0:127.0.0.1", Category::Loopback),
+        ("::ffff:0:169.254.169.254", Category::Metadata),
+        ("::ffff:0:192.168.0.1", Category::Private),
+        ("::ffff:0:8.8.8.8", Category::Public),
+        // Local-use NAT64 64:ff9b:1::/48, first and last addresses of the prefix.
+        ("64:ff9b:1::7f00:1", Category::Loopback),
+        ("64:ff9b:1::a9fe:a9fe", Category::Metadata),
+        ("64:ff9b:1:ffff:ffff:ffff:a00:1", Category::Private),
+        ("64:ff9b:1::808:808", Category::Public),
+    ];
+    for (ip, expected) in cases {
+        assert_eq!(category(ip), expected, "{ip}");
+    }
+    let denied = AddressPolicy {
+        allow_loopback: false,
+        ..AddressPolicy::default()
+    };
+    for ip in ["::127.0.0.1", "::ffff:0:127.0.0.1", "64:ff9b:1::7f00:1"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        assert!(!denied.allows(ip), "{ip}");
+    }
 }
 
 #[test]
