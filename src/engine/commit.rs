@@ -155,20 +155,7 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
     let store = &engine.inner.store;
     let (group, datas): (Vec<Waiting>, Vec<Data>) =
         group.into_iter().map(|c| (c.waiting, c.data)).unzip();
-    // A verified file is finished work: a pause or a shutdown still puts it in place. Only a
-    // cancel keeps it from its final name (its `.part` is removed with the others).
-    let mut cancelled = Vec::new();
-    for commit in group.iter().filter(|c| c.owner.stop.is_cancelled()) {
-        let job = commit.owner.job;
-        if !cancelled.contains(&job)
-            && matches!(store.job_status(job).await, Ok(JobStatus::Cancelled))
-        {
-            cancelled.push(job);
-        }
-    }
-    let (group, datas) = keep(group, datas, |job| {
-        cancelled.contains(&job).then_some(FetchError::Stopped)
-    });
+    let (group, datas) = drop_cancelled(engine, group, datas).await;
     let marks: Vec<Verifying> = group
         .iter()
         .map(|c| Verifying {
@@ -190,6 +177,9 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
     let (group, datas) = keep(group, datas, |job| {
         lost.contains(&job).then_some(FetchError::LeaseLost)
     });
+    // A cancel does not clear the lease, so one made while the store was being waited for
+    // (it lands as soon as the store is back, before our next try) is only seen here.
+    let (group, datas) = drop_cancelled(engine, group, datas).await;
     if group.is_empty() {
         return;
     }
@@ -197,6 +187,31 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
         Ok(placed) => record(engine, group, placed).await,
         Err(err) => reply_all(group, &err),
     }
+}
+
+/// Answers, and leaves out, the files of jobs the user cancelled. A verified file is finished
+/// work: a pause or a shutdown still puts it in place. Only a cancel keeps it from its final
+/// name (its `.part` is removed with the others).
+async fn drop_cancelled(
+    engine: &Engine,
+    group: Vec<Waiting>,
+    datas: Vec<Data>,
+) -> (Vec<Waiting>, Vec<Data>) {
+    let mut cancelled = Vec::new();
+    for commit in group.iter().filter(|c| c.owner.stop.is_cancelled()) {
+        let job = commit.owner.job;
+        if !cancelled.contains(&job)
+            && matches!(
+                engine.inner.store.job_status(job).await,
+                Ok(JobStatus::Cancelled)
+            )
+        {
+            cancelled.push(job);
+        }
+    }
+    keep(group, datas, |job| {
+        cancelled.contains(&job).then_some(FetchError::Stopped)
+    })
 }
 
 /// Records the files put in place (ending the one-file jobs they finish) and answers each.

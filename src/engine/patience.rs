@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreFault};
 
 /// The first pause after a failed write; it doubles up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs `write` until it succeeds, fails for another reason than an unavailable store, or
-/// `stop` fires (then the last error is returned).
+/// `stop` fires (then the last error is returned). A damaged database (`SQLITE_CORRUPT`,
+/// `SQLITE_NOTADB`) is not waited for: its error is logged and returned at once.
 pub(super) async fn patiently<T, F, Fut>(
     stop: &CancellationToken,
     what: &str,
@@ -31,6 +32,18 @@ where
     let mut failures = 0u32;
     loop {
         let err = match write().await {
+            // A damaged file does not mend while we wait: the caller's error path (fail the
+            // file, release the job) runs now instead of the job holding its slot and its
+            // memory until shutdown.
+            Err(err) if err.fault() == Some(StoreFault::Corrupt) => {
+                tracing::error!(
+                    store.fault = StoreFault::Corrupt.as_str(),
+                    error.message = %err,
+                    error.cause_chain = ?err,
+                    "cannot record {what}: the database file is damaged; not waiting for it"
+                );
+                return Err(err);
+            }
             Err(err @ StoreError::Unavailable(_)) => err,
             done => {
                 if failures > 0 {
@@ -89,6 +102,44 @@ mod tests {
         .await;
         assert!(matches!(done, Err(StoreError::Corrupt(_))));
         assert_eq!(tries.load(Ordering::Relaxed), 1, "a bug is not retried");
+    }
+
+    /// The error SQLite gives for a file that is not a database (`SQLITE_NOTADB`).
+    async fn corrupt() -> sqlx::Error {
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haul.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        match options.connect().await {
+            Err(err) => err,
+            Ok(mut conn) => sqlx::query("SELECT * FROM sqlite_master")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_err(),
+        }
+    }
+
+    // Real time: the damaged file is read through SQLite's own thread.
+    #[tokio::test]
+    async fn a_damaged_database_is_not_waited_for() {
+        let damaged = StoreError::from(corrupt().await);
+        assert_eq!(damaged.fault(), Some(StoreFault::Corrupt), "{damaged:?}");
+        let mut damaged = Some(damaged);
+        let stop = CancellationToken::new();
+        let tries = AtomicU32::new(0);
+        let done: Result<(), _> = patiently(&stop, "a test write", || {
+            let answer = match tries.fetch_add(1, Ordering::Relaxed) {
+                // A lock first: waited for; then the damage is found.
+                0 => unavailable(),
+                _ => damaged.take().unwrap_or_else(unavailable),
+            };
+            async move { Err(answer) }
+        })
+        .await;
+        let err = done.unwrap_err();
+        assert_eq!(err.fault(), Some(StoreFault::Corrupt), "{err:?}");
+        assert_eq!(tries.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test(start_paused = true)]

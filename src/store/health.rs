@@ -8,10 +8,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqliteConnection};
+use tokio::sync::Mutex;
 
 use super::{MIGRATOR, Store, StoreError};
 
@@ -112,8 +114,113 @@ impl StoreError {
             source
                 .downcast_ref::<sqlx::Error>()
                 .and_then(StoreFault::of)
+                .or_else(|| source.downcast_ref::<Probed>().map(|p| p.0))
                 .unwrap_or(StoreFault::Closed),
         )
+    }
+}
+
+/// How long a probe's verdict answers readiness. Callers within it share one probe, so no
+/// caller of the unauthenticated endpoint, however fast it loops, adds more than one write a
+/// second to the daemon's own (each probe takes the write lock, as a write of the daemon's
+/// would, and the daemon's writer gives up after a second of waiting).
+const PROBE_FRESH: Duration = Duration::from_secs(1);
+
+/// The readiness probe: its own connection, the last verdict, and how many probes ran.
+#[derive(Debug)]
+pub(super) struct Readiness {
+    /// The store's options with [`PROBE_BUSY`]: the probe has a connection of its own, so no
+    /// pooled connection is ever left with the short busy timeout, even when a caller hangs up
+    /// mid-probe.
+    options: SqliteConnectOptions,
+    /// Held for the whole of a probe: concurrent callers wait for it and share its verdict.
+    state: Mutex<Probing>,
+    runs: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Probing {
+    /// Kept between probes that succeeded. A probe holds it while it runs, so one abandoned
+    /// midway (its caller hung up) drops it, with whatever transaction it had open, and the
+    /// next probe connects afresh.
+    conn: Option<SqliteConnection>,
+    last: Option<(Instant, Verdict)>,
+}
+
+/// What a probe found, kept to answer the callers that come within [`PROBE_FRESH`].
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Ready,
+    Unavailable(StoreFault),
+    /// Neither: a bug, logged when found.
+    Failed,
+}
+
+/// The fault a cached probe verdict reports.
+#[derive(Debug)]
+struct Probed(StoreFault);
+
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the readiness probe found that {}", self.0.describe())
+    }
+}
+
+impl std::error::Error for Probed {}
+
+impl Readiness {
+    pub(super) fn new(options: SqliteConnectOptions) -> Self {
+        Self {
+            options: options.busy_timeout(PROBE_BUSY),
+            state: Mutex::new(Probing::default()),
+            runs: AtomicU64::new(0),
+        }
+    }
+
+    /// The last verdict while it is fresh, or a new probe's.
+    async fn verdict(&self) -> Verdict {
+        let mut state = self.state.lock().await;
+        if let Some((at, verdict)) = state.last
+            && at.elapsed() < PROBE_FRESH
+        {
+            return verdict;
+        }
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let conn = state.conn.take();
+        let verdict = match self.write(conn).await {
+            Ok(conn) => {
+                state.conn = Some(conn);
+                Verdict::Ready
+            }
+            Err(err) => match err.fault() {
+                Some(fault) => Verdict::Unavailable(fault),
+                None => {
+                    tracing::warn!(error.message = %err, error.cause_chain = ?err, "the readiness probe failed");
+                    Verdict::Failed
+                }
+            },
+        };
+        state.last = Some((Instant::now(), verdict));
+        verdict
+    }
+
+    /// Runs the write probe, connecting first if needed; gives the connection back when it
+    /// worked (after a failure a new one is made, in case the failure was the connection's).
+    async fn write(&self, conn: Option<SqliteConnection>) -> Result<SqliteConnection, StoreError> {
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => self.options.connect().await?,
+        };
+        write_probe(&mut conn).await?;
+        Ok(conn)
+    }
+
+    pub(super) async fn close(&self) {
+        if let Some(conn) = self.state.lock().await.conn.take()
+            && let Err(err) = conn.close().await
+        {
+            tracing::warn!(error.message = %err, "cannot close the readiness probe's connection");
+        }
     }
 }
 
@@ -121,23 +228,23 @@ impl Store {
     /// Readiness: the database answers a read, and takes a write. The write changes nothing
     /// (it sets `user_version` to what it is) but goes through the write lock and the WAL like
     /// any other, so a full disk, a read-only file or another process's lock shows here, and
-    /// so does their end. It runs on a pooled connection with a short busy timeout, so a lock
-    /// held elsewhere answers within [`PROBE_BUSY`] instead of queueing behind the writer.
+    /// so does their end. It runs on a connection of its own with a short busy timeout, so a
+    /// lock held elsewhere answers within [`PROBE_BUSY`] instead of queueing behind the
+    /// writer. One probe runs at a time and its verdict is reused for [`PROBE_FRESH`].
     pub async fn probe(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let ms = PROBE_BUSY.as_millis();
-        // Numbers we formatted ourselves: nothing from outside reaches these statements.
-        sqlx::query(AssertSqlSafe(format!("PRAGMA busy_timeout = {ms}")))
-            .execute(&mut *conn)
-            .await?;
-        let written = write_probe(&mut conn).await;
-        // The connection goes back to the pool: give it back its usual patience.
-        let restored = sqlx::query("PRAGMA busy_timeout = 5000")
-            .execute(&mut *conn)
-            .await;
-        written?;
-        restored?;
-        Ok(())
+        match self.readiness.verdict().await {
+            Verdict::Ready => Ok(()),
+            Verdict::Unavailable(fault) => Err(StoreError::Unavailable(Box::new(Probed(fault)))),
+            Verdict::Failed => Err(StoreError::Database(
+                "the readiness probe failed; see the log".into(),
+            )),
+        }
+    }
+
+    /// How many readiness probes have run (not answered from the last verdict).
+    #[cfg(test)]
+    pub(super) fn probes_run(&self) -> u64 {
+        self.readiness.runs.load(Ordering::Relaxed)
     }
 }
 
@@ -260,10 +367,106 @@ mod tests {
             .execute(&mut other)
             .await
             .unwrap();
-        let err = store.probe().await.unwrap_err();
+        // The verdict before the lock answers for up to PROBE_FRESH.
+        let err = probe_until(&store, |done| done.is_err()).await.unwrap_err();
         assert_eq!(err.fault(), Some(StoreFault::Locked), "{err:?}");
         // Reads do not wait for the writer's lock (WAL).
         store.ping().await.unwrap();
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        probe_until(&store, |done| done.is_ok()).await.unwrap();
+        store.close().await;
+    }
+
+    /// Probes until `wanted` holds of the answer, for at most ten seconds.
+    async fn probe_until(
+        store: &Store,
+        wanted: impl Fn(&Result<(), StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done = store.probe().await;
+            if wanted(&done) || Instant::now() > deadline {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_and_rapid_probes_share_one_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("haul.db")).await.unwrap();
+        let started = Instant::now();
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.probe().await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        // Rapid callers after the concurrent ones: still answered by the same verdict.
+        for _ in 0..64 {
+            store.probe().await.unwrap();
+        }
+        // One probe per PROBE_FRESH begun since the start, however slow this machine is.
+        let windows = started.elapsed().as_millis() / PROBE_FRESH.as_millis() + 1;
+        let runs = store.probes_run();
+        assert!(
+            (1..=u64::try_from(windows).unwrap()).contains(&runs),
+            "{runs} probes for 128 calls in {windows} windows"
+        );
+        // Once the verdict is stale, the next call probes again.
+        let runs_before = store.probes_run();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.probes_run() == runs_before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.probe().await.unwrap();
+        }
+        assert!(
+            store.probes_run() > runs_before,
+            "a stale verdict was reused"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_probe_abandoned_midway_leaves_no_lock_and_no_short_patience_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haul.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut other = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // The probe waits for the lock (PROBE_BUSY); its caller gives up first.
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), store.probe()).await;
+        assert!(abandoned.is_err(), "the probe should still be waiting");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        // Pooled connections keep their usual busy timeout: the probe never touched them.
+        // All at once, so every connection of the pool (at most 8) is looked at.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let mut conn = store.pool.acquire().await.unwrap();
+            let ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(ms, 5000);
+            held.push(conn);
+        }
+        drop(held);
+        // The abandoned probe's connection holds nothing: another process can write.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
         sqlx::query("COMMIT").execute(&mut other).await.unwrap();
         store.probe().await.unwrap();
         store.close().await;

@@ -127,6 +127,7 @@ pub struct Store {
     writer: Arc<Mutex<Option<Writer>>>,
     /// Submissions on their way to the task that inserts them together.
     inserts: mpsc::Sender<inserts::Pending>,
+    readiness: Arc<health::Readiness>,
 }
 
 /// The writing connection, and whether a transaction sent in one call (see
@@ -164,6 +165,7 @@ impl Store {
         // Our own writes take turns on this connection, so its busy handler only ever waits
         // for another process (a backup tool, an `sqlite3` shell): give up soon and report the
         // store locked, rather than hold every write of the daemon queued behind it.
+        let readiness = Arc::new(health::Readiness::new(options.clone()));
         let writer = options.busy_timeout(WRITER_BUSY).connect().await?;
         let writer = Arc::new(Mutex::new(Some(Writer {
             conn: writer,
@@ -173,6 +175,7 @@ impl Store {
             pool,
             inserts: inserts::start(writer.clone()),
             writer,
+            readiness,
         })
     }
 
@@ -183,6 +186,7 @@ impl Store {
         {
             tracing::warn!(error.message = %err, "cannot close the store's writing connection");
         }
+        self.readiness.close().await;
         self.pool.close().await;
     }
 
