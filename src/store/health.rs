@@ -334,6 +334,21 @@ async fn judge(
 mod tests {
     use super::*;
 
+    /// Another connection to the database at `path`, holding its write lock (as another
+    /// process would) until it is dropped or rolls back.
+    async fn lock_exclusively(path: &std::path::Path) -> sqlx::SqliteConnection {
+        let mut other = SqliteConnectOptions::new()
+            .filename(path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other
+    }
+
     #[test]
     fn sqlite_codes_are_classed_by_their_primary_code() {
         assert_eq!(StoreFault::of_code(13), Some(StoreFault::Full));
@@ -358,15 +373,7 @@ mod tests {
         let path = dir.path().join("haul.db");
         let store = Store::open(&path).await.unwrap();
         store.probe().await.unwrap();
-        let mut other = SqliteConnectOptions::new()
-            .filename(&path)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = lock_exclusively(&path).await;
         // The verdict before the lock answers for up to PROBE_FRESH.
         let err = probe_until(&store, |done| done.is_err()).await.unwrap_err();
         assert_eq!(err.fault(), Some(StoreFault::Locked), "{err:?}");
@@ -436,15 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haul.db");
         let store = Store::open(&path).await.unwrap();
-        let mut other = SqliteConnectOptions::new()
-            .filename(&path)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = lock_exclusively(&path).await;
         // The probe waits for the lock (PROBE_BUSY); its caller gives up first.
         let abandoned = tokio::time::timeout(Duration::from_millis(50), store.probe()).await;
         assert!(abandoned.is_err(), "the probe should still be waiting");

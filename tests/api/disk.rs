@@ -4,55 +4,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::json;
 
 use crate::helpers::TestApp;
 use crate::origin::{Faults, Origin, content, sha256_hex};
 use crate::support::{assert_file, id_of, part, requests_seen};
-
-/// A tmpfs of a fixed size, unmounted (lazily: the daemon may still hold a file) on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts one. Where mounting is not permitted the test fails, unless
-    /// `HAUL_TEST_NO_MOUNT=1` says to skip it (`None`, with the reason printed): a test that
-    /// passes without running must be asked for.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(Tmpfs { dir }),
-            other if std::env::var_os("HAUL_TEST_NO_MOUNT").is_some() => {
-                eprintln!("SKIPPED: cannot mount a tmpfs here ({other:?})");
-                None
-            }
-            other => panic!(
-                "cannot mount a tmpfs ({other:?}): run the tests as root, or set \
-                 HAUL_TEST_NO_MOUNT=1 to skip the disk-space tests"
-            ),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
+use crate::tmpfs::Tmpfs;
 
 /// Writes `filler` until the filesystem is full, or until `limit` bytes; returns its path.
 fn fill(dir: &Path, limit: u64) -> PathBuf {

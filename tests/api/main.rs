@@ -19,6 +19,9 @@ mod origin;
 #[path = "../common/plan.rs"]
 mod plan;
 
+#[path = "../common/tmpfs.rs"]
+mod tmpfs;
+
 mod auth;
 mod batches;
 mod contract;

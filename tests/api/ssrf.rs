@@ -271,9 +271,27 @@ fn swap_for_symlink(app: &TestApp, dir: &str, outside: &std::path::Path) {
 /// `.part`.
 #[tokio::test]
 async fn a_symlink_planted_before_the_rename_does_not_carry_the_file_out() {
+    let (origin, app, id) = held_halfway_in_sub().await;
+    let outside = tempfile::tempdir().unwrap();
+    swap_for_symlink(&app, "sub", outside.path());
+    origin.release("big.bin");
+
+    let failed = app.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["type"], "invalid-destination", "{failed:#}");
+    assert!(
+        files_below(outside.path()).is_empty(),
+        "written outside the root"
+    );
+    assert!(
+        !app.file("sub.moved/big.bin").exists(),
+        "no final name given"
+    );
+}
+
+/// A 600 000-byte download into `sub/`, held by the origin once half of it is in its `.part`.
+async fn held_halfway_in_sub() -> (Origin, TestApp, String) {
     let origin = Origin::start().await;
-    let body = content(3, 600_000);
-    origin.put("big.bin", body);
+    origin.put("big.bin", content(3, 600_000));
     origin.set_faults(
         "big.bin",
         Faults {
@@ -290,20 +308,33 @@ async fn a_symlink_planted_before_the_rename_does_not_carry_the_file_out() {
         job["files"][0]["bytes_done"].as_u64() >= Some(300_000)
     })
     .await;
+    (origin, app, id)
+}
+
+/// A paused download resumes into its `.part` only inside the root: a directory of its
+/// destination swapped for a symlink out of the root while it was paused fails it, and a file
+/// named like its `.part` out there is neither taken as progress nor written.
+#[tokio::test]
+async fn a_resumed_download_never_opens_a_part_behind_a_planted_symlink() {
+    let (origin, app, id) = held_halfway_in_sub().await;
+    assert_eq!(app.action(&id, "pause").await.0, 200);
+    app.wait_for(&id, "paused").await;
     let outside = tempfile::tempdir().unwrap();
     swap_for_symlink(&app, "sub", outside.path());
+    let bait = outside.path().join("big.bin.part");
+    let junk = content(68, 400_000);
+    std::fs::write(&bait, &junk).unwrap();
     origin.release("big.bin");
 
+    assert_eq!(app.action(&id, "resume").await.0, 200);
     let failed = app.wait_for(&id, "failed").await;
     assert_eq!(failed["error"]["type"], "invalid-destination", "{failed:#}");
-    assert!(
-        files_below(outside.path()).is_empty(),
+    assert_eq!(
+        std::fs::read(&bait).unwrap(),
+        junk,
         "written outside the root"
     );
-    assert!(
-        !app.file("sub.moved/big.bin").exists(),
-        "no final name given"
-    );
+    assert_eq!(files_below(outside.path()), ["big.bin.part"]);
 }
 
 /// The same for a small file, which is held in memory and written into its `.part` only when

@@ -18,57 +18,18 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::daemon::{DEADLINE, Daemon, Launch, eventually};
 use crate::origin::{Faults, Origin, content, sha256_hex};
+use crate::tmpfs::Tmpfs;
 
 const KIB: u64 = 1024;
 
-/// A tmpfs of a fixed size, unmounted (lazily) on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts one; `None` (the test is skipped, saying so) only when `HAUL_TEST_NO_MOUNT` is
-    /// set and mounting is not permitted.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(Tmpfs { dir }),
-            other if std::env::var_os("HAUL_TEST_NO_MOUNT").is_some() => {
-                eprintln!("SKIPPED: cannot mount a tmpfs here ({other:?})");
-                None
-            }
-            other => panic!(
-                "cannot mount a tmpfs ({other:?}): run the tests as root, or set \
-                 HAUL_TEST_NO_MOUNT=1 to skip the store fault tests that need one"
-            ),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {mode}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
+/// Remounts a tmpfs `ro` or `rw`.
+fn remount(path: &Path, mode: &str) {
+    let status = Command::new("mount")
+        .args(["-o", &format!("remount,{mode}")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount {mode}");
 }
 
 /// A daemon with its data directory at `data` and its downloads under `dir`.
@@ -337,7 +298,7 @@ async fn a_read_only_data_directory_stops_the_start_untouched_and_a_writable_one
     assert!(status.success(), "{}", daemon.log());
     // Linux refuses to make a filesystem read-only while a process has files on it open for
     // writing, as the daemon has its database: read-only storage meets haul at start-up.
-    tmpfs.remount("ro");
+    remount(tmpfs.path(), "ro");
     let db = tmpfs.path().join("haul.db");
     let before = sha256_hex(&std::fs::read(&db).unwrap());
     let exited = Daemon::try_start(launch(dir.path(), tmpfs.path()))
@@ -352,7 +313,7 @@ async fn a_read_only_data_directory_stops_the_start_untouched_and_a_writable_one
     );
     assert_eq!(sha256_hex(&std::fs::read(&db).unwrap()), before);
 
-    tmpfs.remount("rw");
+    remount(tmpfs.path(), "rw");
     daemon.restart().await;
     assert_completed(&daemon, &id, &downloads, "large.bin", &sha).await;
     drop(daemon);
