@@ -184,10 +184,23 @@ impl DownloadRoot {
     /// file's last component is still looked for each time). For checks ahead of the last
     /// one: a file is checked on its own right before it gets its name.
     pub fn confine_in(&self, rel: &str, seen: &mut Confined) -> Result<(), PathError> {
+        let last_is_link =
+            std::fs::symlink_metadata(self.0.join(rel)).is_ok_and(|m| m.is_symlink());
+        self.confine_known(rel, last_is_link, seen)
+    }
+
+    /// [`DownloadRoot::confine_in`] for a caller that has just looked at `rel` itself
+    /// (`last_is_link`: it is a symlink), so it is not looked at again.
+    pub fn confine_known(
+        &self,
+        rel: &str,
+        last_is_link: bool,
+        seen: &mut Confined,
+    ) -> Result<(), PathError> {
         let mut probe = self.0.join(rel);
         // The last component can lead elsewhere only if it is a symlink: files are created with
-        // `create_new` and named by rename or link, and none of these follows one.
-        if probe != self.0 && !std::fs::symlink_metadata(&probe).is_ok_and(|m| m.is_symlink()) {
+        // `O_EXCL` and named by rename, and neither follows one.
+        if probe != self.0 && !last_is_link {
             probe.pop();
         }
         if seen.0.contains(&probe) {

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, RenameFlags};
 
@@ -101,10 +102,12 @@ pub fn prepare(
     hashing: &dyn Fn(),
     seen: &mut Confined,
 ) -> Result<Prepared, FetchError> {
-    root.confine_in(rel, seen)
-        .map_err(|e| destination_error(rel, e))?;
     let target = root.join(rel);
-    if let Ok(meta) = std::fs::symlink_metadata(&target) {
+    let existing = std::fs::symlink_metadata(&target);
+    let last_is_link = existing.as_ref().is_ok_and(|m| m.is_symlink());
+    root.confine_known(rel, last_is_link, seen)
+        .map_err(|e| destination_error(rel, e))?;
+    if let Ok(meta) = existing {
         if let Some(expected) = expected.filter(|_| meta.is_file())
             && {
                 hashing();
@@ -138,7 +141,7 @@ pub fn prepare(
         std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
     }
     // Re-check now that the directories exist: one of them may be a symlink planted meanwhile.
-    root.confine_in(rel, seen)
+    root.confine_known(rel, last_is_link, seen)
         .map_err(|e| destination_error(rel, e))?;
     Ok(Prepared::Download {
         path: rel.to_owned(),
@@ -411,7 +414,7 @@ fn sync_all(files: &[(usize, &File)]) -> Vec<(usize, std::io::Result<()>)> {
 pub struct Dirs<'r> {
     root: &'r DownloadRoot,
     /// By absolute path; `None` when it leads outside where it must be.
-    open: HashMap<PathBuf, Option<OwnedFd>>,
+    open: HashMap<PathBuf, Option<Arc<OwnedFd>>>,
     /// Directories a name was given in: the ones to fsync.
     named: BTreeSet<PathBuf>,
 }
@@ -426,7 +429,7 @@ impl<'r> Dirs<'r> {
     }
 
     /// The directory of `rel`'s destination, opened and checked on first use.
-    fn dest_dir(&mut self, rel: &str) -> Result<(PathBuf, &OwnedFd), FetchError> {
+    fn dest_dir(&mut self, rel: &str) -> Result<(PathBuf, Arc<OwnedFd>), FetchError> {
         let path = self.root.join(rel);
         let dir = path.parent().unwrap_or(self.root.path()).to_path_buf();
         let root = self.root;
@@ -434,7 +437,7 @@ impl<'r> Dirs<'r> {
     }
 
     /// The directory of `rel`'s `.part`, opened and checked on first use.
-    fn part_dir(&mut self, rel: &str) -> Result<&OwnedFd, FetchError> {
+    fn part_dir(&mut self, rel: &str) -> Result<Arc<OwnedFd>, FetchError> {
         let part = self.root.part(rel);
         let dir = part.parent().unwrap_or(self.root.path()).to_path_buf();
         let root = self.root;
@@ -446,13 +449,14 @@ impl<'r> Dirs<'r> {
         rel: &str,
         dir: PathBuf,
         open: impl FnOnce() -> std::io::Result<Option<(PathBuf, OwnedFd)>>,
-    ) -> Result<(PathBuf, &OwnedFd), FetchError> {
+    ) -> Result<(PathBuf, Arc<OwnedFd>), FetchError> {
         if !self.open.contains_key(&dir) {
             let fd = open().map_err(|e| FetchError::io(&dir, e))?;
-            self.open.insert(dir.clone(), fd.map(|(_, fd)| fd));
+            self.open
+                .insert(dir.clone(), fd.map(|(_, fd)| Arc::new(fd)));
         }
         match self.open.get(&dir) {
-            Some(Some(fd)) => Ok((dir, fd)),
+            Some(Some(fd)) => Ok((dir, Arc::clone(fd))),
             _ => Err(destination_error(
                 rel,
                 PathError::EscapesRoot(rel.to_owned()),
@@ -486,14 +490,14 @@ pub fn place(
     let part_name = part_name(rel);
     let target = dirs.root.join(rel);
     let io = |e: std::io::Error| FetchError::io(&target, e);
-    // Both descriptors are needed at once: the `.part`'s directory is kept as a duplicate.
-    let from = dirs.part_dir(rel)?.try_clone().map_err(io)?;
+    let from = dirs.part_dir(rel)?;
     let (dir_path, dir) = dirs.dest_dir(rel)?;
-    let source = (&from, part_name.as_str());
+    let (from, dir) = (&*from, &*dir);
+    let source = (from, part_name.as_str());
     let placed = match policy {
         OnConflict::Overwrite => {
             // rename replaces a symlink at the name; it never follows it.
-            rustix::fs::renameat(&from, &part_name, dir, file_name(rel))
+            rustix::fs::renameat(from, &part_name, dir, file_name(rel))
                 .map_err(|e| io(e.into()))?;
             Placed::At(rel.to_owned())
         }
@@ -510,7 +514,7 @@ pub fn place(
             dirs.named.insert(dir_path);
         }
         Placed::Skipped => {
-            let _ = rustix::fs::unlinkat(&from, &part_name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(from, &part_name, AtFlags::empty());
         }
     }
     Ok(placed)
