@@ -174,15 +174,11 @@ impl DownloadRoot {
         self.0.join(rel).is_dir()
     }
 
-    /// Checks on disk that no existing part of `rel` (a symlink, say) leads outside the root.
-    pub fn confine(&self, rel: &str) -> Result<(), PathError> {
-        self.confine_in(rel, &mut Confined::default())
-    }
-
-    /// [`DownloadRoot::confine`], trusting the directories `seen` found inside the root earlier
-    /// in the same batch of checks, so files in one directory check it once (a symlink as a
-    /// file's last component is still looked for each time). For checks ahead of the last
-    /// one: a file is checked on its own right before it gets its name.
+    /// Checks on disk that no existing part of `rel` (a symlink, say) leads outside the root,
+    /// trusting the directories `seen` found inside the root earlier in the same batch of
+    /// checks, so files in one directory check it once (a symlink as a file's last component
+    /// is still looked for each time). When a file is written and named, its directory is
+    /// checked again through its descriptor ([`open_dir_inside`]).
     pub fn confine_in(&self, rel: &str, seen: &mut Confined) -> Result<(), PathError> {
         let last_is_link =
             std::fs::symlink_metadata(self.0.join(rel)).is_ok_and(|m| m.is_symlink());
@@ -225,30 +221,13 @@ impl DownloadRoot {
             }
         }
     }
-
-    /// Opens the directory that holds `rel`'s destination and checks, through the descriptor,
-    /// where it really is: `Ok(None)` when it leads outside the root. A name given relative to
-    /// the descriptor lands in that directory whatever happens to its path afterwards (a
-    /// symlink planted on it), which a check by path cannot promise.
-    pub fn open_dest_dir(&self, rel: &str) -> std::io::Result<Option<(PathBuf, OwnedFd)>> {
-        let dir = self.0.join(rel);
-        let dir = dir.parent().unwrap_or(&self.0);
-        Ok(open_dir_within(dir, &self.0)?.map(|fd| (dir.to_path_buf(), fd)))
-    }
-
-    /// [`DownloadRoot::open_dest_dir`] for the directory of `rel`'s `.part`, which must lie in
-    /// the incomplete root when there is one.
-    pub fn open_part_dir(&self, rel: &str) -> std::io::Result<Option<(PathBuf, OwnedFd)>> {
-        let base = self.1.as_ref().unwrap_or(&self.0);
-        let part = self.part(rel);
-        let dir = part.parent().unwrap_or(base);
-        Ok(open_dir_within(dir, base)?.map(|fd| (dir.to_path_buf(), fd)))
-    }
 }
 
-/// Opens the directory `path`, `None` if it really lies outside `base`. Not `O_PATH`: the
-/// descriptor is fsynced once names are given in it.
-fn open_dir_within(path: &Path, base: &Path) -> std::io::Result<Option<OwnedFd>> {
+/// Opens the directory `path` and checks, through the descriptor, where it really is: `None`
+/// when it lies outside `base`. A name given relative to the descriptor lands in that
+/// directory whatever happens to its path afterwards (a symlink planted on it), which a check
+/// by path cannot promise. Not `O_PATH`: the descriptor is fsynced once names are given in it.
+pub fn open_dir_inside(path: &Path, base: &Path) -> std::io::Result<Option<OwnedFd>> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(
         path,
@@ -416,6 +395,10 @@ mod tests {
     use super::*;
     use temp_root as root;
 
+    fn confine(root: &DownloadRoot, rel: &str) -> Result<(), PathError> {
+        root.confine_in(rel, &mut Confined::default())
+    }
+
     #[test]
     fn user_paths_that_escape_are_rejected() {
         let (_dir, root) = root();
@@ -449,18 +432,18 @@ mod tests {
         let (_dir, root) = root();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
-        assert!(root.confine("link/file").is_err());
-        assert!(root.confine("plain/dir/file").is_ok());
+        assert!(confine(&root, "link/file").is_err());
+        assert!(confine(&root, "plain/dir/file").is_ok());
         // A symlink as the last component counts only for where it leads.
         std::fs::create_dir(root.path().join("plain")).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("plain/out")).unwrap();
-        assert!(root.confine("plain/out").is_err());
+        assert!(confine(&root, "plain/out").is_err());
         std::os::unix::fs::symlink(root.path().join("plain"), root.path().join("in")).unwrap();
-        assert!(root.confine("in").is_ok() && root.confine("in/dir/file").is_ok());
+        assert!(confine(&root, "in").is_ok() && confine(&root, "in/dir/file").is_ok());
         // A dangling one cannot redirect yet: its directory decides.
         std::os::unix::fs::symlink("/nonexistent/x", root.path().join("dangling")).unwrap();
-        assert!(root.confine("dangling").is_ok());
-        assert!(root.confine("").is_ok());
+        assert!(confine(&root, "dangling").is_ok());
+        assert!(confine(&root, "").is_ok());
     }
 
     #[test]

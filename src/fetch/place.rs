@@ -19,7 +19,9 @@ use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use super::{Data, FetchError};
-use crate::domain::paths::{Confined, DownloadRoot, PathError, numbered_alternative};
+use crate::domain::paths::{
+    Confined, DownloadRoot, PathError, numbered_alternative, open_dir_inside,
+};
 use crate::domain::{OnConflict, Sha256};
 
 /// Alternatives tried by the rename policy before giving up.
@@ -428,35 +430,33 @@ impl<'r> Dirs<'r> {
         }
     }
 
-    /// The directory of `rel`'s destination, opened and checked on first use.
+    /// The directory of `rel`'s destination, opened and checked inside the root on first use.
     fn dest_dir(&mut self, rel: &str) -> Result<(PathBuf, Arc<OwnedFd>), FetchError> {
+        let root = self.root.path();
         let path = self.root.join(rel);
-        let dir = path.parent().unwrap_or(self.root.path()).to_path_buf();
-        let root = self.root;
-        self.lookup(rel, dir, || root.open_dest_dir(rel))
+        self.lookup(rel, path.parent().unwrap_or(root), root)
     }
 
-    /// The directory of `rel`'s `.part`, opened and checked on first use.
+    /// The directory of `rel`'s `.part`, opened and checked on first use: inside the
+    /// incomplete root when there is one, else the root.
     fn part_dir(&mut self, rel: &str) -> Result<Arc<OwnedFd>, FetchError> {
+        let base = self.root.incomplete().unwrap_or(self.root.path());
         let part = self.root.part(rel);
-        let dir = part.parent().unwrap_or(self.root.path()).to_path_buf();
-        let root = self.root;
-        Ok(self.lookup(rel, dir, || root.open_part_dir(rel))?.1)
+        Ok(self.lookup(rel, part.parent().unwrap_or(base), base)?.1)
     }
 
     fn lookup(
         &mut self,
         rel: &str,
-        dir: PathBuf,
-        open: impl FnOnce() -> std::io::Result<Option<(PathBuf, OwnedFd)>>,
+        dir: &Path,
+        base: &Path,
     ) -> Result<(PathBuf, Arc<OwnedFd>), FetchError> {
-        if !self.open.contains_key(&dir) {
-            let fd = open().map_err(|e| FetchError::io(&dir, e))?;
-            self.open
-                .insert(dir.clone(), fd.map(|(_, fd)| Arc::new(fd)));
+        if !self.open.contains_key(dir) {
+            let fd = open_dir_inside(dir, base).map_err(|e| FetchError::io(dir, e))?;
+            self.open.insert(dir.to_path_buf(), fd.map(Arc::new));
         }
-        match self.open.get(&dir) {
-            Some(Some(fd)) => Ok((dir, Arc::clone(fd))),
+        match self.open.get(dir) {
+            Some(Some(fd)) => Ok((dir.to_path_buf(), Arc::clone(fd))),
             _ => Err(destination_error(
                 rel,
                 PathError::EscapesRoot(rel.to_owned()),
