@@ -196,8 +196,9 @@ impl Store {
         Ok(MappedMutexGuard::map(writer, |w| &mut w.conn))
     }
 
-    /// Readiness: the database answers a query.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// The database answers a read (readiness itself is [`Store::probe`]: a read and a write).
+    #[cfg(test)]
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
