@@ -8,6 +8,7 @@ use haul::cli::{Cli, Command, ServeArgs};
 use haul::config::{self, Overrides};
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,6 +51,35 @@ fn main() -> ExitCode {
                 ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
             }
         },
+    }
+}
+
+/// Keeps glibc from handing download buffers back to the kernel as soon as they are freed.
+///
+/// By default glibc serves blocks above 128 KiB (then above the largest freed one) with their
+/// own `mmap`, and trims a thread's heap with `madvise(MADV_DONTNEED)` once its free top
+/// passes twice that. A download frees and allocates such buffers hundreds of times a second,
+/// so each time the kernel unmapped pages and faulted in fresh zeroed ones: a fifth of the
+/// daemon's CPU in a fast download (bench case 1). Blocks under 1 MiB now come from the heap
+/// and a heap keeps up to 8 MiB free before giving it back — CPU per GiB fell by about a fifth
+/// and peak RSS stayed under 50 MiB. A `GLIBC_TUNABLES` that sets malloc parameters wins.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tuned_by_user =
+            std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
+        if !tuned_by_user {
+            #[expect(
+                unsafe_code,
+                reason = "mallopt only sets two of glibc's malloc parameters; it is called first \
+                          thing in main, before any other thread exists"
+            )]
+            // SAFETY: mallopt takes plain integers and is called before any thread starts.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+            }
+        }
     }
 }
 
