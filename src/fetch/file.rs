@@ -773,7 +773,7 @@ impl<J: Journal> FileRun<'_, J> {
             };
             let index = match self.slots.iter().position(|s| s.state == State::Pending) {
                 Some(index) => index,
-                None if self.parallel => match self.split() {
+                None if self.parallel => match self.split(target - active) {
                     Some(index) => index,
                     None => return,
                 },
@@ -784,15 +784,16 @@ impl<J: Journal> FileRun<'_, J> {
         }
     }
 
-    /// Gives the second half of the largest remaining range to a new slot.
-    fn split(&mut self) -> Option<usize> {
+    /// Gives the end of a running range to a new slot, the first of `new` starting now (see
+    /// [`plan::steal`]).
+    fn split(&mut self, new: usize) -> Option<usize> {
         let candidates =
             self.slots.iter().enumerate().filter(|(_, s)| {
                 s.state == State::Active && s.races.is_none() && s.raced_by.is_none()
             });
         let ranges =
             candidates.filter_map(|(i, s)| s.range.end().map(|end| (i, s.range.next(), end)));
-        let (index, at) = plan::steal(ranges, self.task.limits.min_segment)?;
+        let (index, at) = plan::steal(ranges, self.task.limits.min_segment, new)?;
         let old = &self.slots[index].range;
         let end = old.end.swap(at, std::sync::atomic::Ordering::AcqRel);
         self.slots

@@ -1,9 +1,9 @@
 //! Planning byte ranges: where to split a segment when a connection is free.
 //!
 //! Pure functions, so the arithmetic at the boundaries (tiny files, the last byte, alignment)
-//! is tested on its own. A file starts as one segment; each added connection takes the second
-//! half of the largest remaining range (work stealing), as long as both halves stay at least
-//! `min_segment` long.
+//! is tested on its own. A file starts as one segment; each added connection takes the tail
+//! of a running range (work stealing), as long as both parts stay at least `min_segment` long.
+//! Connections that start together share the ranges out evenly, so they finish together.
 
 /// Split points are rounded down to this, so ranges (and writes) stay page-aligned.
 const ALIGN: u64 = 64 * 1024;
@@ -15,13 +15,16 @@ pub const IN_FLIGHT: u64 = 256 * 1024;
 /// Where to split a range whose next byte to receive is `next` and whose end is `end`: the
 /// start of the new (second) half, or `None` when the remainder is too small to share.
 pub fn split_point(next: u64, end: u64, min_segment: u64) -> Option<u64> {
-    let remaining = end.checked_sub(next.saturating_add(IN_FLIGHT))?;
-    if remaining < min_segment.saturating_mul(2).max(2 * ALIGN) {
-        return None;
-    }
-    let mid = next + IN_FLIGHT + remaining / 2;
-    let aligned = mid - mid % ALIGN;
-    (aligned > next + IN_FLIGHT && end - aligned >= min_segment.max(ALIGN)).then_some(aligned)
+    cut(next, end, end.checked_sub(next)? / 2, min_segment)
+}
+
+/// The start of a new range that takes about `share` bytes off the end of `next..end`, if
+/// both parts stay at least `min_segment` long and the cut is past the bytes in flight.
+fn cut(next: u64, end: u64, share: u64, min_segment: u64) -> Option<u64> {
+    let at = end.checked_sub(share)?;
+    let at = at - at % ALIGN;
+    let first = at.checked_sub(next)?;
+    (first > IN_FLIGHT && first >= min_segment && end - at >= min_segment.max(ALIGN)).then_some(at)
 }
 
 /// Whether a file of `total` bytes is worth more than one connection.
@@ -29,19 +32,47 @@ pub fn splittable(total: u64, min_segment: u64) -> bool {
     split_point(0, total, min_segment).is_some()
 }
 
-/// Among `(index, next, end)` of running segments, the one whose remainder is largest and can
-/// be split, with the split point.
+/// Which of the running ranges `(index, next, end)` to split for the first of `new`
+/// connections starting now, and where. The `new` connections are shared out among the ranges
+/// so that the largest part left — the file's finish — is as small as it can be: each range
+/// is to be cut into equal parts, and this connection takes one part off the end of the range
+/// whose parts are largest. One connection so halves the largest remainder; fifteen starting
+/// beside one running connection each take a sixteenth. A range is cut only into parts of at
+/// least `min_segment`.
 pub fn steal(
     ranges: impl IntoIterator<Item = (usize, u64, u64)>,
     min_segment: u64,
+    new: usize,
 ) -> Option<(usize, u64)> {
-    ranges
+    // (index, next, end, parts)
+    let mut ranges: Vec<(usize, u64, u64, u64)> = ranges
         .into_iter()
-        .filter_map(|(index, next, end)| {
-            split_point(next, end, min_segment).map(|at| (index, at, end - next))
-        })
-        .max_by_key(|(_, _, remaining)| *remaining)
-        .map(|(index, at, _)| (index, at))
+        .filter(|&(_, next, end)| next < end)
+        .map(|(index, next, end)| (index, next, end, 1))
+        .collect();
+    // Whether a range cut into `parts` keeps every part long enough.
+    let fits = |next: u64, end: u64, parts: u64| {
+        let share = (end - next) / parts;
+        share >= min_segment.max(ALIGN) && cut(next, end, share, min_segment).is_some()
+    };
+    for _ in 0..new.max(1) {
+        // One more part for the range whose parts would stay largest.
+        let best = ranges
+            .iter_mut()
+            .filter(|r| fits(r.1, r.2, r.3 + 1))
+            .max_by_key(|r| (r.2 - r.1) / (r.3 + 1));
+        match best {
+            Some(range) => range.3 += 1,
+            None => break,
+        }
+    }
+    let &(index, next, end, parts) = ranges
+        .iter()
+        .filter(|r| r.3 > 1)
+        .max_by_key(|r| (r.2 - r.1) / r.3)?;
+    let at = cut(next, end, (end - next) / parts, min_segment)
+        .or_else(|| split_point(next, end, min_segment))?;
+    Some((index, at))
 }
 
 #[cfg(test)]
@@ -63,10 +94,19 @@ mod tests {
         assert_eq!(split_point(0, 1, 4 * MIB), None, "one byte");
         assert_eq!(
             split_point(0, 8 * MIB, 4 * MIB),
-            None,
-            "in-flight bytes make it too small"
+            Some(4 * MIB),
+            "two equal halves"
         );
-        assert!(split_point(0, 9 * MIB, 4 * MIB).is_some());
+        assert_eq!(
+            split_point(0, 8 * MIB - 1, 4 * MIB),
+            None,
+            "one half too short"
+        );
+        assert_eq!(
+            split_point(0, 600 * 1024, 1),
+            None,
+            "the running half would end within the bytes in flight"
+        );
         assert_eq!(split_point(60 * MIB, 64 * MIB, 4 * MIB), None);
         assert_eq!(
             split_point(70 * MIB, 64 * MIB, 4 * MIB),
@@ -103,10 +143,52 @@ mod tests {
             (1, 20 * MIB, 100 * MIB),
             (2, 99 * MIB, 100 * MIB),
         ];
-        let (index, at) = steal(ranges, 4 * MIB).unwrap();
+        let (index, at) = steal(ranges, 4 * MIB, 1).unwrap();
         assert_eq!(index, 1);
-        assert!(at > 55 * MIB && at < 65 * MIB);
-        assert_eq!(steal([(0, 0, 5 * MIB)], 4 * MIB), None);
+        assert_eq!(at, 60 * MIB, "the largest remainder is halved");
+        assert_eq!(steal([(0, 0, 5 * MIB)], 4 * MIB, 1), None);
+    }
+
+    /// Cuts ranges the way the engine does as `new` connections start one after another.
+    fn start(mut ranges: Vec<(u64, u64)>, min_segment: u64, new: usize) -> Vec<u64> {
+        for left in (1..=new).rev() {
+            let running = ranges.iter().enumerate().map(|(i, &(n, e))| (i, n, e));
+            let Some((index, at)) = steal(running, min_segment, left) else {
+                break;
+            };
+            let end = std::mem::replace(&mut ranges[index].1, at);
+            ranges.push((at, end));
+        }
+        let mut lengths: Vec<u64> = ranges.iter().map(|(n, e)| e - n).collect();
+        lengths.sort_unstable();
+        lengths
+    }
+
+    #[test]
+    fn connections_starting_together_get_equal_parts() {
+        // Fifteen beside the probe's connection, which is 100 KiB into a 256 MiB file.
+        let lengths = start(vec![(100 * 1024, 256 * MIB)], 4 * MIB, 15);
+        assert_eq!(lengths.len(), 16);
+        let (shortest, longest) = (lengths[0], lengths[15]);
+        assert!(longest - shortest <= 2 * ALIGN, "{lengths:?}");
+        // Twelve in all is not a power of two: still equal, where halving would leave some
+        // parts twice as long as others.
+        let lengths = start(vec![(0, 96 * MIB)], 4 * MIB, 11);
+        assert_eq!(lengths.len(), 12);
+        assert!(lengths[11] - lengths[0] <= 2 * ALIGN, "{lengths:?}");
+        // Four equal ranges and eight new connections: each range in three.
+        let four = (0..4).map(|i| (i * 30 * MIB, (i + 1) * 30 * MIB)).collect();
+        let lengths = start(four, 4 * MIB, 8);
+        assert_eq!(lengths.len(), 12);
+        assert!(lengths[11] - lengths[0] <= 2 * ALIGN, "{lengths:?}");
+    }
+
+    #[test]
+    fn parts_never_go_below_the_minimum() {
+        // 20 MiB with a 4 MiB minimum holds five parts, however many connections start.
+        let lengths = start(vec![(0, 20 * MIB)], 4 * MIB, 15);
+        assert_eq!(lengths.len(), 5, "{lengths:?}");
+        assert!(lengths.iter().all(|&l| l >= 4 * MIB), "{lengths:?}");
     }
 }
 
@@ -134,7 +216,7 @@ mod properties {
                 }
                 // Only a remainder too small to share stays whole.
                 None => prop_assert!(
-                    len < IN_FLIGHT + 2 * min_segment.max(ALIGN) + 2 * ALIGN,
+                    len < 2 * (IN_FLIGHT.max(min_segment) + ALIGN),
                     "{len} bytes were not split"
                 ),
             }
@@ -148,12 +230,13 @@ mod properties {
             total in 0u64..1 << 36,
             min_segment in ALIGN..16 * 1024 * 1024,
             progress in proptest::collection::vec(0.0f64..1.0, 1..64),
+            new in 1usize..32,
         ) {
             // (start, next, end) of each range.
             let mut ranges = vec![(0u64, 0u64, total)];
             for share in progress {
                 let running = ranges.iter().enumerate().map(|(i, &(_, next, end))| (i, next, end));
-                let Some((index, at)) = steal(running, min_segment) else { break };
+                let Some((index, at)) = steal(running, min_segment, new) else { break };
                 let (start, next, end) = ranges[index];
                 prop_assert!(at > next && at < end);
                 ranges[index] = (start, next, at);
