@@ -180,8 +180,11 @@ impl DownloadRoot {
     /// is still looked for each time). When a file is written and named, its directory is
     /// checked again through its descriptor ([`open_dir_inside`]).
     pub fn confine_in(&self, rel: &str, seen: &mut Confined) -> Result<(), PathError> {
+        let path = self.0.join(rel);
+        // In a directory found missing in this batch, the file is missing too.
+        let in_missing = path.parent().is_some_and(|dir| seen.missing.contains(dir));
         let last_is_link =
-            std::fs::symlink_metadata(self.0.join(rel)).is_ok_and(|m| m.is_symlink());
+            !in_missing && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
         self.confine_known(rel, last_is_link, seen)
     }
 
@@ -199,7 +202,7 @@ impl DownloadRoot {
         if probe != self.0 && !last_is_link {
             probe.pop();
         }
-        if seen.0.contains(&probe) {
+        if seen.existing.contains(&probe) || seen.missing.contains(&probe) {
             return Ok(());
         }
         let first = probe.clone();
@@ -208,7 +211,9 @@ impl DownloadRoot {
             match real_path(&probe) {
                 Ok(real) if real.starts_with(&self.0) => {
                     if probe == first {
-                        seen.0.insert(first);
+                        seen.existing.insert(first);
+                    } else {
+                        seen.missing.insert(first);
                     }
                     return Ok(());
                 }
@@ -238,14 +243,24 @@ pub fn open_dir_inside(path: &Path, base: &Path) -> std::io::Result<Option<Owned
     Ok(real.starts_with(base).then_some(fd))
 }
 
-/// Existing directories found inside the root during one batch of checks.
+/// What one batch of checks found: directories that exist inside the root, and directories
+/// that do not exist yet (their deepest existing ancestor is inside the root), so that a
+/// thousand files bound for one directory check it once.
 #[derive(Debug, Default)]
-pub struct Confined(std::collections::HashSet<PathBuf>);
+pub struct Confined {
+    existing: std::collections::HashSet<PathBuf>,
+    missing: std::collections::HashSet<PathBuf>,
+}
 
 impl Confined {
     /// Whether `dir` was found to exist inside the root in this batch.
     pub fn has_dir(&self, dir: &Path) -> bool {
-        self.0.contains(dir)
+        self.existing.contains(dir)
+    }
+
+    /// `dir` was created since it was found missing: the next check looks at it for real.
+    pub fn created(&mut self, dir: &Path) {
+        self.missing.remove(dir);
     }
 }
 
@@ -465,6 +480,15 @@ mod tests {
         // A directory that does not exist yet is not remembered as found.
         assert!(root.confine_in("new/d", &mut seen).is_ok());
         assert!(!seen.has_dir(&root.path().join("new")));
+        // It is remembered as missing: its other files are not looked at again in this
+        // batch (a symlink planted meanwhile is the next batch's, and the descriptor's, to
+        // catch) ...
+        std::os::unix::fs::symlink(outside.path(), root.path().join("new")).unwrap();
+        assert!(root.confine_in("new/e", &mut seen).is_ok());
+        assert!(root.confine_in("new/f", &mut Confined::default()).is_err());
+        // ... until the batch says it created that directory: then it is looked at for real.
+        seen.created(&root.path().join("new"));
+        assert!(root.confine_in("new/g", &mut seen).is_err());
     }
 
     #[test]

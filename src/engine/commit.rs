@@ -28,6 +28,12 @@ use crate::store::{ByteTotals, Completion, Verifying};
 /// Most files committed together.
 const GROUP: usize = 256;
 
+/// Groups committing at once in each lane (files in memory, files in their `.part`). Two
+/// groups of small files overlap one's sync (a wait on the disk) with the other's store
+/// statements and file creation; a large file's group is mostly its fsync, and a second one
+/// beside it would only compete for the disk.
+const LANE_GROUPS: [usize; 2] = [2, 1];
+
 /// Files queued for the committer; beyond this, senders wait.
 pub(super) const QUEUE: usize = 1024;
 
@@ -96,24 +102,24 @@ pub(crate) async fn put_in_place(
 /// Commits whatever has queued, group by group, until `stop` fires (after every worker has
 /// ended, so nobody waits for a reply any more).
 ///
-/// Files held in memory and files in their `.part` commit in two lanes, each one group at a
-/// time: a large file's final fsync does not hold up small files, and small files that
-/// arrive while their lane commits wait to form the next group, so a group pays one sync
-/// for many files even when they come from many one-file jobs.
+/// Files held in memory and files in their `.part` commit in two lanes, each a few groups at
+/// a time ([`LANE_GROUPS`]): a large file's final fsync does not hold up small files, and
+/// small files that arrive while their lane is busy wait to form the next group, so a group
+/// pays one sync for many files even when they come from many one-file jobs.
 pub(super) async fn run(
     engine: Engine,
     mut queue: mpsc::Receiver<Commit>,
     stop: CancellationToken,
 ) {
     let mut pending: [Vec<Commit>; 2] = [Vec::new(), Vec::new()];
-    let mut busy = [false; 2];
+    let mut busy = [0; 2];
     let mut committing = FuturesUnordered::new();
     loop {
         for lane in 0..2 {
-            if !busy[lane] && !pending[lane].is_empty() {
+            if busy[lane] < LANE_GROUPS[lane] && !pending[lane].is_empty() {
                 let rest = pending[lane].split_off(pending[lane].len().min(GROUP));
                 let group = std::mem::replace(&mut pending[lane], rest);
-                busy[lane] = true;
+                busy[lane] += 1;
                 let engine = &engine;
                 committing.push(async move {
                     commit_group(engine, group).await;
@@ -124,7 +130,7 @@ pub(super) async fn run(
         let room = pending.iter().all(|lane| lane.len() < GROUP);
         tokio::select! {
             biased;
-            Some(lane) = committing.next(), if !committing.is_empty() => busy[lane] = false,
+            Some(lane) = committing.next(), if !committing.is_empty() => busy[lane] -= 1,
             first = queue.recv(), if room => {
                 let Some(mut commit) = first else { break };
                 loop {
@@ -156,6 +162,7 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
     let (group, datas): (Vec<Waiting>, Vec<Data>) =
         group.into_iter().map(|c| (c.waiting, c.data)).unzip();
     let (group, datas) = drop_cancelled(engine, group, datas).await;
+    let started = std::time::Instant::now();
     let marks: Vec<Verifying> = group
         .iter()
         .map(|c| Verifying {
@@ -183,8 +190,19 @@ async fn commit_group(engine: &Engine, group: Vec<Commit>) {
     if group.is_empty() {
         return;
     }
+    let (files, marked_at) = (group.len(), started.elapsed());
     match place_group(engine, &group, datas).await {
-        Ok(placed) => record(engine, group, placed).await,
+        Ok(placed) => {
+            let placed_at = started.elapsed();
+            record(engine, group, placed).await;
+            tracing::debug!(
+                files,
+                marked_us = marked_at.as_micros(),
+                placed_us = placed_at.as_micros(),
+                recorded_us = started.elapsed().as_micros(),
+                "committed a group"
+            );
+        }
         Err(err) => reply_all(group, &err),
     }
 }

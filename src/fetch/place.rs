@@ -141,6 +141,7 @@ pub fn prepare(
     }
     if let Some(parent) = target.parent().filter(|p| !seen.has_dir(p)) {
         std::fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
+        seen.created(parent);
     }
     // Re-check now that the directories exist: one of them may be a symlink planted meanwhile.
     root.confine_known(rel, last_is_link, seen)
