@@ -28,12 +28,6 @@ use crate::store::{ByteTotals, Completion, Verifying};
 /// Most files committed together.
 const GROUP: usize = 256;
 
-/// Groups committing at once in each lane (files in memory, files in their `.part`). Two
-/// groups of small files overlap one's sync (a wait on the disk) with the other's store
-/// statements and file creation; a large file's group is mostly its fsync, and a second one
-/// beside it would only compete for the disk.
-const LANE_GROUPS: [usize; 2] = [2, 1];
-
 /// Files queued for the committer; beyond this, senders wait.
 pub(super) const QUEUE: usize = 1024;
 
@@ -102,24 +96,26 @@ pub(crate) async fn put_in_place(
 /// Commits whatever has queued, group by group, until `stop` fires (after every worker has
 /// ended, so nobody waits for a reply any more).
 ///
-/// Files held in memory and files in their `.part` commit in two lanes, each a few groups at
-/// a time ([`LANE_GROUPS`]): a large file's final fsync does not hold up small files, and
-/// small files that arrive while their lane is busy wait to form the next group, so a group
-/// pays one sync for many files even when they come from many one-file jobs.
+/// Files held in memory and files in their `.part` commit in two lanes, each one group at a
+/// time: a large file's final fsync does not hold up small files, and small files that
+/// arrive while their lane commits wait to form the next group, so a group pays one sync
+/// for many files even when they come from many one-file jobs. (Two groups at a time in the
+/// small files' lane gained 3 % for one job of 2 000 files and cost 18 % for 2 000 one-file
+/// jobs: the groups got smaller, each with its own sync and statements.)
 pub(super) async fn run(
     engine: Engine,
     mut queue: mpsc::Receiver<Commit>,
     stop: CancellationToken,
 ) {
     let mut pending: [Vec<Commit>; 2] = [Vec::new(), Vec::new()];
-    let mut busy = [0; 2];
+    let mut busy = [false; 2];
     let mut committing = FuturesUnordered::new();
     loop {
         for lane in 0..2 {
-            if busy[lane] < LANE_GROUPS[lane] && !pending[lane].is_empty() {
+            if !busy[lane] && !pending[lane].is_empty() {
                 let rest = pending[lane].split_off(pending[lane].len().min(GROUP));
                 let group = std::mem::replace(&mut pending[lane], rest);
-                busy[lane] += 1;
+                busy[lane] = true;
                 let engine = &engine;
                 committing.push(async move {
                     commit_group(engine, group).await;
@@ -130,7 +126,7 @@ pub(super) async fn run(
         let room = pending.iter().all(|lane| lane.len() < GROUP);
         tokio::select! {
             biased;
-            Some(lane) = committing.next(), if !committing.is_empty() => busy[lane] -= 1,
+            Some(lane) = committing.next(), if !committing.is_empty() => busy[lane] = false,
             first = queue.recv(), if room => {
                 let Some(mut commit) = first else { break };
                 loop {
