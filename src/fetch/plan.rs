@@ -56,11 +56,12 @@ pub fn steal(
         share >= min_segment.max(ALIGN) && cut(next, end, share, min_segment).is_some()
     };
     for _ in 0..new.max(1) {
-        // One more part for the range whose parts would stay largest.
+        // One more part for the range whose parts are largest (the one the file's finish
+        // waits for), if it can be cut once more.
         let best = ranges
             .iter_mut()
             .filter(|r| fits(r.1, r.2, r.3 + 1))
-            .max_by_key(|r| (r.2 - r.1) / (r.3 + 1));
+            .max_by_key(|r| (r.2 - r.1) / r.3);
         match best {
             Some(range) => range.3 += 1,
             None => break,
@@ -181,6 +182,30 @@ mod tests {
         let lengths = start(four, 4 * MIB, 8);
         assert_eq!(lengths.len(), 12);
         assert!(lengths[11] - lengths[0] <= 2 * ALIGN, "{lengths:?}");
+    }
+
+    #[test]
+    fn the_next_connection_goes_to_the_range_the_finish_waits_for() {
+        // Two connections for a 5 MiB and a 9 MiB range: one each.
+        let ranges = [(0, 0, 5 * MIB), (1, 10 * MIB, 19 * MIB)];
+        let (index, at) = steal(ranges, MIB, 2).unwrap();
+        // Not thirds of the larger range: that would leave the 5 MiB one as the finish.
+        assert_eq!(
+            (index, at),
+            (1, 14_848 * 1024),
+            "first the larger range, in halves"
+        );
+        let ranges = [
+            (0, 0, 5 * MIB),
+            (1, 10 * MIB, 14_500 * 1024),
+            (2, 14_500 * 1024, 19 * MIB),
+        ];
+        let (index, at) = steal(ranges, MIB, 1).unwrap();
+        assert_eq!(
+            (index, at),
+            (0, 2_560 * 1024),
+            "then the 5 MiB range, in halves"
+        );
     }
 
     #[test]
