@@ -309,11 +309,19 @@ impl<'a> Batch<'a> {
         self.lock().contains_key(&file)
     }
 
-    /// Claims destinations for these files where nothing is in the way. Files left out (or a
-    /// failure of the whole batch) fall back to the one-file path.
-    pub(super) async fn claim(&self, records: &[&FileRecord]) -> Result<(), FetchError> {
+    /// Destinations claimed and not handed out yet.
+    pub(super) fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Claims destinations for these files (id, path) where nothing is in the way. Files left
+    /// out (or a failure of the whole batch) fall back to the one-file path.
+    pub(super) async fn claim(
+        &self,
+        wanted: Vec<(crate::domain::FileId, String)>,
+    ) -> Result<(), FetchError> {
         let ctx = self.ctx;
-        let planned = self.plan(records).await?;
+        let planned = self.plan(wanted).await?;
         let registry = &ctx.engine.inner.registry;
         let planned: Vec<_> = planned
             .into_iter()
@@ -360,7 +368,7 @@ impl<'a> Batch<'a> {
     /// Runs the conflict policy for each file; keeps those that download to a free name.
     async fn plan(
         &self,
-        records: &[&FileRecord],
+        wanted: Vec<(crate::domain::FileId, String)>,
     ) -> Result<Vec<(crate::domain::FileId, String)>, FetchError> {
         let ctx = self.ctx;
         let root = ctx.engine.inner.root.clone();
@@ -369,7 +377,6 @@ impl<'a> Batch<'a> {
             ctx.run.stop.clone(),
             ctx.engine.clone(),
         );
-        let wanted: Vec<_> = records.iter().map(|r| (r.id, r.path.clone())).collect();
         tokio::task::spawn_blocking(move || {
             // The batch's files mostly share a directory: it is checked once for all.
             let mut seen = Confined::default();

@@ -1,12 +1,13 @@
 //! The file loop of a job: for each file, settle its destination, fetch it, verify it and put
 //! it in place, recording each step in the store.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use reqwest::header::HeaderMap;
 use tokio::sync::Notify;
 
@@ -66,6 +67,76 @@ impl Drop for Handed<'_> {
     }
 }
 
+/// Destinations claimed ahead of the files, a batch at a time, while the downloads run: the
+/// file loop waits for a claim only when the next file's is still under way. (Awaiting each
+/// batch in the loop stopped every running download — their responses unread, no new
+/// request — for the claim's two hops to the blocking pool and one to the store.)
+struct Ahead<'b> {
+    batch: &'b destination::Batch<'b>,
+    /// Files a batch has tried to claim (or is claiming); the rest of them take the one-file
+    /// path.
+    attempted: HashSet<FileId>,
+    /// The files of the claim under way.
+    in_flight: HashSet<FileId>,
+    claim: Option<BoxFuture<'b, Result<(), FetchError>>>,
+}
+
+impl<'b> Ahead<'b> {
+    fn new(batch: &'b destination::Batch<'b>) -> Self {
+        Self {
+            batch,
+            attempted: HashSet::new(),
+            in_flight: HashSet::new(),
+            claim: None,
+        }
+    }
+
+    fn claiming(&self) -> bool {
+        self.claim.is_some()
+    }
+
+    /// Whether `record` waits for a batch's claim before it may start.
+    fn waits(&self, record: &FileRecord) -> bool {
+        destination::batchable(record)
+            && !self.batch.has(record.id)
+            && (self.in_flight.contains(&record.id) || !self.attempted.contains(&record.id))
+    }
+
+    /// Claims the next batch of `pending` (in order) that needs one, unless a claim is under
+    /// way or a batch's worth is claimed already and the first file does not wait for one.
+    fn start<'r>(&mut self, mut pending: impl Iterator<Item = &'r FileRecord>) {
+        if self.claim.is_some() {
+            return;
+        }
+        let mut pending = pending.by_ref().peekable();
+        let first_waits = pending.peek().is_some_and(|r| self.waits(r));
+        if !first_waits && self.batch.waiting() >= CLAIM_BATCH {
+            return;
+        }
+        let wanted: Vec<(FileId, String)> = pending
+            .filter(|r| destination::batchable(r) && !self.attempted.contains(&r.id))
+            .take(CLAIM_BATCH)
+            .map(|r| (r.id, r.path.clone()))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        self.in_flight = wanted.iter().map(|(id, _)| *id).collect();
+        self.attempted.extend(self.in_flight.iter().copied());
+        self.claim = Some(self.batch.claim(wanted).boxed());
+    }
+
+    /// Waits for the claim under way (at once when there is none).
+    async fn finished(&mut self) {
+        if let Some(claim) = &mut self.claim {
+            // A batch that fails leaves its files to the one-file path.
+            let _ = claim.await;
+        }
+        self.claim = None;
+        self.in_flight.clear();
+    }
+}
+
 /// Runs every unfinished file, several at a time (as many as the job's connection limit).
 /// Returns the files that failed for good (path and error), or why the loop stopped early.
 pub(super) async fn run_files(
@@ -101,24 +172,19 @@ pub(super) async fn run_files(
             .collect();
         let mut running = FuturesUnordered::new();
         let mut outcomes = Vec::new();
+        let mut ahead = Ahead::new(batch);
         loop {
+            ahead.start(pending.iter().map(|(f, _)| &f.record));
             while handoff.room(running.len(), at_once) {
+                let Some((file, _)) = pending.front() else {
+                    break;
+                };
+                if ahead.waits(&file.record) {
+                    break;
+                }
                 let Some((file, live)) = pending.pop_front() else {
                     break;
                 };
-                if destination::batchable(&file.record) && !batch.has(file.record.id) {
-                    let records: Vec<&FileRecord> = std::iter::once(&file.record)
-                        .chain(
-                            pending
-                                .iter()
-                                .map(|(f, _)| &f.record)
-                                .filter(|r| destination::batchable(r)),
-                        )
-                        .take(CLAIM_BATCH)
-                        .collect();
-                    // A batch that fails leaves its files to the one-file path.
-                    let _ = batch.claim(&records).await;
-                }
                 let claimed = batch.take(file.record.id);
                 running.push(fetch_tracked(
                     ctx,
@@ -129,17 +195,18 @@ pub(super) async fn run_files(
                     claimed,
                 ));
             }
+            if running.is_empty() && !ahead.claiming() && pending.is_empty() {
+                break;
+            }
             tokio::select! {
-                outcome = running.next() => match outcome {
-                    Some(outcome) => {
-                        // A full disk pauses the job: start nothing more, let the rest end.
-                        if matches!(outcome.2, Err(FetchError::InsufficientStorage { .. })) {
-                            pending.clear();
-                        }
-                        outcomes.push(outcome);
+                Some(outcome) = running.next(), if !running.is_empty() => {
+                    // A full disk pauses the job: start nothing more, let the rest end.
+                    if matches!(outcome.2, Err(FetchError::InsufficientStorage { .. })) {
+                        pending.clear();
                     }
-                    None => break,
+                    outcomes.push(outcome);
                 },
+                () = ahead.finished(), if ahead.claiming() => {}
                 () = handoff.handed.notified() => {}
             }
         }
