@@ -427,7 +427,7 @@ mod tests {
     fn writeback_is_due_every_8_mib_over_the_runs_each_segment_wrote() {
         let mut wb = Writeback::default();
         let mib = 1024 * 1024;
-        // Two segments, 4 MiB apart, each writing in order.
+        // Two segments, far apart, each writing in order.
         assert!(!wb.wrote(0, 0, 2 * mib));
         assert!(!wb.wrote(1, 16 * mib, 2 * mib));
         assert!(!wb.wrote(0, 2 * mib, 2 * mib));
