@@ -278,6 +278,24 @@ impl Origin {
         store(&self.shared, path, body);
     }
 
+    /// Serves `len` pseudo-random bytes (from `seed`) at `path`, at most `rate` bytes a second;
+    /// returns them.
+    pub fn put_throttled(&self, path: &str, seed: u64, len: u64, rate: u64) -> Bytes {
+        let body = content(
+            seed,
+            usize::try_from(len).expect("a length that fits in memory"),
+        );
+        self.put(path, body.clone());
+        self.set_faults(
+            path,
+            Faults {
+                rate: Some(rate),
+                ..Faults::default()
+            },
+        );
+        body
+    }
+
     /// Serves `plain` gzip-encoded at `path` (`Content-Encoding: gzip`, the encoded bytes on
     /// the wire, ranges over them); returns the encoded bytes.
     pub fn put_gzip(&self, path: &str, plain: &[u8]) -> Bytes {

@@ -21,20 +21,6 @@ const DAEMON_BATCH: u64 = 256 * KIB;
 /// stopped reading (a few of its 16 KiB steps).
 const IN_FLIGHT: u64 = 96 * KIB;
 
-/// Serves `len` pseudo-random bytes at `path`, at most `rate` bytes a second.
-fn throttled(origin: &Origin, path: &str, seed: u64, len: u64, rate: u64) -> bytes::Bytes {
-    let body = content(seed, usize::try_from(len).unwrap());
-    origin.put(path, body.clone());
-    origin.set_faults(
-        path,
-        Faults {
-            rate: Some(rate),
-            ..Faults::default()
-        },
-    );
-    body
-}
-
 /// The `N` of a request's `Range: bytes=N-`.
 fn range_start(seen: &Seen) -> u64 {
     let range = seen.range.as_deref().expect("a Range header");
@@ -70,12 +56,27 @@ fn bytes_done(job: &serde_json::Value) -> u64 {
     job["bytes_done"].as_u64().unwrap_or(0)
 }
 
+/// Sends SIGTERM and checks the daemon exits 0 within 5 s.
+async fn terminate_quickly(daemon: &mut Daemon) {
+    let (status, took) = daemon.terminate().await;
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}:\n{}",
+        daemon.log()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}:\n{}",
+        daemon.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_a_download_resumes_from_its_last_checkpoint() {
     const SIZE: u64 = 3 * MIB;
     const RATE: u64 = MIB;
     let origin = Origin::start().await;
-    let body = throttled(&origin, "big.bin", 1, SIZE, RATE);
+    let body = origin.put_throttled("big.bin", 1, SIZE, RATE);
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(Launch::in_dir(dir.path())).await;
     let id = daemon
@@ -123,7 +124,7 @@ async fn after_kill_9_a_parallel_download_resumes_range_by_range() {
     /// Bytes per second of each response, so four connections move about 1 MB/s.
     const RATE: u64 = 250_000;
     let origin = Origin::start().await;
-    let body = throttled(&origin, "split.bin", 4, SIZE, RATE);
+    let body = origin.put_throttled("split.bin", 4, SIZE, RATE);
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(Launch::in_dir(dir.path())).await;
     let id = daemon
@@ -176,7 +177,7 @@ async fn sigterm_exits_0_quickly_and_the_download_resumes_where_it_stopped() {
     const SIZE: u64 = 2 * MIB;
     const RATE: u64 = MIB;
     let origin = Origin::start().await;
-    let body = throttled(&origin, "file.bin", 2, SIZE, RATE);
+    let body = origin.put_throttled("file.bin", 2, SIZE, RATE);
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(Launch::in_dir(dir.path())).await;
     let id = daemon.add(json!({ "url": origin.url("file.bin") })).await;
@@ -186,17 +187,7 @@ async fn sigterm_exits_0_quickly_and_the_download_resumes_where_it_stopped() {
         })
         .await;
 
-    let (status, took) = daemon.terminate().await;
-    assert!(
-        status.success(),
-        "SIGTERM exits 0, got {status}:\n{}",
-        daemon.log()
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "SIGTERM took {took:?}:\n{}",
-        daemon.log()
-    );
+    terminate_quickly(&mut daemon).await;
     assert!(
         daemon.log().contains("released for a later run"),
         "{}",
@@ -227,7 +218,7 @@ async fn sigterm_exits_0_quickly_and_the_download_resumes_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_jobs_survive_a_restart() {
     let origin = Origin::start().await;
-    let first = throttled(&origin, "first.bin", 3, MIB, 256 * KIB);
+    let first = origin.put_throttled("first.bin", 3, MIB, 256 * KIB);
     let dir = tempfile::tempdir().unwrap();
     let launch = Launch::in_dir(dir.path())
         .arg("--max-concurrent-jobs")
@@ -297,17 +288,7 @@ async fn sigterm_under_load_exits_0_quickly_and_loses_nothing() {
     let running = jobs.iter().filter(|j| j["status"] == "running").count();
     assert!(running >= 3, "{running} jobs running: {jobs:#?}");
 
-    let (status, took) = daemon.terminate().await;
-    assert!(
-        status.success(),
-        "SIGTERM exits 0, got {status}:\n{}",
-        daemon.log()
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "SIGTERM took {took:?}:\n{}",
-        daemon.log()
-    );
+    terminate_quickly(&mut daemon).await;
     assert!(
         !daemon.log().contains("still running at exit"),
         "every worker stopped within the grace period:\n{}",

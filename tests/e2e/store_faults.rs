@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::daemon::{DEADLINE, Daemon, Launch, eventually};
-use crate::origin::{Faults, Origin, content, sha256_hex};
+use crate::origin::{Origin, content, sha256_hex};
 use crate::tmpfs::Tmpfs;
 
 const KIB: u64 = 1024;
@@ -111,20 +111,6 @@ async fn readyz_until(daemon: &Daemon, status: StatusCode) -> Answer {
     }
 }
 
-/// Serves a file of `len` bytes at `rate` bytes a second; returns its SHA-256.
-fn serve(origin: &Origin, path: &str, seed: u64, len: u64, rate: u64) -> String {
-    let body = content(seed, usize::try_from(len).unwrap());
-    origin.put(path, body.clone());
-    origin.set_faults(
-        path,
-        Faults {
-            rate: Some(rate),
-            ..Faults::default()
-        },
-    );
-    sha256_hex(&body)
-}
-
 /// Checks a job completed with the file's bytes on disk.
 async fn assert_completed(daemon: &Daemon, id: &str, downloads: &Path, name: &str, sha: &str) {
     let job = daemon.wait_for(id, "completed").await;
@@ -141,11 +127,11 @@ async fn a_store_locked_by_another_process_answers_503_and_recovers_when_release
     let data = dir.path().join("data");
     let downloads = dir.path().join("downloads");
     let daemon = Daemon::start(launch(dir.path(), &data)).await;
-    let large_sha = serve(&origin, "large.bin", 1, 1024 * KIB, 256 * KIB);
+    let large_sha = sha256_hex(&origin.put_throttled("large.bin", 1, 1024 * KIB, 256 * KIB));
     let large = daemon.add(json!({ "url": origin.url("large.bin") })).await;
     // A small file that finishes while the lock is held: its completion must wait for the
     // store, not fail.
-    let small_sha = serve(&origin, "small.bin", 2, 48 * KIB, 24 * KIB);
+    let small_sha = sha256_hex(&origin.put_throttled("small.bin", 2, 48 * KIB, 24 * KIB));
     let small = daemon.add(json!({ "url": origin.url("small.bin") })).await;
     daemon
         .wait_until(&large, "the large file downloading", |j| {
@@ -245,9 +231,9 @@ async fn a_full_filesystem_under_the_store_answers_503_keeps_every_job_and_recov
     let dir = tempfile::tempdir().unwrap();
     let downloads = dir.path().join("downloads");
     let daemon = Daemon::start(launch(dir.path(), tmpfs.path())).await;
-    let large_sha = serve(&origin, "large.bin", 3, 1024 * KIB, 256 * KIB);
+    let large_sha = sha256_hex(&origin.put_throttled("large.bin", 3, 1024 * KIB, 256 * KIB));
     let large = daemon.add(json!({ "url": origin.url("large.bin") })).await;
-    let small_sha = serve(&origin, "small.bin", 4, 8 * KIB, 1024 * KIB);
+    let small_sha = sha256_hex(&origin.put_throttled("small.bin", 4, 8 * KIB, 1024 * KIB));
     daemon
         .wait_until(&large, "the large file downloading", |j| {
             j["bytes_done"].as_u64() > Some(0)
@@ -292,7 +278,7 @@ async fn a_read_only_data_directory_stops_the_start_untouched_and_a_writable_one
     let dir = tempfile::tempdir().unwrap();
     let downloads = dir.path().join("downloads");
     let mut daemon = Daemon::start(launch(dir.path(), tmpfs.path())).await;
-    let sha = serve(&origin, "large.bin", 5, 512 * KIB, 256 * KIB);
+    let sha = sha256_hex(&origin.put_throttled("large.bin", 5, 512 * KIB, 256 * KIB));
     let id = daemon.add(json!({ "url": origin.url("large.bin") })).await;
     let (status, _) = daemon.terminate().await;
     assert!(status.success(), "{}", daemon.log());
