@@ -11,7 +11,10 @@
 //! Whatever a server does, a file is never stitched from two versions: any response that does
 //! not continue exactly what was asked restarts the file from a fresh probe.
 
+mod growth;
 mod spread;
+
+use growth::Growth;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,28 +36,9 @@ use crate::telemetry::redact_url;
 /// How often the coordinator looks at throughput, racing and checkpoints.
 const TICK: Duration = Duration::from_millis(20);
 
-/// Throughput is judged over windows this long: long enough that bursty arrivals do not read
-/// as noise, short enough to reach 16 connections in well under a second.
-const WINDOW: Duration = Duration::from_millis(100);
-
-/// The first connection is judged sooner: one connection's rate is read quickly, and a
-/// throttled file should not spend long on one connection.
-const FIRST_WINDOW: Duration = Duration::from_millis(10);
-
 /// Restarts in a row that got no further into the file than an earlier attempt, before giving
 /// up.
 const MAX_RESTARTS: u32 = 3;
-
-/// A doubling of connections must raise throughput by this factor to be kept growing.
-const GROWTH_GAIN: f64 = 1.15;
-
-/// One connection slower than this (bytes per second) on a file worth splitting suggests a
-/// per-connection limit: the engine goes to its ceiling at once and undoes it if that does not
-/// pay.
-const SLOW_CONNECTION: f64 = 64.0 * 1024.0 * 1024.0;
-
-/// A doubling that raised throughput by this factor suggests more connections keep paying.
-const STEEP_GAIN: f64 = 1.7;
 
 /// Racing: a connection this many times slower than the others' average, near the end.
 const SLOW_FACTOR: f64 = 3.0;
@@ -123,87 +107,6 @@ impl Slot {
     /// Part of the file's plan (a race's copy is not, until it wins).
     fn planned(&self) -> bool {
         self.state != State::Abandoned && self.races.is_none()
-    }
-}
-
-/// Adds connections while they add throughput.
-struct Growth {
-    target: usize,
-    max: usize,
-    /// When the current window began, and the bytes done then.
-    window: (Instant, u64),
-    /// The rate before the last increase, and the target it was reached with.
-    rate_before: f64,
-    previous: usize,
-    settled: bool,
-}
-
-impl Growth {
-    fn new(max: usize, done: u64) -> Self {
-        Self {
-            target: 1,
-            max: max.max(1),
-            window: (Instant::now(), done),
-            rate_before: 0.0,
-            previous: 1,
-            settled: false,
-        }
-    }
-
-    /// Judges the window that just ended, if one did, with `active` connections at work and
-    /// `limit` (the tightest bandwidth limit) in force, and sets the target for the next.
-    fn update(&mut self, done: u64, active: usize, limit: Option<u64>) {
-        let (started, before) = self.window;
-        let elapsed = started.elapsed();
-        let window = if self.target == 1 {
-            FIRST_WINDOW
-        } else {
-            WINDOW
-        };
-        if elapsed < window {
-            return;
-        }
-        self.window = (Instant::now(), done);
-        let rate = done.saturating_sub(before) as f64 / elapsed.as_secs_f64();
-        // Judge only at full strength, and only once.
-        if self.settled || self.target >= self.max || active < self.target {
-            return;
-        }
-        // Under our own bandwidth limit more connections cannot help.
-        if limit.is_some_and(|limit| rate >= 0.9 * limit as f64) {
-            self.settled = true;
-            return;
-        }
-        if self.target > 1 && rate <= self.rate_before * GROWTH_GAIN {
-            self.settled = true;
-            if rate < self.rate_before {
-                // The last increase cost throughput (a saturated CPU or disk): undo it.
-                self.target = self.previous;
-            }
-            tracing::debug!(
-                connections = self.target,
-                bytes_per_second = rate as u64,
-                "more connections do not pay"
-            );
-            return;
-        }
-        // A single connection well below what a local link carries, or a doubling that nearly
-        // doubled the rate, shows a per-connection limit (a throttling server, a long fat
-        // pipe): grow much faster from there. A step that does not pay is undone next window.
-        let next = if self.target == 1 && rate < SLOW_CONNECTION {
-            self.max
-        } else if self.target > 1 && rate >= self.rate_before * STEEP_GAIN {
-            self.target * 4
-        } else {
-            self.target * 2
-        };
-        (self.previous, self.rate_before) = (self.target, rate);
-        self.target = next.min(self.max);
-        tracing::debug!(
-            connections = self.target,
-            bytes_per_second = rate as u64,
-            "adding connections"
-        );
     }
 }
 
@@ -397,7 +300,7 @@ impl Fetcher {
             slots,
             tasks: JoinSet::new(),
             generation: stop.child_token(),
-            growth: Growth::new(task.limits.max_connections, arrived_so_far),
+            growth: Growth::new(task.limits.max_connections, arrived_so_far, Instant::now()),
             last_checkpoint: Instant::now(),
             last_tick: (Instant::now(), live.done()),
             typical_rate: 0.0,
@@ -850,7 +753,8 @@ impl<J: Journal> FileRun<'_, J> {
                 .into_iter()
                 .flatten()
                 .min();
-            self.growth.update(arrived(&self.slots), active, limit);
+            self.growth
+                .update(Instant::now(), arrived(&self.slots), active, limit);
             self.shed();
             self.drop_slow_mirror();
             self.fill();
@@ -1002,7 +906,7 @@ impl<J: Journal> FileRun<'_, J> {
         self.slots.clear();
         self.meta = FileMeta::default();
         self.parallel = false;
-        self.growth = Growth::new(self.task.limits.max_connections, 0);
+        self.growth = Growth::new(self.task.limits.max_connections, 0, Instant::now());
         self.last_tick = (Instant::now(), 0);
         self.live.set(0, None);
         Ok(())

@@ -25,9 +25,9 @@ use super::FetchError;
 /// left to do.
 const WRITEBACK_EVERY: u64 = 8 * 1024 * 1024;
 
-/// Chunks in flight between the network and the disk, per file. With the fetch loop's 256 KiB
-/// batches this bounds a file's buffered memory to about 4 MiB.
-const QUEUE_DEPTH: usize = 16;
+/// Batches in flight between the network and the disk, per file. With the fetch loop's
+/// batches of at most 1 MiB this bounds what the queue holds to 4 MiB.
+const QUEUE_DEPTH: usize = 4;
 
 enum Command {
     Write {
