@@ -474,7 +474,8 @@ impl Attempt<'_> {
                 env,
                 self.work.source,
                 self.stop,
-                (&mut response, &mut unpaid),
+                &mut response,
+                &mut unpaid,
                 flush_by,
             )
             .await
@@ -550,7 +551,8 @@ async fn paid_chunk(
     env: &Env,
     source: usize,
     stop: &CancellationToken,
-    (response, unpaid): (&mut reqwest::Response, &mut Bytes),
+    response: &mut reqwest::Response,
+    unpaid: &mut Bytes,
     flush_by: Option<Instant>,
 ) -> Result<Option<Bytes>, FetchError> {
     if unpaid.is_empty() {
