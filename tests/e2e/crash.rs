@@ -32,6 +32,8 @@ const LOOP_CHECKPOINT_MS: u64 = 100;
 /// `BATCH_MAX_AGE` in `src/fetch/connection.rs`) and some scheduling slack. On a loaded
 /// machine each run adds to it how late it saw things run (see [`Watched::late`]).
 const UNSAVED_MS: u64 = LOOP_CHECKPOINT_MS + 100 + 100;
+/// The shortest of the runs that are long on purpose: a few unsaved windows.
+const LONG_RUN_MS: u64 = 3 * UNSAVED_MS;
 /// How often a run's progress is sampled before its kill.
 const SAMPLE_EVERY: Duration = Duration::from_millis(25);
 /// Bytes per connection the origin counted as sent before the last [`UNSAVED_MS`] that were
@@ -439,8 +441,14 @@ async fn crash_loop_loses_nothing_and_refetches_at_most_a_checkpoint_per_kill() 
     for kill in 1..=iterations {
         mix.add_small(&daemon, &origin, 6, &mut rng).await;
         // The moment of the kill is the thing under test, not a wait for something: a random
-        // point in the run, past or before its first checkpoint, mid-rename or not.
-        let run = rng.between(40, 700);
+        // point in the run, past or before its first checkpoint, mid-rename or not. Every
+        // fourth run outlives the unsaved window several times over, so that whatever the
+        // seed the runs receive more than the kills may lose and the bound has something to say.
+        let run = if kill % 4 == 0 {
+            rng.between(LONG_RUN_MS, LONG_RUN_MS + 400)
+        } else {
+            rng.between(40, 700)
+        };
         let watched = Watched::run(&daemon, &origin, &mix, Duration::from_millis(run)).await;
         let killed = Instant::now();
         daemon.kill9().await;
