@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 /// as noise, short enough to reach 16 connections in well under a second.
 const WINDOW: Duration = Duration::from_millis(100);
 
-/// The first connection is judged sooner: one connection's rate is read quickly, and a
-/// throttled file should not spend long on one connection.
+/// The first connection is checked for a per-connection limit sooner: a throttled file should
+/// not spend long on one connection. A fast one is then measured over a full window before two
+/// are compared with it, because the short window reads low while the stream ramps up and so
+/// made any second connection look like a gain (on a fast local link, a probe of four).
 const FIRST_WINDOW: Duration = Duration::from_millis(10);
 
 /// A doubling of connections must raise throughput by this factor to be kept growing.
@@ -33,6 +35,8 @@ pub(super) struct Growth {
     rate_before: f64,
     previous: usize,
     settled: bool,
+    /// Whether the first connection's short window has been judged.
+    first_checked: bool,
 }
 
 impl Growth {
@@ -44,6 +48,7 @@ impl Growth {
             rate_before: 0.0,
             previous: 1,
             settled: false,
+            first_checked: false,
         }
     }
 
@@ -52,10 +57,10 @@ impl Growth {
     pub(super) fn update(&mut self, now: Instant, done: u64, active: usize, limit: Option<u64>) {
         let (started, before) = self.window;
         let elapsed = now.saturating_duration_since(started);
-        let window = if self.target == 1 {
-            FIRST_WINDOW
-        } else {
+        let window = if self.first_checked {
             WINDOW
+        } else {
+            FIRST_WINDOW
         };
         if elapsed < window {
             return;
@@ -69,6 +74,10 @@ impl Growth {
         // Under our own bandwidth limit more connections cannot help.
         if limit.is_some_and(|limit| rate >= 0.9 * limit as f64) {
             self.settled = true;
+            return;
+        }
+        let first = !std::mem::replace(&mut self.first_checked, true);
+        if first && rate >= SLOW_CONNECTION {
             return;
         }
         if self.target > 1 && rate <= self.rate_before * GROWTH_GAIN {
@@ -87,12 +96,9 @@ impl Growth {
         // A single connection well below what a local link carries, or a doubling that nearly
         // doubled the rate, shows a per-connection limit (a throttling server, a long fat
         // pipe): grow much faster from there. A step that does not pay is undone next window.
-        // Not after the first doubling: the first connection's short window reads low (the
-        // stream is still ramping up), so two connections always seem to nearly double it; on
-        // a fast local link that opened eight connections for a tenth of a second.
         let next = if self.target == 1 && rate < SLOW_CONNECTION {
             self.max
-        } else if self.previous > 1 && rate >= self.rate_before * STEEP_GAIN {
+        } else if self.target > 1 && rate >= self.rate_before * STEEP_GAIN {
             self.target * 4
         } else {
             self.target * 2
@@ -128,26 +134,43 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_link_settles_where_a_doubling_stops_paying() {
+    fn a_fast_first_connection_is_measured_over_a_full_window_before_a_second() {
         let (mut g, mut clock) = start(16);
-        // The first connection is judged after its short window.
         assert_eq!(
             window(&mut g, &mut clock, 5, 1600 * MB),
             1,
             "not yet a window"
         );
-        assert_eq!(window(&mut g, &mut clock, 5, 1600 * MB), 2);
-        // Two connections nearly double the first short window: still only a doubling.
-        assert_eq!(window(&mut g, &mut clock, 100, 3000 * MB), 4);
-        // Four are slower than two (a saturated CPU): back to two, for good.
+        // The short window shows no per-connection limit; it reads low while the stream
+        // ramps up, so it is no baseline for two connections.
+        assert_eq!(window(&mut g, &mut clock, 5, 1600 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 2600 * MB), 2);
+        // Two are 8 % faster than one: not worth doubling again, and no worse.
         assert_eq!(window(&mut g, &mut clock, 100, 2800 * MB), 2);
         assert_eq!(window(&mut g, &mut clock, 100, 1000 * MB), 2, "settled");
     }
 
     #[test]
+    fn a_doubling_that_costs_throughput_is_undone() {
+        let (mut g, mut clock) = start(16);
+        assert_eq!(window(&mut g, &mut clock, 10, 1600 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 2600 * MB), 2);
+        // Two are slower than one (a saturated CPU): back to one, for good.
+        assert_eq!(window(&mut g, &mut clock, 100, 2400 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 4000 * MB), 1, "settled");
+        // The same from four back to two.
+        let (mut g, mut clock) = start(16);
+        assert_eq!(window(&mut g, &mut clock, 10, 1600 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 2000 * MB), 2);
+        assert_eq!(window(&mut g, &mut clock, 100, 2600 * MB), 4);
+        assert_eq!(window(&mut g, &mut clock, 100, 2500 * MB), 2);
+    }
+
+    #[test]
     fn growth_stops_without_undoing_a_step_that_merely_did_not_pay() {
         let (mut g, mut clock) = start(16);
-        assert_eq!(window(&mut g, &mut clock, 10, 200 * MB), 2);
+        assert_eq!(window(&mut g, &mut clock, 10, 200 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 200 * MB), 2);
         assert_eq!(window(&mut g, &mut clock, 100, 300 * MB), 4);
         // 5 % more is not worth doubling again, but no worse: the four stay.
         assert_eq!(window(&mut g, &mut clock, 100, 315 * MB), 4);
@@ -156,12 +179,13 @@ mod tests {
     #[test]
     fn doublings_that_nearly_double_the_rate_grow_four_fold() {
         let (mut g, mut clock) = start(64);
-        assert_eq!(window(&mut g, &mut clock, 10, 100 * MB), 2);
-        assert_eq!(window(&mut g, &mut clock, 100, 200 * MB), 4);
-        // 4 against 2, both full windows: the doubling nearly doubled the rate.
-        assert_eq!(window(&mut g, &mut clock, 100, 390 * MB), 16);
+        assert_eq!(window(&mut g, &mut clock, 10, 100 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 100 * MB), 2);
+        // Two against one, both full windows: the doubling nearly doubled the rate.
+        assert_eq!(window(&mut g, &mut clock, 100, 190 * MB), 8);
+        assert_eq!(window(&mut g, &mut clock, 100, 700 * MB), 32);
         assert_eq!(
-            window(&mut g, &mut clock, 100, 1500 * MB),
+            window(&mut g, &mut clock, 100, 2500 * MB),
             64,
             "capped at the maximum"
         );
@@ -177,7 +201,8 @@ mod tests {
     #[test]
     fn a_window_is_judged_only_at_full_strength_and_under_the_limit() {
         let (mut g, mut clock) = start(16);
-        assert_eq!(window(&mut g, &mut clock, 10, 500 * MB), 2);
+        assert_eq!(window(&mut g, &mut clock, 10, 500 * MB), 1);
+        assert_eq!(window(&mut g, &mut clock, 100, 500 * MB), 2);
         // One of the two has not started yet: the window is not judged.
         clock.0 += Duration::from_millis(100);
         clock.1 += 50 * MB;
