@@ -60,9 +60,10 @@ fn main() -> ExitCode {
 /// own `mmap`, and trims a thread's heap with `madvise(MADV_DONTNEED)` once its free top
 /// passes twice that. A download frees and allocates such buffers hundreds of times a second,
 /// so each time the kernel unmapped pages and faulted in fresh zeroed ones: a fifth of the
-/// daemon's CPU in a fast download (bench case 1). Blocks under 1 MiB now come from the heap
-/// and a heap keeps up to 8 MiB free before giving it back — CPU per GiB fell by about a fifth
-/// and peak RSS stayed under 50 MiB. A `GLIBC_TUNABLES` that sets malloc parameters wins.
+/// daemon's CPU in a fast download (bench case 1). Blocks under 4 MiB now come from the heap
+/// (a plain-HTTP connection's read buffer is a little over 1 MiB) and a heap keeps up to
+/// 16 MiB free before giving it back — CPU per GiB fell by about a fifth and peak RSS stayed
+/// under 55 MiB. A `GLIBC_TUNABLES` that sets malloc parameters wins.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -76,8 +77,8 @@ fn tune_allocator() {
             )]
             // SAFETY: mallopt takes plain integers and is called before any thread starts.
             unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
             }
         }
     }

@@ -323,17 +323,27 @@ impl PolicyResolver {
     }
 }
 
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let name = name.as_str().to_owned();
+impl PolicyResolver {
+    /// The addresses of `name` the policy allows (all of them for a trusted name).
+    pub(super) fn lookup_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static {
         let trusted = self
             .trusted
             .iter()
             .any(|host| name.eq_ignore_ascii_case(host));
-        let policy = self.policy;
+        Self::lookup(self.policy, trusted, name.to_owned())
+    }
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let lookup = self.lookup_name(name.as_str());
         Box::pin(async move {
-            let addrs = Self::lookup(policy, trusted, name).await?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            let addrs: reqwest::dns::Addrs = Box::new(lookup.await?.into_iter());
             Ok(addrs)
         })
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::FetchError;
-use super::http::{ClientSettings, TrustedProxy, build_client};
+use super::http::{ClientSettings, HttpClient, TrustedProxy, build_client};
 
 /// Clients kept for jobs' proxies; beyond this the cache starts over (a bound, not an LRU:
 /// many distinct proxies at once is not the common case).
@@ -16,11 +16,11 @@ const MAX_PROXY_CLIENTS: usize = 32;
 /// The shared client and a small cache of per-proxy clients. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    shared: reqwest::Client,
+    shared: HttpClient,
     /// The shared client's proxy, whose name its resolver trusts.
     trusted: Option<Arc<TrustedProxy>>,
     settings: Arc<ClientSettings>,
-    by_proxy: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    by_proxy: Arc<Mutex<HashMap<String, HttpClient>>>,
 }
 
 impl Clients {
@@ -47,14 +47,14 @@ impl Clients {
     }
 
     /// The shared client.
-    pub fn shared(&self) -> &reqwest::Client {
+    pub fn shared(&self) -> &HttpClient {
         &self.shared
     }
 
     /// The client for a job: its own proxy's, or the shared one. Called once per job, never
     /// per request. A job's proxy is where its requests go, so the address policy judges it
     /// like a URL: an IP literal here, a name in the client's resolver.
-    pub fn for_job(&self, proxy: Option<&str>) -> Result<reqwest::Client, FetchError> {
+    pub fn for_job(&self, proxy: Option<&str>) -> Result<HttpClient, FetchError> {
         let Some(proxy) = proxy else {
             return Ok(self.shared.clone());
         };
@@ -77,7 +77,7 @@ impl Clients {
         Ok(client)
     }
 
-    fn cached(&self, proxy: &str) -> Option<reqwest::Client> {
+    fn cached(&self, proxy: &str) -> Option<HttpClient> {
         self.by_proxy.lock().ok()?.get(proxy).cloned()
     }
 }

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{
-    Follow, get_following, if_range_value, network_error, parse_content_range, response_meta,
-    status_error,
+    Follow, HttpClient, get_following, if_range_value, network_error, parse_content_range,
+    response_meta, status_error,
 };
 use super::limits::{HostPermit, Hosts, Throttle};
 use super::source::Source;
@@ -90,7 +90,7 @@ const MIRROR_ATTEMPTS: u32 = 2;
 
 /// What every connection of a file shares.
 pub struct Env {
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     /// The file's URL first, then its mirrors.
     pub sources: Vec<Source>,
     pub follow: Follow,

@@ -10,6 +10,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::FetchError;
 use super::address_policy::{AddressPolicy, Category, Denied, PolicyResolver, denied_cause};
+use super::plain::PlainClient;
 use super::retry::parse_retry_after;
 use crate::store::FileMeta;
 use crate::telemetry::redact_url;
@@ -136,7 +137,7 @@ pub fn build_client(
     settings: &ClientSettings,
     proxy: Option<&str>,
     trusted: bool,
-) -> Result<reqwest::Client, FetchError> {
+) -> Result<HttpClient, FetchError> {
     // Said outright: a request without Accept-Encoding accepts any coding (RFC 9110
     // §12.5.3), and a server may gzip what it would otherwise send as is.
     let mut identity = HeaderMap::new();
@@ -149,6 +150,15 @@ pub fn build_client(
         .and_then(|p| url::Url::parse(p).ok())
         .and_then(|p| p.host_str().map(str::to_owned));
     let resolver = PolicyResolver::new(settings.policy, trusted_host.into_iter().collect());
+    let cannot = |reason: String| FetchError::InvalidResponse {
+        url: String::new(),
+        reason: format!("cannot build an HTTP client: {reason}"),
+    };
+    // With a proxy every request goes through reqwest, which knows how to reach it.
+    let plain = match proxy {
+        None => Some(PlainClient::new(settings, resolver.clone()).map_err(cannot)?),
+        Some(_) => None,
+    };
     let builder = reqwest::Client::builder()
         .dns_resolver(resolver)
         .user_agent(&settings.user_agent)
@@ -172,10 +182,36 @@ pub fn build_client(
             builder.proxy(proxy.no_proxy(no_proxy))
         }
     };
-    builder.build().map_err(|e| FetchError::InvalidResponse {
-        url: String::new(),
-        reason: format!("cannot build an HTTP client: {e}"),
-    })
+    let reqwest = builder.build().map_err(|e| cannot(e.to_string()))?;
+    Ok(HttpClient { reqwest, plain })
+}
+
+/// A download client: reqwest, and for plain `http://` URLs without a proxy hyper's own
+/// client with larger reads ([`PlainClient`]). Cheap to clone: both share their pools.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    reqwest: reqwest::Client,
+    plain: Option<PlainClient>,
+}
+
+impl HttpClient {
+    /// GETs `url` with `headers`, following no redirect.
+    async fn get(
+        &self,
+        url: &url::Url,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, FetchError> {
+        match &self.plain {
+            Some(plain) if url.scheme() == "http" => plain
+                .get(url, headers)
+                .await
+                .map_err(|e| network_error(&e, url)),
+            _ => {
+                let request = self.reqwest.get(url.clone()).headers(headers);
+                request.send().await.map_err(|e| reqwest_error(&e, url))
+            }
+        }
+    }
 }
 
 /// A proxy URL: `http`, `https`, `socks5` (names resolved here) or `socks5h` (names resolved
@@ -238,7 +274,7 @@ pub fn request_headers(
 /// resolver, a name it trusts by [`TrustedProxy`]), and a redirect to anything but http(s)
 /// fails the request.
 pub async fn get_following(
-    client: &reqwest::Client,
+    client: &HttpClient,
     (start, url): (&url::Url, &url::Url),
     secret: &HeaderMap,
     always: &HeaderMap,
@@ -253,14 +289,11 @@ pub async fn get_following(
         if let Some(trusted) = &follow.trusted {
             trusted.judge(&current, follow.policy).await?;
         }
-        let mut request = client.get(current.clone()).headers(always.clone());
+        let mut headers = always.clone();
         if !secret.is_empty() && current.origin() == url.origin() {
-            request = request.headers(secret.clone());
+            headers.extend(secret.clone());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| network_error(&e, &current))?;
+        let response = client.get(&current, headers).await?;
         let location = response
             .headers()
             .get(header::LOCATION)
@@ -359,11 +392,18 @@ pub fn status_error(response: &reqwest::Response) -> FetchError {
 }
 
 /// Maps a reqwest failure to a fetch error (redirect loops are terminal, the rest transient).
-pub fn network_error(err: &reqwest::Error, url: &url::Url) -> FetchError {
-    let url = redact_url(err.url().unwrap_or(url));
+fn reqwest_error(err: &reqwest::Error, url: &url::Url) -> FetchError {
     if err.is_redirect() {
-        return FetchError::TooManyRedirects { url };
+        return FetchError::TooManyRedirects {
+            url: redact_url(err.url().unwrap_or(url)),
+        };
     }
+    network_error(err, err.url().unwrap_or(url))
+}
+
+/// A request that failed before its answer arrived, or a body that broke off.
+pub fn network_error(err: &(dyn std::error::Error + 'static), url: &url::Url) -> FetchError {
+    let url = redact_url(url);
     // The resolver refused every address of the name: not a network failure to retry.
     if let Some(denied) = denied_cause(err) {
         return FetchError::AddressDenied(denied.clone());

@@ -18,6 +18,7 @@ mod http;
 pub mod limits;
 mod mirrors;
 pub mod place;
+mod plain;
 pub mod plan;
 mod retry;
 mod small;
@@ -38,7 +39,7 @@ pub use clients::Clients;
 pub use credentials::CredentialRules;
 pub use error::FetchError;
 pub use file::{FileLimits, Opening};
-pub use http::{ClientSettings, Follow, build_client, parse_proxy, request_headers};
+pub use http::{ClientSettings, Follow, HttpClient, build_client, parse_proxy, request_headers};
 pub use limits::{Hosts, Throttle};
 pub use retry::RetryPolicy;
 
@@ -70,7 +71,7 @@ pub struct FileTask {
     /// The job's headers and bearer token, and a credential rule's (sensitive values).
     pub headers: HeaderMap,
     /// The client to fetch with: the shared one, or the job's proxy's.
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     /// The download root, and the destination's path in it, whose `.part` is written.
     pub root: crate::domain::paths::DownloadRoot,
     pub rel: String,

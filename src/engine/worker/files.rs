@@ -264,7 +264,7 @@ async fn fetch_tracked(
     ctx: &Ctx<'_>,
     file: RunFile,
     live: &Arc<LiveFile>,
-    headers: &Result<(HeaderMap, reqwest::Client), FetchError>,
+    headers: &Result<(HeaderMap, crate::fetch::HttpClient), FetchError>,
     commits: (&Owner, &Handoff),
     claimed: Option<String>,
 ) -> (String, FileId, Result<(), FetchError>) {
@@ -313,7 +313,7 @@ async fn fetch_one(
     ctx: &Ctx<'_>,
     file: RunFile,
     live: &Arc<LiveFile>,
-    (headers, client): &(HeaderMap, reqwest::Client),
+    (headers, client): &(HeaderMap, crate::fetch::HttpClient),
     (owner, handoff): &(&Owner, &Handoff),
     claimed: Option<String>,
 ) -> Result<(), FetchError> {
