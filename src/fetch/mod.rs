@@ -2,7 +2,8 @@
 //!
 //! [`Fetcher::fetch_file`] is the boundary the engine calls: `file` coordinates one file's
 //! connections (probe, parallel ranges, work stealing, racing, restarts, checkpoints),
-//! `connection` runs one range, `writer` owns the `.part`, `space` checks free space and
+//! `connection` runs one range, `http` sends its requests (through `plain` for plain-HTTP
+//! URLs without a proxy), `writer` owns the `.part`, `space` checks free space and
 //! preallocates, `limits` holds the bandwidth and per-host budgets every download shares, and
 //! `place` puts verified files in place. The fetch layer knows nothing of the store: it reports
 //! through a [`Journal`] the worker implements.
