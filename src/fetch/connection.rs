@@ -572,7 +572,12 @@ async fn paid_chunk(
         *unpaid = match chunk {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(network_error(&e, &env.sources[source].url)),
+            Err(e) => {
+                return Err(network_error(
+                    &e,
+                    e.url().unwrap_or(&env.sources[source].url),
+                ));
+            }
         };
     }
     let limited = env.global.rate().is_some() || env.job.rate().is_some();

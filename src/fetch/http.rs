@@ -391,7 +391,8 @@ pub fn status_error(response: &reqwest::Response) -> FetchError {
     }
 }
 
-/// Maps a reqwest failure to a fetch error (redirect loops are terminal, the rest transient).
+/// Maps a reqwest failure to a fetch error (redirect loops are terminal, the rest as
+/// [`network_error`]).
 fn reqwest_error(err: &reqwest::Error, url: &url::Url) -> FetchError {
     if err.is_redirect() {
         return FetchError::TooManyRedirects {

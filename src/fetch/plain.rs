@@ -57,7 +57,7 @@ pub enum PlainError {
     Send(#[source] hyper_util::client::legacy::Error),
     #[error("no response within {0:?}")]
     Timeout(Duration),
-    #[error("an invalid request: {0}")]
+    #[error("an invalid request")]
     Request(#[source] http::Error),
 }
 
@@ -102,7 +102,16 @@ impl PlainClient {
         headers
             .entry(header::ACCEPT_ENCODING)
             .or_insert(HeaderValue::from_static("identity"));
-        let mut request = http::Request::get(url.as_str())
+        // As reqwest does: a URL's user and password become Basic credentials, and neither
+        // they nor the fragment go on the request line.
+        let mut target = url.clone();
+        target.set_fragment(None);
+        if let Some(credentials) = basic_auth(&target) {
+            headers.entry(header::AUTHORIZATION).or_insert(credentials);
+            let _ = target.set_username("");
+            let _ = target.set_password(None);
+        }
+        let mut request = http::Request::get(target.as_str())
             .body(Empty::new())
             .map_err(PlainError::Request)?;
         *request.headers_mut() = headers;
@@ -124,6 +133,28 @@ impl PlainClient {
         let response = builder.body(body).map_err(PlainError::Request)?;
         Ok(reqwest::Response::from(response))
     }
+}
+
+/// `Authorization: Basic` from the user and password of `url`, if it has either.
+fn basic_auth(url: &url::Url) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    let decode = |raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        url.password().map(decode).unwrap_or_default()
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// A response body that fails when no frame arrives for `idle`.
@@ -238,11 +269,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_get_sends_the_headers_reqwest_would_and_reads_the_body() {
+    async fn a_get_sends_what_reqwest_would_and_reads_the_body() {
         let (port, head) = serve_once(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\nContent-Range: bytes 0-4/10\r\n\r\nhello").await;
         let mut headers = HeaderMap::new();
         headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-4"));
-        let target = url(port, "/f.bin?x=1");
+        let target = url::Url::parse(&format!(
+            "http://us%20er:p%40ss@localhost:{port}/f.bin?x=1#top"
+        ))
+        .unwrap();
         let response = client(AddressPolicy::default(), Duration::from_secs(5))
             .get(&target, headers)
             .await
@@ -257,6 +291,8 @@ mod tests {
             "range: bytes=0-4",
             "accept-encoding: identity",
             "user-agent: haul-test",
+            // base64 of "us er:p@ss"
+            "authorization: basic dxmgzxi6cebzcw==",
         ] {
             assert!(head.contains(line), "{line} missing from {head}");
         }
