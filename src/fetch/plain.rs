@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::ResponseBuilderExt as _;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::time::{Instant, Sleep};
@@ -32,8 +32,13 @@ use super::http::ClientSettings;
 /// grows to it only while reads fill the buffer (a fast link); a slow one keeps small reads.
 const READ_BUFFER: usize = 1 << 20;
 
-/// Idle pooled connections are closed after this long, as reqwest's are.
+/// Idle pooled connections are closed after this long (as the reqwest client's are).
 const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// TCP keepalive, as reqwest sets it: a dead peer of a pooled connection is found without a
+/// request failing on it.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// An HTTP/1.1 client for `http://` URLs, with the address policy's resolver.
 #[derive(Clone)]
@@ -73,7 +78,13 @@ impl PlainClient {
         let mut connector = HttpConnector::new_with_resolver(resolver);
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
+        connector.set_keepalive(Some(KEEPALIVE));
+        connector.set_keepalive_interval(Some(KEEPALIVE));
+        connector.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+        // Without a pool timer idle connections are closed only when next taken.
         let inner = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .http1_max_buf_size(READ_BUFFER)
             .build(connector);
@@ -86,8 +97,9 @@ impl PlainClient {
     }
 
     /// GETs `url` with `headers`, plus what reqwest's requests carry where they do not say
-    /// otherwise: the user agent, `Accept: */*` and `Accept-Encoding: identity`. Each wait for
-    /// bytes, the answer's head included, is bounded by the read timeout.
+    /// otherwise: the user agent, `Accept: */*` and `Accept-Encoding: identity`. The head must
+    /// arrive within the connect timeout plus the read timeout, and each wait for body bytes
+    /// within the read timeout.
     pub async fn get(
         &self,
         url: &url::Url,
@@ -157,11 +169,14 @@ fn basic_auth(url: &url::Url) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// A response body that fails when no frame arrives for `idle`.
+/// A response body that fails when a read waits `idle` for its next frame. The clock runs only
+/// while a read waits, so a body not read for a while (its head judged first) is not failed.
 struct IdleTimeout {
     inner: Incoming,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Whether `deadline` is set for the wait under way.
+    waiting: bool,
 }
 
 impl IdleTimeout {
@@ -170,6 +185,7 @@ impl IdleTimeout {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
         }
     }
 }
@@ -185,14 +201,19 @@ impl http_body::Body for IdleTimeout {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = Instant::now() + this.idle;
-                this.deadline.as_mut().reset(next);
+                this.waiting = false;
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimedOut(this.idle).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !std::mem::replace(&mut this.waiting, true) {
+                    let deadline = Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(deadline);
+                }
+                match this.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimedOut(this.idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -246,6 +267,13 @@ mod tests {
     /// A server for one connection: reads the request head, hands it over, and writes `answer`;
     /// then keeps the connection open without a byte more until the test ends.
     async fn serve_once(answer: &'static [u8]) -> (u16, tokio::sync::oneshot::Receiver<String>) {
+        serve_once_in(vec![(Duration::ZERO, answer)]).await
+    }
+
+    /// As [`serve_once`], writing each part of the answer after its delay.
+    async fn serve_once_in(
+        parts: Vec<(Duration, &'static [u8])>,
+    ) -> (u16, tokio::sync::oneshot::Receiver<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -258,7 +286,10 @@ mod tests {
                 head.push(byte[0]);
             }
             let _ = tx.send(String::from_utf8(head).unwrap());
-            socket.write_all(answer).await.unwrap();
+            for (delay, part) in parts {
+                tokio::time::sleep(delay).await;
+                socket.write_all(part).await.unwrap();
+            }
             std::future::pending::<()>().await;
         });
         (port, rx)
@@ -317,6 +348,25 @@ mod tests {
             cause = c.source();
         }
         assert!(chain.contains("no bytes within 200ms"), "{chain}");
+    }
+
+    #[tokio::test]
+    async fn the_read_timeout_runs_only_while_a_read_waits() {
+        let (port, _head) = serve_once_in(vec![
+            (
+                Duration::ZERO,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            ),
+            (Duration::from_millis(500), b"ten bytes."),
+        ])
+        .await;
+        let response = client(AddressPolicy::default(), Duration::from_millis(300))
+            .get(&url(port, "/"), HeaderMap::new())
+            .await
+            .unwrap();
+        // Longer than the read timeout without reading; then the read waits about 100 ms.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(response.bytes().await.unwrap(), "ten bytes.");
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ impl Source {
 
     /// Records where a request for `url` ended up (after its redirects).
     pub fn learn(&self, at: &url::Url) {
-        if at == &self.url {
+        if at == &self.url || same_target(at, &self.url) {
             if self.redirected.load(Ordering::Acquire) {
                 self.forget();
             }
@@ -72,6 +72,18 @@ impl Source {
     }
 }
 
+/// Whether two URLs differ only in what never reaches the request line: the user and password
+/// (reqwest sends them as a header and drops them from its response's URL, which must not read
+/// as a redirect that leaves the credentials behind) and the fragment.
+fn same_target(a: &url::Url, b: &url::Url) -> bool {
+    let target = |url: &url::Url| {
+        let mut url = crate::telemetry::without_userinfo(url);
+        url.set_fragment(None);
+        url
+    };
+    target(a) == target(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +100,16 @@ mod tests {
         assert_eq!(source.location(), Some(blob));
         source.forget();
         assert_eq!(source.location(), None);
+    }
+
+    #[test]
+    fn the_url_without_its_credentials_or_fragment_is_no_redirect() {
+        let url = url::Url::parse("https://user:pw@h/f.bin#part").unwrap();
+        let source = Source::new(url, HeaderMap::new());
+        source.learn(&url::Url::parse("https://h/f.bin").unwrap());
+        assert_eq!(source.location(), None, "the credentials stay with the URL");
+        let elsewhere = url::Url::parse("https://h/g.bin").unwrap();
+        source.learn(&elsewhere);
+        assert_eq!(source.location(), Some(elsewhere));
     }
 }
