@@ -19,7 +19,11 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::Name as HyperName;
 
 /// Cloud metadata services (IPv4): AWS, GCP, Azure, OpenStack, Oracle and others at
 /// 169.254.169.254; the AWS ECS task and EKS pod identity endpoints; Alibaba Cloud; Oracle's
@@ -288,6 +292,20 @@ impl PolicyResolver {
         }
     }
 
+    /// The addresses of `name` the policy allows (all of them for a trusted name).
+    fn lookup_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static {
+        let trusted = self
+            .trusted
+            .iter()
+            .any(|host| name.eq_ignore_ascii_case(host));
+        Self::lookup(self.policy, trusted, name.to_owned())
+    }
+
     async fn lookup(
         policy: AddressPolicy,
         trusted: bool,
@@ -323,22 +341,6 @@ impl PolicyResolver {
     }
 }
 
-impl PolicyResolver {
-    /// The addresses of `name` the policy allows (all of them for a trusted name).
-    pub(super) fn lookup_name(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>>>
-    + Send
-    + 'static {
-        let trusted = self
-            .trusted
-            .iter()
-            .any(|host| name.eq_ignore_ascii_case(host));
-        Self::lookup(self.policy, trusted, name.to_owned())
-    }
-}
-
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let lookup = self.lookup_name(name.as_str());
@@ -346,6 +348,22 @@ impl reqwest::dns::Resolve for PolicyResolver {
             let addrs: reqwest::dns::Addrs = Box::new(lookup.await?.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+/// hyper's connector resolves through the same policy as reqwest's.
+impl tower::Service<HyperName> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: HyperName) -> Self::Future {
+        let lookup = self.lookup_name(name.as_str());
+        Box::pin(async move { Ok(lookup.await?.into_iter()) })
     }
 }
 

@@ -214,6 +214,14 @@ impl HttpClient {
     }
 }
 
+/// `url` as it reaches the server: without the user and password (sent as a header, if at
+/// all) and the fragment (never sent).
+pub fn request_target(url: &url::Url) -> url::Url {
+    let mut target = crate::telemetry::without_userinfo(url);
+    target.set_fragment(None);
+    target
+}
+
 /// A proxy URL: `http`, `https`, `socks5` (names resolved here) or `socks5h` (names resolved
 /// by the proxy), with a host. The error never repeats the URL (it may carry a password).
 pub fn parse_proxy(raw: &str) -> Result<reqwest::Proxy, String> {

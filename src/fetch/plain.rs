@@ -8,7 +8,6 @@
 //! handed on as a `reqwest::Response`, so the rest of the engine sees no difference.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,14 +18,13 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::ResponseBuilderExt as _;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::time::{Instant, Sleep};
 
 use super::address_policy::PolicyResolver;
-use super::http::ClientSettings;
+use super::http::{ClientSettings, request_target};
 
 /// The most one read of a connection takes from its socket. The connection's read buffer
 /// grows to it only while reads fill the buffer (a fast link); a slow one keeps small reads.
@@ -116,14 +114,10 @@ impl PlainClient {
             .or_insert(HeaderValue::from_static("identity"));
         // As reqwest does: a URL's user and password become Basic credentials, and neither
         // they nor the fragment go on the request line.
-        let mut target = url.clone();
-        target.set_fragment(None);
-        if let Some(credentials) = basic_auth(&target) {
+        if let Some(credentials) = basic_auth(url) {
             headers.entry(header::AUTHORIZATION).or_insert(credentials);
-            let _ = target.set_username("");
-            let _ = target.set_password(None);
         }
-        let mut request = http::Request::get(target.as_str())
+        let mut request = http::Request::get(request_target(url).as_str())
             .body(Empty::new())
             .map_err(PlainError::Request)?;
         *request.headers_mut() = headers;
@@ -223,22 +217,6 @@ impl http_body::Body for IdleTimeout {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// hyper's connector resolves through the same policy as reqwest's.
-impl tower::Service<Name> for PolicyResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let lookup = self.lookup_name(name.as_str());
-        Box::pin(async move { Ok(lookup.await?.into_iter()) })
     }
 }
 

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::header::HeaderMap;
 
+use super::http::request_target;
+
 /// One URL serving the file.
 #[derive(Debug)]
 pub struct Source {
@@ -49,7 +51,7 @@ impl Source {
 
     /// Records where a request for `url` ended up (after its redirects).
     pub fn learn(&self, at: &url::Url) {
-        if at == &self.url || same_target(at, &self.url) {
+        if same_target(at, &self.url) {
             if self.redirected.load(Ordering::Acquire) {
                 self.forget();
             }
@@ -76,12 +78,7 @@ impl Source {
 /// (reqwest sends them as a header and drops them from its response's URL, which must not read
 /// as a redirect that leaves the credentials behind) and the fragment.
 fn same_target(a: &url::Url, b: &url::Url) -> bool {
-    let target = |url: &url::Url| {
-        let mut url = crate::telemetry::without_userinfo(url);
-        url.set_fragment(None);
-        url
-    };
-    target(a) == target(b)
+    request_target(a) == request_target(b)
 }
 
 #[cfg(test)]
