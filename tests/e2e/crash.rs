@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, Launch};
-use crate::origin::{Faults, Origin, content, sha256_hex};
+use crate::origin::{Origin, content, sha256_hex};
 
 const KIB: u64 = 1024;
 
@@ -82,17 +82,15 @@ pub struct Mix {
 impl Mix {
     fn serve(&mut self, origin: &Origin, path: &str, len: u64, rate: Option<u64>) -> Expected {
         self.serial += 1;
-        let body = content(1000 + self.serial, usize::try_from(len).unwrap());
-        origin.put(path, body.clone());
-        if rate.is_some() {
-            origin.set_faults(
-                path,
-                Faults {
-                    rate,
-                    ..Faults::default()
-                },
-            );
-        }
+        let seed = 1000 + self.serial;
+        let body = match rate {
+            Some(rate) => origin.put_throttled(path, seed, len, rate),
+            None => {
+                let body = content(seed, usize::try_from(len).unwrap());
+                origin.put(path, body.clone());
+                body
+            }
+        };
         Expected {
             rel: path.to_owned(),
             sha256: sha256_hex(&body),
